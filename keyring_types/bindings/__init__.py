@@ -1,0 +1,1 @@
+"""Compiled cffi extensions (built from ``_native/``); use the wrappers, not these."""

@@ -1,0 +1,1 @@
+"""Core: keys, keyrings, the key-type registry, permissions, quotas, expiry, GC."""

@@ -1,0 +1,188 @@
+"""The public keyspace API, shared by the in-process and the kernel-backed keyspace.
+
+Subclasses implement the ``sys_*`` methods, one per system call, with the
+kernel's semantics and errno; everything a user calls is written once here on
+top of them, so the two keyspaces cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+from typing import TYPE_CHECKING, Union
+
+from keyring_types.constants import KEY_SPEC_ALIASES
+from keyring_types.core.handle import Key, Keyring, _payload_bytes
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.secret import SecretBuffer
+
+__all__ = ["KeyspaceAPI", "KeyTarget"]
+
+#: Anything that names a key or keyring: a handle, a serial or KEY_SPEC_* id, or "@s" etc.
+KeyTarget = Union[Key, int, str]
+
+
+class KeyspaceAPI(abc.ABC):
+    """``add_key``/``request_key``/``keyctl`` on some keyspace, through handles."""
+
+    # -- the system calls (each mirrors one kernel entry point) --------------
+    @abc.abstractmethod
+    def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_get_keyring_id(self, keyid: int, create: bool) -> int: ...
+
+    @abc.abstractmethod
+    def sys_join_session_keyring(self, name: str | None) -> int: ...
+
+    @abc.abstractmethod
+    def sys_update(self, keyid: int, payload: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def sys_revoke(self, keyid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_chown(self, keyid: int, uid: int, gid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_setperm(self, keyid: int, perm: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_describe(self, keyid: int) -> str: ...
+
+    @abc.abstractmethod
+    def sys_clear(self, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_link(self, keyid: int, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_unlink(self, keyid: int, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_search(self, ringid: int, type_name: str, description: str, destringid: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_read(self, keyid: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_set_timeout(self, keyid: int, timeout: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_invalidate(self, keyid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_secret(self, keyid: int) -> SecretBuffer:
+        """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes."""
+
+    @abc.abstractmethod
+    def as_user(self, uid: int, gid: int, groups: tuple[int, ...] | list[int] = ()) -> KeyspaceAPI:
+        """A view of the same keyspace acting with other credentials (same session)."""
+
+    @abc.abstractmethod
+    def same_world(self, other: KeyspaceAPI) -> bool:
+        """Whether ``other`` is a view of the same set of keys."""
+
+    # -- the user-facing API -------------------------------------------------
+    def resolve(self, target: KeyTarget) -> int:
+        """Turn a handle, serial, KEY_SPEC_* id or ``@x`` alias into an id for a syscall."""
+        if isinstance(target, Key):
+            return target.serial
+        if isinstance(target, bool):
+            raise error(errno.EINVAL, "a key id must be an int, a handle or an @alias")
+        if isinstance(target, int):
+            return target
+        if isinstance(target, str):
+            if target in KEY_SPEC_ALIASES:
+                return KEY_SPEC_ALIASES[target]
+            try:
+                return int(target, 0)
+            except ValueError:
+                raise error(errno.EINVAL, f"not a key id or keyring alias: {target!r}") from None
+        raise error(errno.EINVAL, f"not a key id: {target!r}")
+
+    def handle(self, serial: int, type_name: str | None = None, description: str | None = None) -> Key:
+        """A handle on ``serial`` in this view, a :class:`Keyring` for keyrings."""
+        if type_name is None:
+            try:
+                type_name, _u, _g, _p, description = self.sys_describe(serial).split(";", 4)
+            except OSError:
+                return Key(self, serial)
+        cls = Keyring if type_name == "keyring" else Key
+        return cls(self, serial, type_name, description)
+
+    def add_key(
+        self,
+        type_name: str,
+        description: str | None,
+        payload: bytes | bytearray | memoryview | str | None,
+        keyring: KeyTarget,
+    ) -> Key:
+        """``add_key(2)``: create a key, or update the same type+description in ``keyring``.
+
+        Raises ``EINVAL`` (bad type name, description or payload), ``EPERM`` (type or
+        keyring name starting with '.'), ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR``
+        (bad destination), ``EACCES`` (no WRITE on it), ``EDQUOT`` (over quota).
+        """
+        serial = self.sys_add_key(type_name, description, _payload_bytes(payload), self.resolve(keyring))
+        return self.handle(serial, type_name, description)
+
+    def request_key(
+        self,
+        type_name: str,
+        description: str,
+        callout_info: bytes | str | None = None,
+        keyring: KeyTarget = 0,
+    ) -> Key:
+        """``request_key(2)``: find a key through the caller's keyrings.
+
+        Links it into ``keyring`` if given.  Raises ``ENOKEY`` (none, or only expired
+        ones), ``EKEYREVOKED``/``EACCES`` when only unusable ones exist.
+        """
+        callout = _payload_bytes(callout_info)
+        serial = self.sys_request_key(type_name, description, callout, self.resolve(keyring) if keyring else 0)
+        return self.handle(serial, type_name, description)
+
+    def key(self, target: KeyTarget) -> Key:
+        """A handle on an existing key; ``ENOKEY`` if there is none (special ids resolve)."""
+        keyid = self.resolve(target)
+        if keyid < 0:
+            return self.keyring(keyid)
+        return self.handle(self._checked_serial(keyid))
+
+    def _checked_serial(self, keyid: int) -> int:
+        try:
+            self.sys_describe(keyid)
+        except OSError as exc:
+            if exc.errno == errno.ENOKEY:
+                raise
+        return keyid
+
+    def keyring(self, target: KeyTarget, create: bool = False) -> Keyring:
+        """The keyring named by a special id or alias (``@s``, ``@u`` ...) or serial."""
+        keyid = self.resolve(target)
+        serial = self.sys_get_keyring_id(keyid, create) if keyid < 0 else keyid
+        h = self.handle(serial)
+        if not isinstance(h, Keyring):
+            if h._type is None:
+                return Keyring(self, serial)
+            raise error(errno.ENOTDIR, f"key {serial} is a '{h.type}' key, not a keyring")
+        return h
+
+    def join_session_keyring(self, name: str | None = None) -> Keyring:
+        """``keyctl session``: join (or make) a named session keyring, or a new anonymous one."""
+        serial = self.sys_join_session_keyring(name)
+        return Keyring(self, serial, "keyring", name if name is not None else "_ses")
+
+    @property
+    def session(self) -> Keyring:
+        return self.keyring("@s", create=True)
+
+    @property
+    def user_keyring(self) -> Keyring:
+        return self.keyring("@u", create=True)

@@ -1,0 +1,192 @@
+"""Public key handles: :class:`Key` and :class:`Keyring`.
+
+A handle is a serial plus the keyspace view that acts through it; every call
+is one system call on that keyspace (the in-process emulation or the real
+kernel), so possession and permissions are judged afresh each time, as the
+kernel does for every ``keyctl``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keyring_types.core.api import KeyspaceAPI, KeyTarget
+
+__all__ = ["Key", "Keyring"]
+
+
+class Key:
+    """A handle on one key in a keyspace."""
+
+    __slots__ = ("_ks", "_serial", "_type", "_description")
+
+    def __init__(
+        self,
+        keyspace: KeyspaceAPI,
+        serial: int,
+        type_name: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self._ks = keyspace
+        self._serial = serial
+        self._type = type_name
+        self._description = description
+
+    # -- identity -------------------------------------------------------------
+    @property
+    def serial(self) -> int:
+        return self._serial
+
+    @property
+    def keyspace(self) -> KeyspaceAPI:
+        return self._ks
+
+    def _fill(self) -> None:
+        type_name, _uid, _gid, _perm, desc = self._ks.sys_describe(self._serial).split(";", 4)
+        self._type, self._description = type_name, desc
+
+    @property
+    def type(self) -> str:
+        """The key type's name (needs VIEW permission if not already known)."""
+        if self._type is None:
+            self._fill()
+        assert self._type is not None
+        return self._type
+
+    @property
+    def description(self) -> str:
+        if self._description is None:
+            self._fill()
+        assert self._description is not None
+        return self._description
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Key):
+            return NotImplemented
+        return self._serial == other._serial and self._ks.same_world(other._ks)
+
+    def __hash__(self) -> int:
+        return hash(self._serial)
+
+    def __repr__(self) -> str:
+        t = self._type or "?"
+        d = self._description if self._description is not None else "?"
+        return f"<{type(self).__name__} {self._serial} {t}:{d!r}>"
+
+    def __int__(self) -> int:
+        return self._serial
+
+    # -- keyctl operations ----------------------------------------------------
+    def read(self) -> bytes:
+        """``keyctl read``: the payload (a sealed type's blob, never its plaintext).
+
+        Raises ``EACCES`` (no READ and not possessed), ``EOPNOTSUPP`` (type has no
+        read, e.g. logon), ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
+        """
+        return self._ks.sys_read(self._serial)
+
+    def describe(self) -> str:
+        """``keyctl rdescribe``: ``type;uid;gid;perm;description`` (perm as 8 hex digits).
+
+        Raises ``EACCES`` without VIEW, ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
+        """
+        return self._ks.sys_describe(self._serial)
+
+    def update(self, payload: bytes | str) -> None:
+        """``keyctl update``: replace the payload (one page at most).
+
+        Raises ``EINVAL`` (bad or oversize payload), ``EOPNOTSUPP`` (type cannot be
+        updated), ``EACCES`` (no WRITE), ``EKEYREVOKED``, ``EKEYEXPIRED``, ``EDQUOT``.
+        """
+        self._ks.sys_update(self._serial, _payload_bytes(payload) or b"")
+
+    def revoke(self) -> None:
+        """``keyctl revoke``; ``EACCES`` without WRITE or SETATTR, ``EKEYREVOKED`` if already."""
+        self._ks.sys_revoke(self._serial)
+
+    def invalidate(self) -> None:
+        """``keyctl invalidate``: unlink everywhere and destroy; ``EACCES`` without SEARCH."""
+        self._ks.sys_invalidate(self._serial)
+
+    def set_timeout(self, seconds: int) -> None:
+        """``keyctl timeout``: expire ``seconds`` from now (0 clears); ``EACCES`` without SETATTR."""
+        self._ks.sys_set_timeout(self._serial, seconds)
+
+    def set_perm(self, mask: int) -> None:
+        """``keyctl setperm``: ``EINVAL`` for bits outside 0x3f3f3f3f, ``EACCES`` unless owner/admin."""
+        self._ks.sys_setperm(self._serial, mask)
+
+    def chown(self, uid: int = -1, gid: int = -1) -> None:
+        """``keyctl chown/chgrp`` (-1 leaves a field); ``EACCES`` unless privileged, ``EDQUOT``."""
+        self._ks.sys_chown(self._serial, uid, gid)
+
+    @contextmanager
+    def secret(self) -> Iterator[memoryview]:
+        """Plaintext for in-process consumers, as a read-only view wiped on exit.
+
+        Sealed types unseal here (never in :meth:`read`).  Needs the same access as
+        ``read``; ``EOPNOTSUPP`` for types with no in-process secret.
+        """
+        buf = self._ks.sys_secret(self._serial)
+        mv = buf.view()
+        try:
+            yield mv
+        finally:
+            mv.release()
+            buf.wipe()
+
+
+class Keyring(Key):
+    """A handle on a keyring (a key of type ``keyring``)."""
+
+    __slots__ = ()
+
+    def link(self, key: Key | int) -> None:
+        """``keyctl link``: link ``key`` into this keyring.
+
+        Raises ``EACCES`` (no WRITE here or no LINK on the key), ``EDEADLK`` (cycle),
+        ``ENOTDIR``, ``EDQUOT``, ``EKEYREVOKED``.
+        """
+        self._ks.sys_link(int(key), self._serial)
+
+    def unlink(self, key: Key | int) -> None:
+        """``keyctl unlink``; ``ENOENT`` if not linked here, ``EACCES`` without WRITE."""
+        self._ks.sys_unlink(int(key), self._serial)
+
+    def search(self, type_name: str, description: str, dest: KeyTarget | None = None) -> Key:
+        """``keyctl search``: depth-first through this keyring and those it links.
+
+        Raises ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES`` when
+        the only matches were unusable, ``ENODEV`` for an unknown type.
+        """
+        dest_id = 0 if dest is None else self._ks.resolve(dest)
+        serial = self._ks.sys_search(self._serial, type_name, description, dest_id)
+        return self._ks.handle(serial, type_name, description)
+
+    def keys(self) -> list[Key]:
+        """The keys linked here (``keyctl rlist``); needs READ or possession."""
+        raw = self._ks.sys_read(self._serial)
+        serials = struct.unpack(f"{sys.byteorder[0] == 'l' and '<' or '>'}{len(raw) // 4}i", raw)
+        return [self._ks.handle(s) for s in serials]
+
+    def clear(self) -> None:
+        """``keyctl clear``: unlink everything; ``EACCES`` without WRITE."""
+        self._ks.sys_clear(self._serial)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (Key, int)):
+            return False
+        return int(key) in {k.serial for k in self.keys()}
+
+
+def _payload_bytes(payload: bytes | bytearray | memoryview | str | None) -> bytes | None:
+    if payload is None:
+        return None
+    if isinstance(payload, str):
+        return payload.encode()
+    return bytes(payload)

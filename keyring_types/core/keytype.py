@@ -1,0 +1,179 @@
+"""The key-type contract (the kernel's ``struct key_type``) and its registry.
+
+A key type is one class with the operations below; the core calls them at the
+same points the kernel does.  Types hold their payload on the record
+(``key.payload``) and charge its size with ``key.payload_reserve(n)`` from
+``instantiate``/``update``, as the kernel's types call ``key_payload_reserve``.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from keyring_types.constants import KEY_TYPE_NAME_MAX
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.record import KeyRecord
+    from keyring_types.secret import SecretBuffer
+
+__all__ = [
+    "KeyType",
+    "Preparsed",
+    "register_key_type",
+    "unregister_key_type",
+    "lookup_key_type",
+    "registered_key_types",
+    "on_unregister",
+]
+
+
+@attrs.define(eq=False)
+class Preparsed:
+    """What ``preparse`` makes of a payload before any key exists (``key_preparsed_payload``)."""
+
+    data: bytes
+    #: What instantiate/update install on the key (type-defined).
+    payload: Any = None
+    #: Bytes to charge to the owner's quota for the payload.
+    quotalen: int = 0
+    #: A description supplied by the type when the caller gave none.
+    description: str | None = None
+
+
+class KeyType:
+    """Base class of every key type; subclasses set ``name`` and override operations.
+
+    An operation left as inherited means the type lacks it, exactly as a NULL
+    pointer in the kernel's ops table: no ``update`` → ``EOPNOTSUPP`` for
+    ``keyctl update`` (and ``add_key`` over an existing key makes a new one);
+    no ``read`` → ``EOPNOTSUPP``.
+    """
+
+    name: ClassVar[str]
+    #: Default quota bytes charged at allocation (``def_datalen``).
+    def_datalen: ClassVar[int] = 0
+
+    # -- capability queries (derived from which ops the subclass overrides) --
+    @classmethod
+    def has_update(cls) -> bool:
+        return cls.update is not KeyType.update
+
+    @classmethod
+    def has_read(cls) -> bool:
+        return cls.read is not KeyType.read
+
+    # -- the ops table --------------------------------------------------------
+    def vet_description(self, description: str) -> None:
+        """Reject a description this type cannot use (``EINVAL``)."""
+
+    def preparse(self, data: bytes) -> Preparsed:
+        """Parse and validate ``data`` before a key exists; ``EINVAL`` on bad input."""
+        return Preparsed(data=data, payload=None, quotalen=len(data))
+
+    def free_preparse(self, prep: Preparsed) -> None:
+        """Release whatever ``preparse`` made that instantiate/update did not consume."""
+        wipe = getattr(prep.payload, "wipe", None)
+        if callable(wipe):
+            wipe()
+        prep.payload = None
+
+    def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
+        """Give a new key its payload (takes ownership of ``prep.payload``)."""
+        key.payload_reserve(prep.quotalen)
+        key.payload, prep.payload = prep.payload, None
+
+    def update(self, key: KeyRecord, prep: Preparsed) -> None:
+        """Replace the payload of an existing key; absent → ``EOPNOTSUPP``."""
+        raise error(errno.EOPNOTSUPP, f"key type '{self.name}' cannot be updated")
+
+    def read(self, key: KeyRecord) -> bytes:
+        """What ``keyctl read`` returns; absent → ``EOPNOTSUPP``."""
+        raise error(errno.EOPNOTSUPP, f"key type '{self.name}' cannot be read")
+
+    def describe(self, key: KeyRecord) -> str:
+        """The type's column in ``/proc/keys``."""
+        return key.description
+
+    def revoke(self, key: KeyRecord) -> None:
+        """Drop the payload early on revocation (the kernel frees it here)."""
+
+    def destroy(self, key: KeyRecord) -> None:
+        """Final free: wipe any secret the key holds."""
+        wipe = getattr(key.payload, "wipe", None)
+        if callable(wipe):
+            wipe()
+        key.payload = None
+
+    def secret(self, key: KeyRecord) -> SecretBuffer:
+        """Plaintext for in-process consumers, as a new SecretBuffer the caller wipes.
+
+        Sealed types unseal here.  Absent → ``EOPNOTSUPP``.
+        """
+        raise error(errno.EOPNOTSUPP, f"key type '{self.name}' has no in-process secret")
+
+
+_lock = threading.RLock()
+_registry: dict[str, KeyType] = {}
+_unregister_hooks: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name.encode()) >= KEY_TYPE_NAME_MAX:
+        raise error(errno.EINVAL, f"key type name must be 1..{KEY_TYPE_NAME_MAX - 1} bytes: {name!r}")
+
+
+def register_key_type(cls: type[KeyType]) -> type[KeyType]:
+    """Register a key type class (usable as a decorator).
+
+    ``EEXIST`` if a type of that name is registered; ``EINVAL`` for a bad name.
+    """
+    name = getattr(cls, "name", "")
+    _check_name(name)
+    with _lock:
+        if name in _registry:
+            raise error(errno.EEXIST, f"key type '{name}' is already registered")
+        _registry[name] = cls()
+    return cls
+
+
+def unregister_key_type(name: str) -> None:
+    """Remove a key type; its keys die (``EKEYREVOKED`` from then on) and are wiped.
+
+    ``ENODEV`` if no such type is registered.
+    """
+    with _lock:
+        ktype = _registry.pop(name, None)
+    if ktype is None:
+        raise error(errno.ENODEV, f"key type '{name}' is not registered")
+    for hook in list(_unregister_hooks):
+        hook.type_unregistered(ktype)
+
+
+def lookup_key_type(name: str) -> KeyType:
+    """The registered type called ``name``; ``ENODEV`` if none."""
+    with _lock:
+        ktype = _registry.get(name)
+    if ktype is None:
+        raise error(errno.ENODEV, f"unknown key type '{name}'")
+    return ktype
+
+
+def registered_key_types() -> list[str]:
+    """Names of all registered key types."""
+    with _lock:
+        return sorted(_registry)
+
+
+def on_unregister(listener: Any) -> None:
+    """Have ``listener.type_unregistered(ktype)`` called when a type goes (weakly held)."""
+    _unregister_hooks.add(listener)
+
+
+KeyTypeFactory = Callable[[], KeyType]

@@ -1,0 +1,85 @@
+"""The state of one key inside a Keyspace (the kernel's ``struct key``)."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.keytype import KeyType
+    from keyring_types.core.quota import KeyUser
+
+__all__ = ["KeyRecord", "IndexKey"]
+
+#: A keyring holds at most one key per (type name, description).
+IndexKey = tuple[str, str]
+
+
+@attrs.define(eq=False, repr=False)
+class KeyRecord:
+    """One key: identity, ownership, permissions, state flags, payload and links.
+
+    Key types read ``description``/``serial`` and own ``payload``; everything
+    else is the core's.
+    """
+
+    serial: int
+    ktype: KeyType
+    description: str
+    uid: int
+    #: None is the kernel's INVALID_GID (the per-user keyrings).
+    gid: int | None
+    perm: int
+    user: KeyUser
+    payload: Any = None
+    datalen: int = 0
+    quotalen: int = 0
+    in_quota: bool = True
+    instantiated: bool = False
+    revoked: bool = False
+    dead: bool = False
+    invalidated: bool = False
+    #: Absolute expiry time in clock seconds; 0 means none.
+    expiry: int = 0
+    revoked_at: int = 0
+    #: Contents when this is a keyring: index key -> record.
+    links: dict[IndexKey, KeyRecord] | None = None
+    #: Keyrings that hold a link to this key (keyring serial -> record).
+    parents: dict[int, KeyRecord] = attrs.Factory(dict)
+    #: References other than links (credentials holding a special keyring).
+    pins: int = 0
+
+    @property
+    def index_key(self) -> IndexKey:
+        return (self.ktype.name, self.description)
+
+    @property
+    def is_keyring(self) -> bool:
+        return self.links is not None
+
+    def __repr__(self) -> str:
+        return f"<KeyRecord {self.serial} {self.ktype.name}:{self.description!r}>"
+
+    def payload_reserve(self, datalen: int) -> None:
+        """Set the payload size charged to the owner (``key_payload_reserve``); ``EDQUOT``."""
+        delta = datalen - self.datalen
+        if delta and self.in_quota:
+            self.user.reserve_bytes(delta)
+            self.quotalen += delta
+        self.datalen = datalen
+
+    def expired_at(self, now: int) -> bool:
+        return self.expiry != 0 and now >= self.expiry
+
+    def validate(self, now: int) -> None:
+        """``key_validate``: ENOKEY if invalidated, EKEYREVOKED if revoked or dead, EKEYEXPIRED."""
+        if self.invalidated:
+            raise error(errno.ENOKEY, f"key {self.serial} has been invalidated")
+        if self.revoked or self.dead:
+            raise error(errno.EKEYREVOKED, f"key {self.serial} has been revoked")
+        if self.expired_at(now):
+            raise error(errno.EKEYEXPIRED, f"key {self.serial} has expired")

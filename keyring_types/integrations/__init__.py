@@ -1,0 +1,1 @@
+"""Bridges to the kernel and its consumers (kernel keyring, fscrypt, dm-crypt)."""

@@ -1,0 +1,1 @@
+"""Trust sources for trusted keys: tpm2, tee, caam, host, and plugins."""

@@ -1,0 +1,1 @@
+"""Built-in key types; importing this package registers them."""
