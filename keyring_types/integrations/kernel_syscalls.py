@@ -1,0 +1,286 @@
+"""Typed wrappers over the real ``add_key(2)``, ``request_key(2)`` and ``keyctl(2)``.
+
+One function per system call (per ``KEYCTL_*`` operation), calling the C helpers
+of ``keyring_types.bindings._keyctl`` (cffi, API mode).  A failing call raises
+``error(errno, message)`` with the kernel's errno and a message naming the
+operation and its ids/type/description; nothing here second-guesses the kernel.
+
+Integer arguments are passed as a 64-bit register would carry them; the kernel
+itself truncates to ``key_serial_t``/``uid_t``/``key_perm_t`` (32 bits), exactly
+as for a C caller.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from keyring_types.bindings._keyctl import ffi, lib
+from keyring_types.errors import KeyringError, error
+from keyring_types.secret import SecretBuffer
+
+__all__ = [
+    "KEYCTL_GET_KEYRING_ID",
+    "KEYCTL_JOIN_SESSION_KEYRING",
+    "KEYCTL_UPDATE",
+    "KEYCTL_REVOKE",
+    "KEYCTL_CHOWN",
+    "KEYCTL_SETPERM",
+    "KEYCTL_DESCRIBE",
+    "KEYCTL_CLEAR",
+    "KEYCTL_LINK",
+    "KEYCTL_UNLINK",
+    "KEYCTL_SEARCH",
+    "KEYCTL_READ",
+    "KEYCTL_SET_TIMEOUT",
+    "KEYCTL_INVALIDATE",
+    "add_key",
+    "request_key",
+    "keyctl_get_keyring_id",
+    "keyctl_join_session_keyring",
+    "keyctl_update",
+    "keyctl_revoke",
+    "keyctl_chown",
+    "keyctl_setperm",
+    "keyctl_describe",
+    "keyctl_clear",
+    "keyctl_link",
+    "keyctl_unlink",
+    "keyctl_search",
+    "keyctl_read",
+    "keyctl_read_size",
+    "keyctl_read_into",
+    "keyctl_read_secret",
+    "keyctl_set_timeout",
+    "keyctl_invalidate",
+]
+
+# include/uapi/linux/keyctl.h
+KEYCTL_GET_KEYRING_ID = 0
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_UPDATE = 2
+KEYCTL_REVOKE = 3
+KEYCTL_CHOWN = 4
+KEYCTL_SETPERM = 5
+KEYCTL_DESCRIBE = 6
+KEYCTL_CLEAR = 7
+KEYCTL_LINK = 8
+KEYCTL_UNLINK = 9
+KEYCTL_SEARCH = 10
+KEYCTL_READ = 11
+KEYCTL_SET_TIMEOUT = 15
+KEYCTL_INVALIDATE = 21
+
+# First guess for a read buffer: one syscall suffices for small payloads and short
+# keyrings; anything longer is sized by the length the kernel reports.  A multiple
+# of 4, because the kernel refuses keyring reads into other lengths (EINVAL).
+_READ_GUESS = 512
+
+_U64 = 1 << 64
+
+
+def _reg(value: int) -> int:
+    """``value`` as the signed 64-bit register the kernel would receive."""
+    value %= _U64
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def _cstr(text: str | None) -> Any:
+    """A NUL-terminated C string (NULL for ``None``); surrogate escapes keep raw bytes."""
+    if text is None:
+        return ffi.NULL
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _fail(rc: int, what: str) -> KeyringError:
+    err = -rc
+    return error(err, f"{what}: {os.strerror(err)}")
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        raise _fail(rc, what)
+    return rc
+
+
+def add_key(type_name: str, description: str | None, payload: bytes | memoryview | None, ringid: int) -> int:
+    """``add_key(2)``: the new (or updated) key's serial.
+
+    The kernel raises ``EINVAL`` (bad name/description/payload, ring 0), ``EPERM``
+    ('.' type or keyring name), ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR``
+    (destination), ``EACCES``, ``EDQUOT``.
+    """
+    data = ffi.NULL if payload is None else ffi.from_buffer(payload)
+    plen = 0 if payload is None else len(payload)
+    rc = lib.kt_add_key(_cstr(type_name), _cstr(description), data, plen, _reg(ringid))
+    return _check(rc, f"add_key(type {type_name!r}, description {description!r}, {plen} bytes, keyring {ringid})")
+
+
+def request_key(type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
+    """``request_key(2)``: search the caller's keyrings (upcall only with ``callout``).
+
+    ``ENOKEY`` (none, or only expired), ``EKEYREVOKED``, ``EACCES``, ``EPERM`` ('.' type),
+    ``EINVAL``.
+    """
+    rc = lib.kt_request_key(_cstr(type_name), _cstr(description), ffi.NULL if callout is None else callout, _reg(destringid))
+    return _check(rc, f"request_key(type {type_name!r}, description {description!r}, destination {destringid})")
+
+
+def keyctl_get_keyring_id(keyid: int, create: bool) -> int:
+    """``KEYCTL_GET_KEYRING_ID``: resolve a special id; ``ENOKEY`` (absent, ``create`` false), ``EINVAL``."""
+    rc = lib.kt_keyctl_int(KEYCTL_GET_KEYRING_ID, _reg(keyid), 1 if create else 0, 0, 0)
+    return _check(rc, f"keyctl_get_keyring_id(key {keyid}, create={bool(create)})")
+
+
+def keyctl_join_session_keyring(name: str | None) -> int:
+    """``KEYCTL_JOIN_SESSION_KEYRING``: join/create a named session keyring (``None``: anonymous).
+
+    ``EPERM`` for a name starting with '.', ``EINVAL``, ``EDQUOT``, ``EACCES``.
+    """
+    rc = lib.kt_keyctl_join(_cstr(name))
+    shown = "anonymous" if name is None else repr(name)
+    return _check(rc, f"keyctl_join_session_keyring({shown})")
+
+
+def keyctl_update(keyid: int, payload: bytes | memoryview | None) -> None:
+    """``KEYCTL_UPDATE``: ``EINVAL`` (0 or > one page), ``EOPNOTSUPP``, ``EACCES``,
+    ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``, ``EDQUOT``."""
+    data = ffi.NULL if payload is None else ffi.from_buffer(payload)
+    plen = 0 if payload is None else len(payload)
+    _check(lib.kt_keyctl_update(_reg(keyid), data, plen), f"keyctl_update(key {keyid}, {plen} bytes)")
+
+
+def keyctl_revoke(keyid: int) -> None:
+    """``KEYCTL_REVOKE``: ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
+    _check(lib.kt_keyctl_int(KEYCTL_REVOKE, _reg(keyid), 0, 0, 0), f"keyctl_revoke(key {keyid})")
+
+
+def keyctl_chown(keyid: int, uid: int, gid: int) -> None:
+    """``KEYCTL_CHOWN`` (-1 keeps a field): ``EACCES``, ``EDQUOT``, ``EKEYREVOKED``, ``ENOKEY``."""
+    rc = lib.kt_keyctl_int(KEYCTL_CHOWN, _reg(keyid), _reg(uid), _reg(gid), 0)
+    _check(rc, f"keyctl_chown(key {keyid}, uid {uid}, gid {gid})")
+
+
+def keyctl_setperm(keyid: int, perm: int) -> None:
+    """``KEYCTL_SETPERM``: ``EINVAL`` (bits outside 0x3f3f3f3f), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
+    rc = lib.kt_keyctl_int(KEYCTL_SETPERM, _reg(keyid), _reg(perm), 0, 0)
+    _check(rc, f"keyctl_setperm(key {keyid}, perm {perm & 0xFFFFFFFF:#010x})")
+
+
+def _read_loop(op: int, keyid: int, what: str) -> bytes:
+    # The kernel returns the full length whatever the buffer size and copies only
+    # when the buffer is large enough (keyctl.c keyctl_read_key/keyctl_describe_key),
+    # so retry with the reported length until the data fits (it can grow meanwhile).
+    size = _READ_GUESS
+    while True:
+        buf = ffi.new("char[]", size)
+        rc = _check(lib.kt_keyctl_buf(op, _reg(keyid), buf, size), what)
+        if rc <= size:
+            return ffi.unpack(buf, rc)
+        size = rc
+
+
+def keyctl_describe(keyid: int) -> str:
+    """``KEYCTL_DESCRIBE``: ``type;uid;gid;perm;description`` (trailing NUL removed).
+
+    ``EACCES`` without VIEW, ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
+    """
+    raw = _read_loop(KEYCTL_DESCRIBE, keyid, f"keyctl_describe(key {keyid})")
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def keyctl_clear(ringid: int) -> None:
+    """``KEYCTL_CLEAR``: ``ENOTDIR`` (not a keyring), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
+    _check(lib.kt_keyctl_int(KEYCTL_CLEAR, _reg(ringid), 0, 0, 0), f"keyctl_clear(keyring {ringid})")
+
+
+def keyctl_link(keyid: int, ringid: int) -> None:
+    """``KEYCTL_LINK``: ``EDEADLK`` (cycle), ``ENOTDIR``, ``EACCES``, ``EDQUOT``, ``ENOKEY``, ``EKEYREVOKED``."""
+    rc = lib.kt_keyctl_int(KEYCTL_LINK, _reg(keyid), _reg(ringid), 0, 0)
+    _check(rc, f"keyctl_link(key {keyid}, keyring {ringid})")
+
+
+def keyctl_unlink(keyid: int, ringid: int) -> None:
+    """``KEYCTL_UNLINK``: ``ENOENT`` (not linked there), ``ENOTDIR``, ``EACCES``, ``ENOKEY``."""
+    rc = lib.kt_keyctl_int(KEYCTL_UNLINK, _reg(keyid), _reg(ringid), 0, 0)
+    _check(rc, f"keyctl_unlink(key {keyid}, keyring {ringid})")
+
+
+def keyctl_search(ringid: int, type_name: str, description: str, destringid: int) -> int:
+    """``KEYCTL_SEARCH``: ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES``
+    (only unusable matches), ``ENOTDIR``, ``EINVAL``, ``EPERM``."""
+    rc = lib.kt_keyctl_search(_reg(ringid), _cstr(type_name), _cstr(description), _reg(destringid))
+    return _check(
+        rc, f"keyctl_search(keyring {ringid}, type {type_name!r}, description {description!r}, destination {destringid})"
+    )
+
+
+def keyctl_read(keyid: int) -> bytes:
+    """``KEYCTL_READ``: the payload (a keyring: its serials, 4 native-endian bytes each).
+
+    ``EACCES`` (no READ, not possessed), ``EOPNOTSUPP`` (no read op, e.g. logon),
+    ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
+    """
+    return _read_loop(KEYCTL_READ, keyid, f"keyctl_read(key {keyid})")
+
+
+def keyctl_read_size(keyid: int) -> int:
+    """``KEYCTL_READ`` with no buffer: the payload length.  Same errno as :func:`keyctl_read`."""
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, _reg(keyid), ffi.NULL, 0), f"keyctl_read(key {keyid})")
+
+
+def keyctl_read_into(keyid: int, target: memoryview) -> int:
+    """``KEYCTL_READ`` into ``target``: the full length (data copied only if it fits)."""
+    ptr = ffi.from_buffer(target, require_writable=True)
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, _reg(keyid), ptr, len(target)), f"keyctl_read(key {keyid})")
+
+
+def keyctl_read_secret(keyid: int) -> SecretBuffer:
+    """``KEYCTL_READ`` straight into a new :class:`SecretBuffer` (the caller wipes it).
+
+    The payload never passes through a Python ``bytes``: size query, allocate,
+    read into the buffer, and start over if the key grew in between.  Same errno
+    as :func:`keyctl_read`.
+    """
+    size = keyctl_read_size(keyid)
+    while True:
+        buf = SecretBuffer(size)
+        try:
+            view = buf.writable()
+            try:
+                got = keyctl_read_into(keyid, view)
+            finally:
+                view.release()
+        except BaseException:
+            buf.wipe()
+            raise
+        if got == size:
+            return buf
+        if got > size:  # grew between the two calls: nothing was copied
+            buf.wipe()
+            size = got
+            continue
+        # Shrank: the first ``got`` bytes are the payload; move them (native to native).
+        exact = SecretBuffer(got)
+        dst = exact.writable()
+        src = buf.view()
+        try:
+            dst[:] = src[:got]
+        finally:
+            dst.release()
+            src.release()
+            buf.wipe()
+        return exact
+
+
+def keyctl_set_timeout(keyid: int, timeout: int) -> None:
+    """``KEYCTL_SET_TIMEOUT`` (0 clears): ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
+    rc = lib.kt_keyctl_int(KEYCTL_SET_TIMEOUT, _reg(keyid), _reg(timeout), 0, 0)
+    _check(rc, f"keyctl_set_timeout(key {keyid}, {timeout} s)")
+
+
+def keyctl_invalidate(keyid: int) -> None:
+    """``KEYCTL_INVALIDATE``: ``EACCES`` (no SEARCH), ``ENOKEY``."""
+    _check(lib.kt_keyctl_int(KEYCTL_INVALIDATE, _reg(keyid), 0, 0, 0), f"keyctl_invalidate(key {keyid})")
