@@ -33,10 +33,12 @@ class KeyringError(OSError):
         super().__init__(err, message)
 
     def __str__(self) -> str:
-        name = _errno.errorcode.get(self.errno or 0, str(self.errno))
-        if self.errno == _errno.EOPNOTSUPP:
-            name = "EOPNOTSUPP"
+        name = _PREFERRED_NAMES.get(self.errno or 0) or _errno.errorcode.get(self.errno or 0, str(self.errno))
         return f"[{name}] {self.strerror}"
+
+
+#: errno values with several names: print the one the kernel's headers use for keys.
+_PREFERRED_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EDEADLK: "EDEADLK"}
 
 
 class KeyNotFoundError(KeyringError):

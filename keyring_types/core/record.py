@@ -48,6 +48,8 @@ class KeyRecord:
     revoked_at: int = 0
     #: Contents when this is a keyring: index key -> record.
     links: dict[IndexKey, KeyRecord] | None = None
+    #: The keyring-type subset of ``links``, so searches descend without scanning every key.
+    rings: dict[IndexKey, KeyRecord] | None = None
     #: Keyrings that hold a link to this key (keyring serial -> record).
     parents: dict[int, KeyRecord] = attrs.Factory(dict)
     #: References other than links (credentials holding a special keyring).

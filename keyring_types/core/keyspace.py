@@ -1,0 +1,951 @@
+"""The in-process keyspace: the kernel's key management, emulated.
+
+A :class:`Keyspace` is a view (credentials plus thread/process/session
+keyrings) onto a shared world of keys with its own serial numbers, per-user
+keyrings, quotas, clock and garbage collector.  Each ``sys_*`` method follows
+the corresponding kernel entry point step by step, so that the checks happen in
+the kernel's order and the errno that comes out is the kernel's.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from keyring_types.constants import (
+    KEY_ADD_PAYLOAD_MAX,
+    KEY_GC_DELAY,
+    KEY_MAX_DESC_SIZE,
+    KEY_PERM_MASK,
+    KEY_POS_ALL,
+    KEY_POS_LINK,
+    KEY_POS_READ,
+    KEY_POS_SEARCH,
+    KEY_POS_SETATTR,
+    KEY_POS_VIEW,
+    KEY_POS_WRITE,
+    KEY_SPEC_GROUP_KEYRING,
+    KEY_SPEC_PROCESS_KEYRING,
+    KEY_SPEC_REQKEY_AUTH_KEY,
+    KEY_SPEC_REQUESTOR_KEYRING,
+    KEY_SPEC_SESSION_KEYRING,
+    KEY_SPEC_THREAD_KEYRING,
+    KEY_SPEC_USER_KEYRING,
+    KEY_SPEC_USER_SESSION_KEYRING,
+    KEY_TYPE_NAME_MAX,
+    KEY_UPDATE_PAYLOAD_MAX,
+    KEY_USR_ALL,
+    KEY_USR_LINK,
+    KEY_USR_READ,
+    KEY_USR_VIEW,
+    KEYQUOTA_LINK_BYTES,
+    OVERFLOW_GID,
+)
+from keyring_types.core.api import KeyspaceAPI
+from keyring_types.core.context import calling
+from keyring_types.core.cred import Cred
+from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
+from keyring_types.core.perm import (
+    NEED_LINK,
+    NEED_NAMES,
+    NEED_READ,
+    NEED_SEARCH,
+    NEED_SETATTR,
+    NEED_VIEW,
+    NEED_WRITE,
+    caller_class,
+    permitted,
+)
+from keyring_types.core.quota import KeyUser, QuotaLimits
+from keyring_types.core.record import KeyRecord
+from keyring_types.core.search import EAGAIN, SearchContext, search_cred_keyrings, search_keyring_tree
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.secret import SecretBuffer
+
+__all__ = ["Keyspace"]
+
+# Lookup modes beyond a permission mask (``KEY_DEFER_PERM_CHECK``, ``KEY_NEED_UNLINK``).
+_DEFER = -1
+_UNLINK = -2
+
+_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ  # anonymous session keyring
+_NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
+_PROC_PERM = KEY_POS_ALL | KEY_USR_VIEW  # thread and process keyrings
+_UID_PERM = (KEY_POS_ALL & ~KEY_POS_SETATTR) | KEY_USR_ALL  # _uid.N and _uid_ses.N
+
+Clock = Callable[[], float]
+
+
+def _default_perm(ktype: KeyType) -> int:
+    """The mask add_key gives a new key (key_create_or_update)."""
+    perm = KEY_POS_VIEW | KEY_POS_SEARCH | KEY_POS_LINK | KEY_POS_SETATTR | KEY_USR_VIEW
+    if ktype.has_read():
+        perm |= KEY_POS_READ
+    if ktype.name == "keyring" or ktype.has_update():
+        perm |= KEY_POS_WRITE
+    return perm
+
+
+def _check_type_name(type_name: str) -> None:
+    raw = type_name.encode()
+    if not raw or len(raw) >= KEY_TYPE_NAME_MAX or b"\0" in raw:
+        raise error(errno.EINVAL, f"key type name must be 1..{KEY_TYPE_NAME_MAX - 1} bytes: {type_name!r}")
+    if raw[:1] == b".":
+        raise error(errno.EPERM, f"key type {type_name!r} is internal to the kernel (starts with '.')")
+
+
+def _check_desc_size(description: str) -> None:
+    if len(description.encode()) + 1 > KEY_MAX_DESC_SIZE:
+        raise error(
+            errno.EINVAL,
+            f"description is {len(description.encode())} bytes; at most {KEY_MAX_DESC_SIZE - 1} are allowed",
+        )
+
+
+class _Process:
+    """The keyrings a process's credentials point at."""
+
+    def __init__(self, session_from: _Process | None = None) -> None:
+        self.threads: dict[int, KeyRecord] = {}
+        self.process: KeyRecord | None = None
+        self._session: KeyRecord | None = None
+        # A process made by as_user() sees its creator's session until it joins its own.
+        self._session_from = session_from
+
+    @property
+    def session(self) -> KeyRecord | None:
+        if self._session_from is not None:
+            return self._session_from.session
+        return self._session
+
+    def set_session(self, ring: KeyRecord | None) -> KeyRecord | None:
+        old = self.session
+        self._session_from = None
+        self._session = ring
+        return old
+
+
+class _World:
+    """Everything views of one Keyspace share."""
+
+    def __init__(self, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
+        self.lock = threading.RLock()
+        self.keys: dict[int, KeyRecord] = {}
+        self.users: dict[int, KeyUser] = {}
+        self.user_rings: dict[int, tuple[KeyRecord, KeyRecord]] = {}
+        self.limits = limits
+        self.clock = clock
+        self.gc_delay = gc_delay
+        self.rng = random.Random()
+        self.gc_heap: list[tuple[int, int]] = []
+        on_unregister(self)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def key_user(self, uid: int) -> KeyUser:
+        user = self.users.get(uid)
+        if user is None:
+            user = self.users[uid] = KeyUser(uid, self.limits)
+        return user
+
+    def new_serial(self) -> int:
+        serial = self.rng.getrandbits(31)
+        while True:
+            if serial < 3:
+                serial = 3
+            if serial not in self.keys:
+                return serial
+            serial = (serial + 1) & 0x7FFFFFFF
+
+    # -- allocation and destruction ------------------------------------------
+    def alloc(
+        self, ktype: KeyType, description: str, uid: int, gid: int | None, perm: int, in_quota: bool = True
+    ) -> KeyRecord:
+        """``key_alloc``: vet the description, charge the quota, take a serial."""
+        if not description:
+            raise error(errno.EINVAL, "a key needs a non-empty description")
+        ktype.vet_description(description)
+        user = self.key_user(uid)
+        quotalen = len(description.encode()) + 1 + ktype.def_datalen
+        if in_quota:
+            user.charge_new_key(quotalen)
+        rec = KeyRecord(
+            serial=self.new_serial(),
+            ktype=ktype,
+            description=description,
+            uid=uid,
+            gid=gid,
+            perm=perm,
+            user=user,
+            datalen=ktype.def_datalen,
+            quotalen=quotalen,
+            in_quota=in_quota,
+        )
+        user.nkeys += 1
+        self.keys[rec.serial] = rec
+        return rec
+
+    def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
+        ktype = lookup_key_type("keyring")
+        rec = self.alloc(ktype, description, uid, gid, perm)
+        with calling(_NO_CALLER):
+            ktype.instantiate(rec, ktype.preparse(b""))
+        rec.instantiated = True
+        rec.user.nikeys += 1
+        return rec
+
+    def maybe_destroy(self, rec: KeyRecord) -> None:
+        """Destroy ``rec`` if nothing links or pins it, cascading through keyrings."""
+        pending = [rec]
+        while pending:
+            r = pending.pop()
+            if r.pins or r.parents or r.serial not in self.keys:
+                continue
+            if r.links is not None:
+                for child in list(r.links.values()):
+                    self.drop_link(r, child, refund=False)
+                    pending.append(child)
+            self.destroy(r)
+
+    def destroy(self, rec: KeyRecord) -> None:
+        del self.keys[rec.serial]
+        with calling(_NO_CALLER):
+            rec.ktype.destroy(rec)
+        if rec.in_quota:
+            rec.user.release_key(rec.quotalen)
+        rec.user.nkeys -= 1
+        if rec.instantiated:
+            rec.user.nikeys -= 1
+        rec.dead = True
+
+    # -- links ------------------------------------------------------------------
+    def add_link(self, ring: KeyRecord, key: KeyRecord) -> KeyRecord | None:
+        """Install ``key`` in ``ring``, displacing a same-index key; returns the displaced one."""
+        assert ring.links is not None and ring.rings is not None
+        idx = key.index_key
+        old = ring.links.get(idx)
+        if old is key:
+            return None
+        if old is not None:
+            self.drop_link(ring, old, refund=False)
+        ring.links[idx] = key
+        if key.is_keyring:
+            ring.rings[idx] = key
+        key.parents[ring.serial] = ring
+        return old
+
+    def drop_link(self, ring: KeyRecord, key: KeyRecord, refund: bool = True) -> None:
+        assert ring.links is not None and ring.rings is not None
+        idx = key.index_key
+        del ring.links[idx]
+        ring.rings.pop(idx, None)
+        del key.parents[ring.serial]
+        if refund:
+            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+
+    def unlink_everywhere(self, key: KeyRecord) -> None:
+        for ring in list(key.parents.values()):
+            self.drop_link(ring, key)
+        self.maybe_destroy(key)
+
+    # -- garbage collection ---------------------------------------------------
+    def schedule_gc(self, when: int, key: KeyRecord) -> None:
+        heapq.heappush(self.gc_heap, (when, key.serial))
+
+    def gc(self) -> None:
+        """Reap revoked and expired keys whose grace period (gc_delay) has passed."""
+        now = self.now()
+        heap = self.gc_heap
+        while heap and heap[0][0] <= now:
+            _, serial = heapq.heappop(heap)
+            rec = self.keys.get(serial)
+            if rec is None:
+                continue
+            dead_at = None
+            if rec.revoked:
+                dead_at = rec.revoked_at + self.gc_delay
+            if rec.expiry:
+                exp = rec.expiry + self.gc_delay
+                dead_at = exp if dead_at is None else min(dead_at, exp)
+            if dead_at is not None and dead_at <= now:
+                self.unlink_everywhere(rec)
+
+    def type_unregistered(self, ktype: KeyType) -> None:
+        """Keys of an unregistered type die: payload freed, links dropped."""
+        with self.lock:
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                rec.dead = True
+                with calling(_NO_CALLER):
+                    ktype.destroy(rec)
+                self.unlink_everywhere(rec)
+
+    def user_keyrings(self, uid: int) -> tuple[KeyRecord, KeyRecord]:
+        """``look_up_user_keyrings``: ``_uid.N`` and ``_uid_ses.N``, made on first use."""
+        rings = self.user_rings.get(uid)
+        if rings is None:
+            uid_ring = self.new_keyring(f"_uid.{uid}", uid, None, _UID_PERM)
+            uid_ring.pins += 1
+            try:
+                ses_ring = self.new_keyring(f"_uid_ses.{uid}", uid, None, _UID_PERM)
+            except OSError:
+                uid_ring.pins -= 1
+                self.maybe_destroy(uid_ring)
+                raise
+            ses_ring.pins += 1
+            ses_ring.payload_reserve(ses_ring.datalen + KEYQUOTA_LINK_BYTES)
+            self.add_link(ses_ring, uid_ring)
+            rings = self.user_rings[uid] = (uid_ring, ses_ring)
+        return rings
+
+
+class _NoCaller:
+    """The caller seen by type operations run on behalf of no one (GC, destroy)."""
+
+    cred = Cred(0, 0)
+
+    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
+        raise error(errno.ENOKEY, f"no caller to look up {type_name}:{description} for")
+
+
+_NO_CALLER = _NoCaller()
+
+
+class Keyspace(KeyspaceAPI):
+    """An isolated in-process world of keys with the kernel's semantics.
+
+    ``Keyspace()`` starts like a fresh login session: the caller (this process's
+    credentials unless ``uid``/``gid`` are given) holds a new anonymous session
+    keyring.  ``clock`` (seconds) drives expiry and GC; ``limits`` the quotas.
+    """
+
+    def __init__(
+        self,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        groups: Iterable[int] | None = None,
+        limits: QuotaLimits | None = None,
+        clock: Clock = time.time,
+        gc_delay: int = KEY_GC_DELAY,
+        _world: _World | None = None,
+        _proc: _Process | None = None,
+    ) -> None:
+        cur = Cred.current()
+        self.cred = Cred(
+            cur.uid if uid is None else uid,
+            cur.gid if gid is None else gid,
+            (cur.groups if uid is None else ()) if groups is None else groups,
+        )
+        if _world is None:
+            _world = _World(limits or QuotaLimits(), clock, gc_delay)
+            _proc = _Process()
+            with _world.lock:
+                ses = _world.new_keyring("_ses", self.cred.uid, self.cred.gid, _SES_PERM)
+                ses.pins += 1
+                _proc.set_session(ses)
+        assert _proc is not None
+        self._world = _world
+        self._proc = _proc
+
+    def __repr__(self) -> str:
+        return f"<Keyspace uid={self.cred.uid} gid={self.cred.gid} keys={len(self._world.keys)}>"
+
+    # -- views ---------------------------------------------------------------
+    def as_user(self, uid: int, gid: int, groups: tuple[int, ...] | list[int] = ()) -> Keyspace:
+        """A process of another user in this session: same keys and session keyring.
+
+        It has its own thread and process keyrings and its own user keyrings.
+        """
+        return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=_Process(self._proc))
+
+    def same_world(self, other: KeyspaceAPI) -> bool:
+        return isinstance(other, Keyspace) and other._world is self._world
+
+    # The Caller protocol, for key types that look up other keys (encrypted masters).
+    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
+        """In-kernel ``request_key`` without upcall: ENOKEY / EKEYREVOKED / EACCES."""
+        return self._request(type_name, description)
+
+    # -- resolving ids (lookup_user_key) --------------------------------------
+    def _thread_ring(self, create: bool) -> KeyRecord | None:
+        tid = threading.get_ident()
+        ring = self._proc.threads.get(tid)
+        if ring is None and create:
+            ring = self._world.new_keyring("_tid", self.cred.uid, self.cred.gid, _PROC_PERM)
+            ring.pins += 1
+            self._proc.threads[tid] = ring
+        return ring
+
+    def _process_ring(self, create: bool) -> KeyRecord | None:
+        ring = self._proc.process
+        if ring is None and create:
+            ring = self._world.new_keyring("_pid", self.cred.uid, self.cred.gid, _PROC_PERM)
+            ring.pins += 1
+            self._proc.process = ring
+        return ring
+
+    def _install_session(self, ring: KeyRecord) -> None:
+        ring.pins += 1
+        old = self._proc.set_session(ring)
+        if old is not None:
+            old.pins -= 1
+            self._world.maybe_destroy(old)
+
+    def _special(self, keyid: int, create: bool) -> KeyRecord:
+        w = self._world
+        if keyid == KEY_SPEC_THREAD_KEYRING:
+            ring = self._thread_ring(create)
+            if ring is None:
+                raise error(errno.ENOKEY, "this thread has no thread keyring (@t); create it first")
+            return ring
+        if keyid == KEY_SPEC_PROCESS_KEYRING:
+            ring = self._process_ring(create)
+            if ring is None:
+                raise error(errno.ENOKEY, "this process has no process keyring (@p); create it first")
+            return ring
+        if keyid == KEY_SPEC_SESSION_KEYRING:
+            ses = self._proc.session
+            if ses is None:
+                if create:
+                    ses = w.new_keyring("_ses", self.cred.uid, self.cred.gid, _SES_PERM)
+                else:
+                    ses = w.user_keyrings(self.cred.uid)[1]
+                self._install_session(ses)
+            return ses
+        if keyid == KEY_SPEC_USER_KEYRING:
+            return w.user_keyrings(self.cred.uid)[0]
+        if keyid == KEY_SPEC_USER_SESSION_KEYRING:
+            return w.user_keyrings(self.cred.uid)[1]
+        if keyid == KEY_SPEC_GROUP_KEYRING:
+            raise error(errno.EINVAL, "group keyrings (@g) are not implemented, as in the kernel")
+        if keyid in (KEY_SPEC_REQKEY_AUTH_KEY, KEY_SPEC_REQUESTOR_KEYRING):
+            raise error(errno.ENOKEY, f"special key {keyid} exists only inside a request-key upcall")
+        raise error(errno.EINVAL, f"invalid key id {keyid}")
+
+    def _cred_rings(self) -> list[KeyRecord | None]:
+        ses = self._proc.session
+        if ses is None:
+            rings = self._world.user_rings.get(self.cred.uid)
+            ses = rings[1] if rings else None
+        return [self._proc.threads.get(threading.get_ident()), self._proc.process, ses]
+
+    def _possessed(self, rec: KeyRecord) -> bool:
+        """Whether ``rec`` is reachable from the caller's keyrings (identity search)."""
+        now = self._world.now()
+
+        def ctx() -> SearchContext:
+            return SearchContext(
+                rec.index_key, self.cred, now, match=lambda k: k is rec, state_check=False, recurse=True
+            )
+
+        found, _ = search_cred_keyrings(self._cred_rings(), ctx)
+        return found is not None
+
+    def _lookup(self, keyid: int, need: int, *, create: bool = False, partial: bool = False) -> tuple[KeyRecord, bool]:
+        """``lookup_user_key``: resolve, validate, check permission; (record, possessed)."""
+        if keyid > 0:
+            rec = self._world.keys.get(keyid)
+            if rec is None:
+                raise error(errno.ENOKEY, f"key {keyid} does not exist")
+            possessed = self._possessed(rec)
+        elif keyid == 0:
+            raise error(errno.EINVAL, "key id 0 names no key")
+        else:
+            rec = self._special(keyid, create)
+            possessed = True
+        if need == _UNLINK:
+            return rec, possessed
+        if need != _DEFER:
+            rec.validate(self._world.now())
+            self._check(rec, possessed, need)
+        return rec, possessed
+
+    def _check(self, rec: KeyRecord, possessed: bool, need: int) -> None:
+        if not permitted(rec, self.cred, possessed, need):
+            raise self._denied(rec, possessed, need)
+
+    def _denied(self, rec: KeyRecord, possessed: bool, need: int) -> OSError:
+        who = caller_class(rec, self.cred)
+        msg = (
+            f"{rec.ktype.name} key {rec.serial} ({rec.description!r}, perm {rec.perm:08x}, owner {rec.uid}): "
+            f"uid {self.cred.uid} lacks {NEED_NAMES.get(need, hex(need))} as '{who}'"
+            f"{' and possessor' if possessed else ''}"
+        )
+        if not possessed:
+            msg += "; the key is not possessed (not reachable from the thread, process or session keyring)"
+            hint = self._user_ring_hint(rec)
+            if hint:
+                msg += "; " + hint
+        return error(errno.EACCES, msg)
+
+    def _user_ring_hint(self, rec: KeyRecord) -> str:
+        """Say so when ``rec`` sits in the caller's @u but @u is not reachable from @s."""
+        rings = self._world.user_rings.get(self.cred.uid)
+        if rings is None:
+            return ""
+        uid_ring = rings[0]
+        now = self._world.now()
+        ctx = SearchContext(rec.index_key, self.cred, now, match=lambda k: k is rec, state_check=False, possessed=True)
+        if search_keyring_tree(uid_ring, ctx) is None or self._possessed(uid_ring):
+            return ""
+        return (
+            "it is in your user keyring (@u), which is not linked into your session keyring (@s): "
+            "link it with `keyctl link @u @s` or ks.session.link(ks.user_keyring)"
+        )
+
+    def _unreachable_hint(self, type_name: str, description: str) -> str:
+        rings = self._world.user_rings.get(self.cred.uid)
+        if rings is None:
+            return ""
+        ctx = SearchContext((type_name, description), self.cred, self._world.now(), possessed=True)
+        found = search_keyring_tree(rings[0], ctx)
+        if found is None or self._possessed(rings[0]):
+            return ""
+        return (
+            f"; key {found.serial} ({type_name}:{description}) exists in your user keyring (@u), "
+            "which is not linked into your session keyring (@s): link it with `keyctl link @u @s` "
+            "or ks.session.link(ks.user_keyring)"
+        )
+
+    def _op(self) -> _OpScope:
+        return _OpScope(self)
+
+    # -- the system calls --------------------------------------------------------
+    def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
+        """``add_key(2)``; see :meth:`KeyspaceAPI.add_key` for the errno."""
+        _check_type_name(type_name)
+        if description is not None:
+            _check_desc_size(description)
+            if not description:
+                description = None
+            elif description.startswith(".") and type_name.startswith("keyring"):
+                raise error(errno.EPERM, f"keyring names starting with '.' are reserved: {description!r}")
+        data = payload or b""
+        if len(data) > KEY_ADD_PAYLOAD_MAX:
+            raise error(errno.EINVAL, f"payload of {len(data)} bytes exceeds add_key's limit of {KEY_ADD_PAYLOAD_MAX}")
+        with self._op():
+            w = self._world
+            ring, ring_possessed = self._lookup(ringid, NEED_WRITE, create=True)
+            ktype = lookup_key_type(type_name)
+            if not ring.is_keyring:
+                raise error(errno.ENOTDIR, f"destination {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
+            prep = ktype.preparse(data)
+            try:
+                desc = description if description is not None else prep.description
+                if not desc:
+                    raise error(errno.EINVAL, f"a '{type_name}' key needs a description")
+                assert ring.links is not None
+                existing = ring.links.get((type_name, desc))
+                # A new link (no same-index key to displace) costs the keyring's owner 4 bytes.
+                reserved = existing is None
+                if reserved:
+                    ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
+                try:
+                    if ktype.has_update() and existing is not None and not (existing.invalidated or existing.revoked):
+                        self._check(existing, ring_possessed, NEED_WRITE)
+                        ktype.update(existing, prep)
+                        return existing.serial
+                    rec = w.alloc(ktype, desc, self.cred.uid, self.cred.gid, _default_perm(ktype))
+                    try:
+                        ktype.instantiate(rec, prep)
+                    except BaseException:
+                        w.destroy(rec)
+                        raise
+                    rec.instantiated = True
+                    rec.user.nikeys += 1
+                except BaseException:
+                    if reserved:
+                        ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+                    raise
+                displaced = w.add_link(ring, rec)
+                if displaced is not None:
+                    w.maybe_destroy(displaced)
+                return rec.serial
+            finally:
+                ktype.free_preparse(prep)
+
+    def _request(self, type_name: str, description: str) -> KeyRecord:
+        """``request_key_and_link``'s search over the caller's keyrings (no upcall)."""
+        now = self._world.now()
+
+        def ctx() -> SearchContext:
+            return SearchContext((type_name, description), self.cred, now, skip_expired=True)
+
+        found, err = search_cred_keyrings(self._cred_rings(), ctx)
+        if found is not None:
+            return found
+        if err in (EAGAIN, errno.ENOKEY):
+            raise error(
+                errno.ENOKEY,
+                f"no {type_name} key {description!r} in the caller's keyrings"
+                + self._unreachable_hint(type_name, description),
+            )
+        raise error(err, _search_failure(err, type_name, description))
+
+    def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
+        """``request_key(2)`` without an upcall; ENOKEY / EKEYREVOKED / EACCES / ENODEV."""
+        _check_type_name(type_name)
+        _check_desc_size(description)
+        with self._op():
+            dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
+            lookup_key_type(type_name)
+            try:
+                found = self._request(type_name, description)
+            except OSError as exc:
+                if exc.errno == errno.ENOKEY and callout is not None:
+                    raise error(
+                        errno.ENOKEY,
+                        f"no {type_name} key {description!r} found, and a Keyspace has no request-key upcall "
+                        "to construct one from callout info",
+                    ) from None
+                raise
+            if dest is not None:
+                self._link(dest, found)
+            return found.serial
+
+    def sys_get_keyring_id(self, keyid: int, create: bool) -> int:
+        """``KEYCTL_GET_KEYRING_ID``; ENOKEY when a special keyring is absent and not created."""
+        with self._op():
+            return self._lookup(keyid, NEED_SEARCH, create=create)[0].serial
+
+    def sys_join_session_keyring(self, name: str | None) -> int:
+        """``KEYCTL_JOIN_SESSION_KEYRING``: a new anonymous session, or join/create ``name``.
+
+        EPERM for names starting with '.', EDQUOT when a new keyring is over quota.
+        """
+        with self._op():
+            w = self._world
+            if name is None:
+                ring = w.new_keyring("_ses", self.cred.uid, self.cred.gid, _SES_PERM)
+                self._install_session(ring)
+                return ring.serial
+            _check_desc_size(name)
+            if name.startswith("."):
+                raise error(errno.EPERM, f"session keyring names starting with '.' are reserved: {name!r}")
+            found = self._find_keyring_by_name(name)
+            if found is None:
+                found = w.new_keyring(name, self.cred.uid, self.cred.gid, _NAMED_SES_PERM)
+            elif found is self._proc.session:
+                return found.serial
+            self._install_session(found)
+            return found.serial
+
+    def _find_keyring_by_name(self, name: str) -> KeyRecord | None:
+        """``find_keyring_by_name``: a live named keyring the caller may search."""
+        uid_names = {r.description for pair in self._world.user_rings.values() for r in pair}
+        now = self._world.now()
+        for rec in self._world.keys.values():
+            if not rec.is_keyring or rec.description != name or name in uid_names:
+                continue
+            if rec.revoked or rec.invalidated or rec.dead or rec.expired_at(now):
+                continue
+            if permitted(rec, self.cred, False, NEED_SEARCH):
+                return rec
+        return None
+
+    def sys_update(self, keyid: int, payload: bytes) -> None:
+        """``KEYCTL_UPDATE``; EINVAL over one page, EOPNOTSUPP, EACCES, EKEYREVOKED, EDQUOT."""
+        if len(payload) > KEY_UPDATE_PAYLOAD_MAX:
+            raise error(
+                errno.EINVAL, f"update payload of {len(payload)} bytes exceeds one page ({KEY_UPDATE_PAYLOAD_MAX})"
+            )
+        with self._op():
+            rec, _ = self._lookup(keyid, NEED_WRITE)
+            ktype = rec.ktype
+            if not ktype.has_update():
+                raise error(errno.EOPNOTSUPP, f"'{ktype.name}' keys cannot be updated (key {rec.serial})")
+            prep = ktype.preparse(payload)
+            try:
+                ktype.update(rec, prep)
+            finally:
+                ktype.free_preparse(prep)
+
+    def sys_revoke(self, keyid: int) -> None:
+        """``KEYCTL_REVOKE``: needs WRITE or SETATTR; EKEYREVOKED if already revoked."""
+        with self._op():
+            try:
+                rec, _ = self._lookup(keyid, NEED_WRITE)
+            except OSError as exc:
+                if exc.errno != errno.EACCES:
+                    raise
+                rec, _ = self._lookup(keyid, NEED_SETATTR)
+            self._revoke(rec)
+
+    def _revoke(self, rec: KeyRecord) -> None:
+        if rec.revoked:
+            return
+        rec.revoked = True
+        with calling(self):
+            rec.ktype.revoke(rec)
+        now = self._world.now()
+        if rec.revoked_at == 0 or rec.revoked_at > now:
+            rec.revoked_at = now
+            self._world.schedule_gc(now + self._world.gc_delay, rec)
+
+    def sys_invalidate(self, keyid: int) -> None:
+        """``KEYCTL_INVALIDATE``: needs SEARCH; the key is unlinked everywhere at once."""
+        with self._op():
+            rec, _ = self._lookup(keyid, NEED_SEARCH)
+            rec.invalidated = True
+            self._world.unlink_everywhere(rec)
+
+    def sys_set_timeout(self, keyid: int, timeout: int) -> None:
+        """``KEYCTL_SET_TIMEOUT``: expire ``timeout`` s from now (0 clears); needs SETATTR."""
+        with self._op():
+            rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
+            if timeout > 0:
+                rec.expiry = self._world.now() + timeout
+                self._world.schedule_gc(rec.expiry + self._world.gc_delay, rec)
+            else:
+                rec.expiry = 0
+
+    def sys_setperm(self, keyid: int, perm: int) -> None:
+        """``KEYCTL_SETPERM``: EINVAL for unknown bits; EACCES unless owner or sysadmin."""
+        if perm < 0 or perm & ~KEY_PERM_MASK:
+            raise error(errno.EINVAL, f"permission mask {perm:#x} has bits outside {KEY_PERM_MASK:#010x}")
+        with self._op():
+            rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
+            if rec.uid != self.cred.uid and not self.cred.sysadmin:
+                raise error(
+                    errno.EACCES, f"only the owner (uid {rec.uid}) or root may change key {rec.serial}'s permissions"
+                )
+            rec.perm = perm
+
+    def sys_chown(self, keyid: int, uid: int, gid: int) -> None:
+        """``KEYCTL_CHOWN``: giving a key away or to a foreign group needs root; EDQUOT."""
+        if uid == -1 and gid == -1:
+            return
+        if uid < -1 or gid < -1:
+            raise error(errno.EINVAL, f"invalid owner {uid}:{gid}")
+        with self._op():
+            w = self._world
+            rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
+            privileged = (uid != -1 and uid != rec.uid) or (gid != -1 and gid != rec.gid and not self.cred.in_group(gid))
+            if privileged and not self.cred.sysadmin:
+                raise error(
+                    errno.EACCES,
+                    f"only root may give key {rec.serial} to uid {uid} or to a group the caller is not in",
+                )
+            if uid != -1 and uid != rec.uid:
+                new_owner = w.key_user(uid)
+                if rec.in_quota:
+                    new_owner.charge_new_key(rec.quotalen)
+                    rec.user.release_key(rec.quotalen)
+                rec.user.nkeys -= 1
+                new_owner.nkeys += 1
+                if rec.instantiated:
+                    rec.user.nikeys -= 1
+                    new_owner.nikeys += 1
+                rec.user = new_owner
+                rec.uid = uid
+            if gid != -1:
+                rec.gid = gid
+
+    def sys_describe(self, keyid: int) -> str:
+        """``KEYCTL_DESCRIBE``: ``type;uid;gid;perm;description``; EACCES without VIEW."""
+        with self._op():
+            rec, _ = self._lookup(keyid, NEED_VIEW, partial=True)
+            gid = OVERFLOW_GID if rec.gid is None else rec.gid
+            return f"{rec.ktype.name};{rec.uid};{gid};{rec.perm:08x};{rec.description}"
+
+    def sys_clear(self, ringid: int) -> None:
+        """``KEYCTL_CLEAR``: unlink every key; ENOTDIR, EACCES without WRITE."""
+        with self._op():
+            ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
+            if not ring.is_keyring:
+                raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+            assert ring.links is not None
+            children = list(ring.links.values())
+            for child in children:
+                self._world.drop_link(ring, child, refund=False)
+            ring.payload_reserve(0)
+            for child in children:
+                self._world.maybe_destroy(child)
+
+    def sys_link(self, keyid: int, ringid: int) -> None:
+        """``KEYCTL_LINK``; EACCES, ENOTDIR, EDEADLK (cycle), ELOOP (too deep), EDQUOT."""
+        with self._op():
+            ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
+            key, _ = self._lookup(keyid, NEED_LINK, create=True)
+            self._link(ring, key)
+
+    def _link(self, ring: KeyRecord, key: KeyRecord) -> None:
+        """``key_link``: reserve the link's bytes, refuse cycles, install."""
+        if not ring.is_keyring:
+            raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+        assert ring.links is not None
+        existing = ring.links.get(key.index_key)
+        if existing is key:
+            return
+        if existing is None:
+            ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
+        try:
+            if key.is_keyring:
+                self._detect_cycle(ring, key)
+        except BaseException:
+            if existing is None:
+                ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+            raise
+        displaced = self._world.add_link(ring, key)
+        if displaced is not None:
+            self._world.maybe_destroy(displaced)
+
+    def _detect_cycle(self, ring: KeyRecord, key: KeyRecord) -> None:
+        """EDEADLK if ``ring`` is reachable from ``key``; ELOOP if the tree would be too deep."""
+        ctx = SearchContext(
+            ring.index_key,
+            self.cred,
+            self._world.now(),
+            match=lambda k: k is ring,
+            state_check=False,
+            check_perm=False,
+            detect_too_deep=True,
+        )
+        if search_keyring_tree(key, ctx) is not None:
+            raise error(
+                errno.EDEADLK, f"linking keyring {key.serial} into {ring.serial} would make a cycle"
+            )
+        if ctx.err == errno.ELOOP:
+            raise error(errno.ELOOP, f"linking keyring {key.serial} into {ring.serial} nests keyrings too deeply")
+
+    def sys_unlink(self, keyid: int, ringid: int) -> None:
+        """``KEYCTL_UNLINK``: ENOENT if not linked, EACCES without WRITE on the keyring."""
+        with self._op():
+            ring, _ = self._lookup(ringid, NEED_WRITE)
+            key, _ = self._lookup(keyid, _UNLINK, partial=True)
+            if not ring.is_keyring:
+                raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+            assert ring.links is not None
+            # The kernel deletes by (type, description), whichever key holds that slot.
+            victim = ring.links.get(key.index_key)
+            if victim is None:
+                raise error(errno.ENOENT, f"key {key.serial} is not linked in keyring {ring.serial}")
+            self._world.drop_link(ring, victim)
+            self._world.maybe_destroy(victim)
+
+    def sys_search(self, ringid: int, type_name: str, description: str, destringid: int) -> int:
+        """``KEYCTL_SEARCH``; ENOKEY, EKEYREVOKED/EKEYEXPIRED/EACCES for unusable matches."""
+        _check_type_name(type_name)
+        _check_desc_size(description)
+        with self._op():
+            ring, possessed = self._lookup(ringid, NEED_SEARCH)
+            dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
+            lookup_key_type(type_name)
+            if not ring.is_keyring:
+                raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+            ctx = SearchContext((type_name, description), self.cred, self._world.now(), possessed=possessed)
+            found = search_keyring_tree(ring, ctx)
+            if found is None:
+                if ctx.err == EAGAIN:
+                    raise error(
+                        errno.ENOKEY,
+                        f"no {type_name} key {description!r} in keyring {ring.serial} or below"
+                        + self._unreachable_hint(type_name, description),
+                    )
+                raise error(ctx.err, _search_failure(ctx.err, type_name, description))
+            if dest is not None:
+                self._check(found, possessed, NEED_LINK)
+                self._link(dest, found)
+            return found.serial
+
+    def _readable(self, keyid: int) -> KeyRecord:
+        """KEYCTL_READ's checks: READ or possession, a read op, a valid key."""
+        try:
+            rec, possessed = self._lookup(keyid, _DEFER)
+        except OSError as exc:
+            raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
+        if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
+            raise self._denied(rec, possessed, NEED_READ)
+        if not rec.ktype.has_read():
+            raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
+        rec.validate(self._world.now())
+        return rec
+
+    def sys_read(self, keyid: int) -> bytes:
+        """``KEYCTL_READ``; ENOKEY, EACCES, EOPNOTSUPP, EKEYREVOKED, EKEYEXPIRED."""
+        with self._op():
+            rec = self._readable(keyid)
+            return rec.ktype.read(rec)
+
+    def sys_secret(self, keyid: int) -> SecretBuffer:
+        """The plaintext for in-process use; the same access rules as ``read``.
+
+        Types without a read op (logon) still hand their secret to in-process consumers,
+        as the kernel hands logon keys to kernel consumers.
+        """
+        with self._op():
+            try:
+                rec, possessed = self._lookup(keyid, _DEFER)
+            except OSError as exc:
+                raise error(errno.ENOKEY, f"cannot use key {keyid}: {exc.strerror}") from None
+            if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
+                raise self._denied(rec, possessed, NEED_READ)
+            rec.validate(self._world.now())
+            return rec.ktype.secret(rec)
+
+    # -- introspection (the /proc/keys and /proc/key-users views) ---------------
+    def proc_keys(self) -> list[str]:
+        """Lines as ``/proc/keys`` shows them, for keys the caller may VIEW."""
+        from keyring_types.core.procfs import proc_keys_line
+
+        with self._op():
+            now = self._world.now()
+            out = []
+            for rec in sorted(self._world.keys.values(), key=lambda r: r.serial):
+                if permitted(rec, self.cred, self._possessed(rec), NEED_VIEW):
+                    out.append(proc_keys_line(rec, now))
+            return out
+
+    def quota(self, uid: int | None = None) -> KeyUser:
+        """The quota record of ``uid`` (default: the caller), as ``/proc/key-users`` shows it."""
+        with self._world.lock:
+            return self._world.key_user(self.cred.uid if uid is None else uid)
+
+    def gc(self) -> None:
+        """Run the garbage collector now (it also runs before every operation)."""
+        with self._world.lock:
+            self._world.gc()
+
+
+class _OpScope:
+    """Hold the world lock, run GC, and make this view the current caller."""
+
+    __slots__ = ("_ks", "_cm")
+
+    def __init__(self, ks: Keyspace) -> None:
+        self._ks = ks
+
+    def __enter__(self) -> None:
+        w = self._ks._world
+        w.lock.acquire()
+        try:
+            if w.gc_heap:
+                w.gc()
+            self._cm = calling(self._ks)
+            self._cm.__enter__()
+        except BaseException:
+            w.lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._cm.__exit__(*exc)
+        finally:
+            self._ks._world.lock.release()
+
+
+def _search_failure(err: int, type_name: str, description: str) -> str:
+    what = {
+        errno.EKEYREVOKED: "was revoked or invalidated",
+        errno.EKEYEXPIRED: "has expired",
+        errno.EACCES: "is not searchable by the caller",
+    }.get(err, "could not be used")
+    return f"the only {type_name} key {description!r} found {what}"

@@ -1,0 +1,145 @@
+"""Searching keyring trees (``search_nested_keyrings`` and ``search_cred_keyrings``).
+
+Search visits the keys of a keyring before its nested keyrings, descends
+depth-first into nested keyrings the caller may SEARCH, skips revoked and
+invalidated keyrings, and stops descending below KEYRING_SEARCH_MAX_DEPTH.
+Unusable matches (revoked, expired, not searchable) are remembered as the
+error to report if nothing usable turns up, the last one seen winning.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from keyring_types.constants import KEYRING_SEARCH_MAX_DEPTH
+from keyring_types.core.perm import NEED_SEARCH, permitted
+
+if TYPE_CHECKING:
+    from keyring_types.core.cred import Cred
+    from keyring_types.core.record import IndexKey, KeyRecord
+
+__all__ = ["SearchContext", "search_keyring_tree", "search_cred_keyrings", "EAGAIN"]
+
+#: "Nothing found" inside a search, before it is reported as ENOKEY.
+EAGAIN = errno.EAGAIN
+
+
+@attrs.define(eq=False)
+class SearchContext:
+    """One search: what to match and which checks apply."""
+
+    index: IndexKey
+    cred: Cred
+    now: int
+    #: Extra match on the candidate (identity match for possession checks).
+    match: Callable[[KeyRecord], bool] | None = None
+    state_check: bool = True
+    skip_expired: bool = False
+    check_perm: bool = True
+    recurse: bool = True
+    detect_too_deep: bool = False
+    possessed: bool = False
+    #: errno of the last unusable match (EAGAIN: none yet).
+    err: int = EAGAIN
+
+    def _consider(self, key: KeyRecord) -> bool:
+        """``keyring_search_iterator``: True if ``key`` is the answer."""
+        if key.dead:
+            return False
+        if self.state_check:
+            if key.invalidated or key.revoked:
+                self.err = errno.EKEYREVOKED
+                return False
+            if key.expired_at(self.now):
+                if not self.skip_expired:
+                    self.err = errno.EKEYEXPIRED
+                return False
+        if self.match is not None and not self.match(key):
+            return False
+        if self.check_perm and not permitted(key, self.cred, self.possessed, NEED_SEARCH):
+            self.err = errno.EACCES
+            return False
+        return True
+
+
+def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
+    """Search from ``top`` (itself a candidate) through the keyrings below it.
+
+    Returns the key found, or None with ``ctx.err`` saying why (EAGAIN: no match,
+    ELOOP: too deep with ``detect_too_deep``).
+    """
+    if top.index_key == ctx.index and ctx._consider(top):
+        return top
+    if top.invalidated or top.revoked:
+        return None
+    found = top.links.get(ctx.index) if top.links is not None else None
+    if found is not None and ctx._consider(found):
+        return found
+    if not ctx.recurse or top.links is None:
+        return None
+    stack: list[Iterable[KeyRecord]] = [iter(list(_sub_keyrings(top)))]
+    while stack:
+        nxt = next(stack[-1], None)  # type: ignore[call-overload]
+        if nxt is None:
+            stack.pop()
+            continue
+        if len(stack) > KEYRING_SEARCH_MAX_DEPTH:  # len-1 ancestors are stacked
+            if ctx.detect_too_deep:
+                ctx.err = errno.ELOOP
+                return None
+            stack.pop()
+            continue
+        if ctx.check_perm and not permitted(nxt, ctx.cred, ctx.possessed, NEED_SEARCH):
+            continue
+        if nxt.invalidated or nxt.revoked:
+            continue
+        assert nxt.links is not None
+        cand = nxt.links.get(ctx.index)
+        if cand is not None and ctx._consider(cand):
+            return cand
+        stack.append(iter(list(_sub_keyrings(nxt))))
+    return None
+
+
+def _sub_keyrings(ring: KeyRecord) -> Iterable[KeyRecord]:
+    assert ring.rings is not None
+    return ring.rings.values()
+
+
+def search_cred_keyrings(
+    rings: Iterable[KeyRecord | None], make_ctx: Callable[[], SearchContext]
+) -> tuple[KeyRecord | None, int]:
+    """``search_cred_keyrings_rcu`` over the caller's thread, process and session keyrings.
+
+    Each keyring is searched as possessed.  Returns (key, 0) or (None, errno) with
+    the kernel's priority: success > ENOKEY > EAGAIN > any other error.
+    """
+    ret: int | None = None
+    err = EAGAIN
+    first = True
+    for ring in rings:
+        if ring is None:
+            continue
+        ctx = make_ctx()
+        ctx.possessed = True
+        if not ring.is_keyring:
+            res, code = None, errno.ENOTDIR
+        elif ctx.check_perm and not permitted(ring, ctx.cred, True, NEED_SEARCH):
+            res, code = None, errno.EACCES
+        else:
+            res = search_keyring_tree(ring, ctx)
+            code = 0 if res is not None else ctx.err
+        if res is not None:
+            return res, 0
+        if code in (EAGAIN, errno.ENOKEY):
+            # The thread keyring's "nothing" is kept; later ones only fill an empty slot.
+            if first or ret is None or code == errno.ENOKEY:
+                ret = code
+        else:
+            err = code
+        first = False
+    return None, ret if ret is not None else err
