@@ -1,0 +1,314 @@
+"""The encrypted-key blob, byte for byte as the kernel's ``encrypted`` type makes it.
+
+Pure functions, no keyspace knowledge: key derivation from the master key, the
+internal "datablob" the HMAC covers, AES-256-CBC, the hex text that ``keyctl
+pipe`` prints and its parser, and the eCryptfs auth-token payload.
+
+References: ``/work/shared/spec/kernel-keytypes.md`` §1.3-§1.8 and the kernel's
+``security/keys/encrypted-keys/encrypted.c`` / ``ecryptfs_format.c``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import errno
+import hashlib
+import re
+import struct
+
+import attrs
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as _hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from keyring_types.errors import error
+from keyring_types.secret import SecretBuffer
+
+__all__ = [
+    "IV_SIZE",
+    "HASH_SIZE",
+    "BLOCK_SIZE",
+    "MIN_DATA_SIZE",
+    "MAX_DATA_SIZE",
+    "ECRYPTFS_KEY_BYTES",
+    "ENC32_KEY_BYTES",
+    "ECRYPTFS_AUTH_TOK_SIZE",
+    "ECRYPTFS_KEY_OFFSET",
+    "FORMATS",
+    "Sealed",
+    "derive_enc_key",
+    "derive_auth_key",
+    "padded_len",
+    "hex_blob_len",
+    "export_len",
+    "datablob_header",
+    "compute_hmac",
+    "encrypt",
+    "seal",
+    "unseal",
+    "export",
+    "parse_hex_blob",
+    "parse_datalen",
+    "valid_ecryptfs_desc",
+    "ecryptfs_auth_tok",
+    "ecryptfs_key_view",
+]
+
+IV_SIZE = 16
+HASH_SIZE = 32
+BLOCK_SIZE = 16
+#: Length limits of the decrypted data, ``default`` format (kernel MIN/MAX_DATA_SIZE).
+MIN_DATA_SIZE = 20
+MAX_DATA_SIZE = 4096
+#: ``ecryptfs`` keys carry exactly ECRYPTFS_MAX_KEY_BYTES; ``enc32`` exactly 32.
+ECRYPTFS_KEY_BYTES = 64
+ENC32_KEY_BYTES = 32
+#: sizeof(struct ecryptfs_auth_tok), packed, x86-64 (spec 1.7).
+ECRYPTFS_AUTH_TOK_SIZE = 740
+#: Offset of token.password.session_key_encryption_key inside the auth token.
+ECRYPTFS_KEY_OFFSET = 648
+FORMATS = ("default", "ecryptfs", "enc32")
+
+_ENC_LABEL = b"ENC_KEY\x00"
+_AUTH_LABEL = b"AUTH_KEY\x00"
+#: The kernel sizes both derivation buffers by the longer label (spec 1.4), so
+#: the ENC input always ends in one more zero byte than the AUTH input.
+_LABEL_ROOM = len(_AUTH_LABEL)
+_ZEROS = bytes(HASH_SIZE + 1)
+_SHA256 = hashes.SHA256()
+_AES_KEY_MODE = algorithms.AES
+_DATALEN = re.compile(r"\+?([0-9]+)\n?")
+_ECRYPTFS_DESC = re.compile(r"[0-9A-Fa-f]{16}")
+
+Bytes = bytes | bytearray | memoryview
+
+
+def _derive(label: bytes, master: Bytes) -> bytes:
+    # Hash label || master || zeros without joining them, so the master is
+    # never copied onto the Python heap.
+    # The pad is at most 24 bytes (ENC label, empty master), always within _ZEROS.
+    pad = max(_LABEL_ROOM + len(master), HASH_SIZE) - len(label) - len(master)
+    h = hashlib.sha256(label)
+    h.update(master)
+    h.update(_ZEROS[:pad])
+    return h.digest()
+
+
+def derive_enc_key(master: Bytes) -> bytes:
+    """The AES-256 key: SHA-256 over ``"ENC_KEY\\0" || master || zero pad`` (spec 1.4).
+
+    The hash input is ``max(9 + len(master), 32)`` bytes, so it always carries a
+    trailing zero after the master and short masters are zero-padded to 32.
+    """
+    return _derive(_ENC_LABEL, master)
+
+
+def derive_auth_key(master: Bytes) -> bytes:
+    """The HMAC key: SHA-256 over ``"AUTH_KEY\\0" || master`` padded to at least 32 bytes."""
+    return _derive(_AUTH_LABEL, master)
+
+
+def padded_len(datalen: int) -> int:
+    """Ciphertext length: ``datalen`` rounded up to the AES block (no PKCS#7 block)."""
+    return (datalen + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
+
+
+def hex_blob_len(datalen: int) -> int:
+    """Characters of the hex field ``IV || 00 || ciphertext || HMAC``."""
+    return 2 * (IV_SIZE + 1 + padded_len(datalen) + HASH_SIZE)
+
+
+def export_len(fmt: str, master_desc: str, datalen_str: str, datalen: int) -> int:
+    """Bytes ``read()`` returns, computable without the master (the kernel's size query)."""
+    head = len(fmt.encode()) + len(master_desc.encode("utf-8", "surrogateescape")) + len(datalen_str.encode()) + 3
+    return head + hex_blob_len(datalen)
+
+
+def datablob_header(fmt: str | None, master_desc: str, datalen_str: str) -> bytes:
+    """Rows 1-6 of the datablob: ``fmt\\0 master\\0 datalen\\0``.
+
+    ``fmt=None`` gives the legacy layout (no format row), which only ``load``
+    of a format-less blob verifies against (spec 1.6).
+    """
+    mdesc = master_desc.encode("utf-8", "surrogateescape")
+    dlen = datalen_str.encode("utf-8", "surrogateescape")
+    if fmt is None:
+        return b"%s\x00%s\x00" % (mdesc, dlen)
+    return b"%s\x00%s\x00%s\x00" % (fmt.encode(), mdesc, dlen)
+
+
+def compute_hmac(auth_key: Bytes, header: bytes, iv: bytes, ciphertext: Bytes) -> bytes:
+    """HMAC-SHA256 over ``header || IV || 0x00 || ciphertext`` (the datablob, spec 1.6)."""
+    h = _hmac.HMAC(auth_key, _SHA256)
+    h.update(header)
+    h.update(iv)
+    # The gap byte after the IV is zero in the kernel's buffer and is covered.
+    h.update(b"\x00")
+    h.update(ciphertext)
+    return h.finalize()
+
+
+def encrypt(enc_key: Bytes, iv: bytes, data: Bytes) -> bytes:
+    """AES-256-CBC of ``data`` zero-padded to the block size (spec 1.5)."""
+    enc = Cipher(_AES_KEY_MODE(enc_key), modes.CBC(iv)).encryptor()
+    n = len(data)
+    full = n - n % BLOCK_SIZE
+    if full == n:
+        return enc.update(data) + enc.finalize()
+    head = enc.update(memoryview(data)[:full]) if full else b""
+    # The last partial block is padded in a scratch buffer we can wipe.
+    last = bytearray(BLOCK_SIZE)
+    last[: n - full] = memoryview(data)[full:]
+    try:
+        return head + enc.update(last) + enc.finalize()
+    finally:
+        last[:] = bytes(BLOCK_SIZE)
+
+
+def _decrypt(enc_key: Bytes, iv: bytes, ciphertext: bytes, datalen: int) -> SecretBuffer:
+    dec = Cipher(_AES_KEY_MODE(enc_key), modes.CBC(iv)).decryptor()
+    n = len(ciphertext)
+    # update_into wants room for one more block; the pad bytes land in the
+    # scratch buffer and, as in the kernel, are never checked (spec 1.5).
+    scratch = SecretBuffer(n + BLOCK_SIZE - 1)
+    try:
+        out = scratch.writable()
+        dec.update_into(ciphertext, out)
+        dec.finalize()
+        result = SecretBuffer.from_bytes(out[:datalen])
+        out.release()
+        return result
+    finally:
+        scratch.wipe()
+
+
+@attrs.frozen
+class Sealed:
+    """The three binary fields of an exported blob."""
+
+    iv: bytes = attrs.field(repr=lambda v: v.hex())
+    ciphertext: bytes = attrs.field(repr=lambda v: f"<{len(v)} bytes>")
+    mac: bytes = attrs.field(repr=lambda v: v.hex())
+
+
+def seal(master: Bytes, fmt: str, master_desc: str, datalen_str: str, iv: bytes, data: Bytes) -> Sealed:
+    """Encrypt ``data`` under ``master`` and MAC it, as the kernel's read does.
+
+    ``fmt`` is always written (a legacy-loaded key re-exports as ``default``).
+    ``EINVAL`` if the IV is not 16 bytes.
+    """
+    if len(iv) != IV_SIZE:
+        raise error(errno.EINVAL, f"the IV must be {IV_SIZE} bytes, got {len(iv)}")
+    ct = encrypt(derive_enc_key(master), iv, data)
+    mac = compute_hmac(derive_auth_key(master), datablob_header(fmt, master_desc, datalen_str), iv, ct)
+    return Sealed(iv, ct, mac)
+
+
+def unseal(
+    master: Bytes,
+    fmt: str | None,
+    master_desc: str,
+    datalen_str: str,
+    datalen: int,
+    sealed: Sealed,
+) -> SecretBuffer:
+    """Verify the HMAC and decrypt; the plaintext (``datalen`` bytes) in a new SecretBuffer.
+
+    ``fmt=None`` verifies a legacy blob (HMAC without the format row).  ``EINVAL``
+    when the HMAC does not match (wrong master, tampered IV/ciphertext/MAC, or a
+    legacy MAC on a blob that names its format) or the field sizes are wrong.
+    """
+    if len(sealed.iv) != IV_SIZE or len(sealed.ciphertext) != padded_len(datalen) or len(sealed.mac) != HASH_SIZE:
+        raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
+    h = _hmac.HMAC(derive_auth_key(master), _SHA256)
+    h.update(datablob_header(fmt, master_desc, datalen_str))
+    h.update(sealed.iv)
+    h.update(b"\x00")
+    h.update(sealed.ciphertext)
+    try:
+        h.verify(sealed.mac)  # constant time
+    except Exception:
+        raise error(errno.EINVAL, "encrypted key blob failed HMAC verification (wrong master key or tampered blob)") from None
+    return _decrypt(derive_enc_key(master), sealed.iv, sealed.ciphertext, datalen)
+
+
+def export(fmt: str, master_desc: str, datalen_str: str, sealed: Sealed) -> bytes:
+    """The exact bytes of ``keyctl pipe``: ``fmt master datalen hex`` (no newline, no NUL)."""
+    return b"%s %s %s %s%s%s" % (
+        fmt.encode(),
+        master_desc.encode("utf-8", "surrogateescape"),
+        datalen_str.encode("utf-8", "surrogateescape"),
+        binascii.hexlify(sealed.iv),
+        b"00",
+        binascii.hexlify(sealed.ciphertext + sealed.mac),
+    )
+
+
+def parse_hex_blob(text: bytes, datalen: int) -> Sealed:
+    """Parse the hex field of a ``load`` payload for ``datalen`` bytes of data.
+
+    The length must be exact; hex digits of either case; the two characters of
+    the separator after the IV are skipped unchecked, as the kernel does.
+    ``EINVAL`` for a wrong length or a non-hex digit.
+    """
+    want = hex_blob_len(datalen)
+    if len(text) != want:
+        raise error(errno.EINVAL, f"encrypted key blob must be {want} hex characters for {datalen} bytes, got {len(text)}")
+    iv_hex = text[: 2 * IV_SIZE]
+    rest = text[2 * IV_SIZE + 2 :]
+    ct_chars = 2 * padded_len(datalen)
+    try:
+        # binascii (unlike bytes.fromhex) rejects embedded whitespace.
+        iv = binascii.unhexlify(iv_hex)
+        ct = binascii.unhexlify(rest[:ct_chars])
+        mac = binascii.unhexlify(rest[ct_chars:])
+    except (binascii.Error, ValueError):
+        raise error(errno.EINVAL, "encrypted key blob contains a non-hex character") from None
+    return Sealed(iv, ct, mac)
+
+
+def parse_datalen(token: str) -> int | None:
+    """The kernel's ``kstrtol(token, 10)``: digits with an optional ``+`` and one trailing newline.
+
+    Returns None where the kernel's parse fails (the caller raises ``EINVAL``).
+    A leading ``-`` can only give a value below every limit, so it is refused here.
+    """
+    m = _DATALEN.fullmatch(token)
+    if m is None:
+        return None
+    value = int(m.group(1))
+    return value if value < 1 << 63 else None
+
+
+def valid_ecryptfs_desc(description: str) -> bool:
+    """An eCryptfs key description is exactly 16 hex digits (either case)."""
+    return _ECRYPTFS_DESC.fullmatch(description) is not None
+
+
+def ecryptfs_auth_tok(description: str, key: Bytes) -> SecretBuffer:
+    """The 740-byte ``struct ecryptfs_auth_tok`` the kernel keeps for an ecryptfs key.
+
+    Fields as ``ecryptfs_fill_auth_tok`` sets them (spec 1.7): version 0x0004,
+    password token, SHA-512 hash id, 64-byte key at offset 648, the 16-character
+    signature after it.  ``EINVAL`` for a bad description or key length.
+    """
+    if not valid_ecryptfs_desc(description):
+        raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {description!r}")
+    if len(key) != ECRYPTFS_KEY_BYTES:
+        raise error(errno.EINVAL, f"ecryptfs key must be {ECRYPTFS_KEY_BYTES} bytes, got {len(key)}")
+    tok = SecretBuffer(ECRYPTFS_AUTH_TOK_SIZE)
+    mv = tok.writable()
+    try:
+        struct.pack_into("<HH", mv, 0, 0x0004, 0)  # version (major 0, minor 4), ECRYPTFS_PASSWORD
+        # password: bytes, hash_algo (PGP SHA-512), iterations, key bytes, flags (KEY_SET)
+        struct.pack_into("<IiIII", mv, 628, 0, 10, 0, ECRYPTFS_KEY_BYTES, 0x02)
+        mv[ECRYPTFS_KEY_OFFSET : ECRYPTFS_KEY_OFFSET + ECRYPTFS_KEY_BYTES] = key
+        mv[712:728] = description.encode("ascii")
+    finally:
+        mv.release()
+    return tok
+
+
+def ecryptfs_key_view(tok: SecretBuffer) -> memoryview:
+    """The 64 key bytes inside an auth token, as a read-only view (no copy)."""
+    return tok.view()[ECRYPTFS_KEY_OFFSET : ECRYPTFS_KEY_OFFSET + ECRYPTFS_KEY_BYTES]
