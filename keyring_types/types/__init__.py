@@ -1,6 +1,7 @@
 """Built-in key types; importing this package registers them."""
 
 from keyring_types.core.keytype import register_key_type, registered_key_types
+from keyring_types.types.encrypted import EncryptedKeyType  # noqa: F401  (registers itself)
 from keyring_types.types.keyring import KeyringType
 from keyring_types.types.logon import LogonKeyType
 from keyring_types.types.user import UserKeyType
