@@ -36,3 +36,44 @@ def need_root() -> None:
 @pytest.fixture
 def need_kernel_keyring() -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+
+
+# ==== BEGIN swtpm / tpm2 fixtures (owner: tpm2 trust source; see tests/swtpm_util.py) ====
+
+import shutil as _shutil
+from collections.abc import Iterator as _Iterator
+
+
+@pytest.fixture
+def swtpm() -> _Iterator[object]:
+    """A private swtpm on loopback (fresh state, free ports): ``.tcti``, ``.port``, ``.state_dir``."""
+    require(_shutil.which("swtpm") is not None, "swtpm (Debian package swtpm)")
+    try:
+        import tpm2_pytss  # noqa: F401
+    except ImportError:
+        require(False, "tpm2-pytss (pip install keyring_types[tpm])")
+    from swtpm_util import start_swtpm
+
+    sim = start_swtpm()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def tpm2_source(swtpm: object) -> _Iterator[object]:
+    """A ``Tpm2Source`` on ``swtpm`` with an ECC P-256 storage primary persisted at 0x81000001."""
+    from swtpm_util import create_primary
+
+    from keyring_types.trust.tpm2 import Tpm2Source
+
+    create_primary(swtpm.tcti)  # type: ignore[attr-defined]
+    source = Tpm2Source(tcti=swtpm.tcti)  # type: ignore[attr-defined]
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+# ==== END swtpm / tpm2 fixtures ====
