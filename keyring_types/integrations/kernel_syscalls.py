@@ -89,6 +89,8 @@ def _cstr(text: str | None) -> Any:
     """A NUL-terminated C string (NULL for ``None``); surrogate escapes keep raw bytes."""
     if text is None:
         return ffi.NULL
+    if not isinstance(text, str):
+        raise TypeError(f"a key type, description or name must be str, not {type(text).__name__}")
     return text.encode("utf-8", "surrogateescape")
 
 
