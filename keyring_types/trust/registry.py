@@ -1,0 +1,213 @@
+"""Finding and choosing trust sources (the kernel's ``trusted.source=``).
+
+Sources are discovered through the entry-point group ``keyring_types.trust_sources``
+(the built-ins are registered there too, with an in-code fallback so a source
+tree that was never installed still finds them), plus any class handed to
+:func:`register_trust_source`.
+
+Choice, first match wins:
+
+1. an explicit name (``source=`` in a payload, or ``get_trust_source(name)``);
+2. :func:`set_default_trust_source` in code, else ``$KEYRING_TYPES_TRUST_SOURCE``;
+3. ``tpm2`` when a TPM is reachable, else ``host``.
+
+The kernel spells its TPM back end ``tpm``; that is accepted as an alias of ``tpm2``.
+Unlike the kernel's ``strncmp`` prefix test, names must match exactly, so a typo
+is reported instead of silently selecting something else.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import threading
+from importlib.metadata import entry_points
+from typing import Any
+
+from keyring_types.errors import error
+from keyring_types.trust.base import TrustSource
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ENV_SOURCE",
+    "canonical_name",
+    "source_names",
+    "source_class",
+    "available_sources",
+    "default_source_name",
+    "get_trust_source",
+    "register_trust_source",
+    "unregister_trust_source",
+    "set_default_trust_source",
+    "clear_cache",
+]
+
+ENTRY_POINT_GROUP = "keyring_types.trust_sources"
+ENV_SOURCE = "KEYRING_TYPES_TRUST_SOURCE"
+ALIASES = {"tpm": "tpm2"}
+#: Used when the package's own entry points are not installed (a bare checkout).
+BUILTINS = {
+    "tpm2": "keyring_types.trust.tpm2",
+    "tee": "keyring_types.trust.tee:TeeSource",
+    "caam": "keyring_types.trust.caam:CaamSource",
+    "host": "keyring_types.trust.host:HostSource",
+}
+#: Environment a source instance depends on: a change makes a fresh instance.
+_CONFIG_ENV = (
+    "KEYRING_TYPES_HOME",
+    "XDG_STATE_HOME",
+    "HOME",
+    "KEYRING_TYPES_TPM2_TCTI",
+    "KEYRING_TYPES_TEE_TRANSPORT",
+)
+
+_lock = threading.RLock()
+_registered: dict[str, type[TrustSource]] = {}
+_instances: dict[tuple[Any, ...], TrustSource] = {}
+_default: str | None = None
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with the kernel's aliases resolved (``tpm`` → ``tpm2``)."""
+    return ALIASES.get(name, name)
+
+
+def _entry_point_targets() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def source_names() -> list[str]:
+    """Every known source name (built-in, entry point or registered), loadable or not."""
+    with _lock:
+        names = set(BUILTINS) | set(_entry_point_targets()) | set(_registered)
+    return sorted(names)
+
+
+def _load_builtin(target: str) -> type[TrustSource]:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    if attr:
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    # A module without an explicit class: take the TrustSource subclass it defines.
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, TrustSource) and value.__module__ == module_name:
+            return value
+    raise ImportError(f"{module_name} defines no TrustSource")
+
+
+def source_class(name: str) -> type[TrustSource]:
+    """The class of source ``name``.
+
+    ``ENODEV`` when no source has that name or its module cannot be imported
+    (say, tpm2-pytss is not installed); the message says which.
+    """
+    name = canonical_name(name)
+    with _lock:
+        if name in _registered:
+            return _registered[name]
+    ep = _entry_point_targets().get(name)
+    try:
+        if ep is not None:
+            cls = ep.load()
+        elif name in BUILTINS:
+            cls = _load_builtin(BUILTINS[name])
+        else:
+            raise error(errno.ENODEV, f"no trust source named '{name}' (known: {', '.join(source_names())})")
+    except ImportError as exc:
+        raise error(errno.ENODEV, f"trust source '{name}' cannot be loaded: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, TrustSource)):
+        raise error(errno.ENODEV, f"entry point '{name}' does not name a TrustSource subclass")
+    if canonical_name(cls.name) != name:
+        raise error(errno.ENODEV, f"entry point '{name}' names a source that calls itself '{cls.name}'")
+    return cls
+
+
+def _is_available(name: str) -> bool:
+    try:
+        return bool(source_class(name).available())
+    except OSError:
+        return False
+
+
+def available_sources() -> list[str]:
+    """Names of the sources that can be used on this machine now."""
+    return [n for n in source_names() if _is_available(n)]
+
+
+def default_source_name() -> str:
+    """The source used when none is named (see the module docstring).
+
+    ``ENODEV`` when the configured default is unknown.
+    """
+    with _lock:
+        chosen = _default
+    if chosen is None:
+        chosen = os.environ.get(ENV_SOURCE) or None
+    if chosen is not None:
+        return canonical_name(chosen)
+    return "tpm2" if _is_available("tpm2") else "host"
+
+
+def get_trust_source(name: str | None = None) -> TrustSource:
+    """An instance of trust source ``name`` (or the default), shared while its configuration holds.
+
+    ``ENODEV`` if no such source exists or it is not available on this machine
+    (the kernel's answer when no trusted-key back end initialised).
+    """
+    name = canonical_name(name) if name else default_source_name()
+    cls = source_class(name)
+    key = (name, cls, tuple(os.environ.get(v) for v in _CONFIG_ENV))
+    with _lock:
+        inst = _instances.get(key)
+        if inst is not None:
+            return inst
+    if not cls.available():
+        raise error(errno.ENODEV, f"trust source '{name}' is not available on this machine")
+    inst = cls()
+    with _lock:
+        existing = _instances.setdefault(key, inst)
+    if existing is not inst:
+        inst.close()
+    return existing
+
+
+def register_trust_source(cls: type[TrustSource]) -> type[TrustSource]:
+    """Register a source class in code (usable as a decorator); ``EEXIST`` if the name is taken."""
+    name = canonical_name(cls.name)
+    with _lock:
+        if name in _registered:
+            raise error(errno.EEXIST, f"trust source '{name}' is already registered")
+        _registered[name] = cls
+    return cls
+
+
+def unregister_trust_source(name: str) -> None:
+    """Undo :func:`register_trust_source`; ``ENODEV`` if it was not registered in code."""
+    name = canonical_name(name)
+    with _lock:
+        if _registered.pop(name, None) is None:
+            raise error(errno.ENODEV, f"trust source '{name}' was not registered in code")
+        stale = [k for k in _instances if k[0] == name]
+        dropped = [_instances.pop(k) for k in stale]
+    for inst in dropped:
+        inst.close()
+
+
+def set_default_trust_source(name: str | None) -> None:
+    """Choose the default source in code (``None``: back to env / tpm2-else-host)."""
+    global _default
+    with _lock:
+        _default = canonical_name(name) if name else None
+
+
+def clear_cache() -> None:
+    """Close and forget every source instance (tests, or after changing configuration)."""
+    with _lock:
+        dropped = list(_instances.values())
+        _instances.clear()
+    for inst in dropped:
+        inst.close()
