@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Key lifecycle and search scaling: the in-process Keyspace against the kernel.
+
+1. add_key + read + invalidate of a 32-byte user key, the same number of cycles
+   on ``keyring_types.Keyspace()`` and on ``KernelKeyspace(new_session=True)``
+   (the real kernel keyring through add_key/keyctl), interleaved in rounds so
+   that drift on the machine hits both alike.  Prints µs/cycle and the ratio
+   ours/kernel (goal <= 1.0).
+2. ``Keyring.search`` and the raw ``sys_search`` in one in-process keyring
+   holding 1 k, 100 k and 1 M user keys.  Prints µs per search and the ratio
+   1 M / 1 k (goal <= 2.0: search must not grow with the keyring).
+
+Usage: python benchmarks/lifecycle.py [--cycles 20000] [--max-keys 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Run from a checkout: prefer the package next to this script over whatever is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keyring_types as kt  # noqa: E402
+
+PAYLOAD_LEN = 32
+SIZES = (1_000, 100_000, 1_000_000)
+
+
+def lifecycle_round(ks: kt.KeyspaceAPI, tag: str, start: int, count: int, payload: bytes) -> int:
+    """Run ``count`` add/read/invalidate cycles; the elapsed nanoseconds."""
+    add = ks.add_key
+    t0 = time.perf_counter_ns()
+    for i in range(start, start + count):
+        k = add("user", f"{tag}:{i}", payload, "@s")
+        k.read()
+        k.invalidate()
+    return time.perf_counter_ns() - t0
+
+
+def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float]:
+    """µs/cycle for (in-process, kernel)."""
+    payload = os.urandom(PAYLOAD_LEN)
+    ours = kt.Keyspace()
+    kernel = kt.KernelKeyspace(new_session=True)
+    lifecycle_round(ours, "warm", 0, warmup, payload)
+    lifecycle_round(kernel, "warm", 0, warmup, payload)
+    per_round = max(1, cycles // rounds)
+    total = {"ours": 0, "kernel": 0}
+    done = 0
+    for r in range(rounds):
+        # Alternate who goes first, so neither always runs on a warmer machine.
+        order = [("ours", ours), ("kernel", kernel)]
+        if r % 2:
+            order.reverse()
+        for name, ks in order:
+            gc.collect()
+            total[name] += lifecycle_round(ks, "bench", done, per_round, payload)
+        done += per_round
+    return total["ours"] / done / 1000, total["kernel"] / done / 1000
+
+
+def time_searches(fn: Callable[[str], object], descs: list[str], repeats: int) -> float:
+    """Best of ``repeats`` passes over ``descs``: µs per search."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for d in descs:
+            fn(d)
+        best = min(best, (time.perf_counter_ns() - t0) / len(descs) / 1000)
+    return best
+
+
+def bench_search(max_keys: int, searches: int, repeats: int, seed: int) -> list[tuple[int, float, float, float]]:
+    """(keys, build seconds, Keyring.search µs, sys_search µs) per keyring size."""
+    # Root's default quota (1 M keys / 25 MB, as the kernel's root_maxkeys/maxbytes)
+    # cannot hold a million keys plus their descriptions; raise it as one would
+    # raise /proc/sys/kernel/keys/root_max* for such a keyring.
+    limits = kt.QuotaLimits(root_maxkeys=10 * max(SIZES), root_maxbytes=1 << 40)
+    ks = kt.Keyspace(limits=limits)
+    ring = ks.add_key("keyring", "bench-search", None, "@s")
+    assert isinstance(ring, kt.Keyring)
+    payload = os.urandom(PAYLOAD_LEN)
+    rng = random.Random(seed)
+    add = ks.sys_add_key
+    rows = []
+    have = 0
+    for size in SIZES:
+        if size > max_keys:
+            break
+        t0 = time.perf_counter()
+        for i in range(have, size):
+            add("user", f"bench:{i:07d}", payload, ring.serial)
+        have = size
+        build = time.perf_counter() - t0
+        gc.collect()
+        descs = [f"bench:{rng.randrange(size):07d}" for _ in range(searches)]
+        api = time_searches(lambda d: ring.search("user", d), descs, repeats)
+        raw = time_searches(lambda d: ks.sys_search(ring.serial, "user", d, 0), descs, repeats)
+        rows.append((size, build, api, raw))
+        print(f"  ... {size:>9,} keys built in {build:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cycles", type=int, default=20_000, help="measured lifecycle cycles per backend")
+    p.add_argument("--warmup", type=int, default=2_000, help="warm-up cycles per backend")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the cycles are split into")
+    p.add_argument("--max-keys", type=int, default=1_000_000, help="largest keyring for the search benchmark")
+    p.add_argument("--searches", type=int, default=5_000, help="searches per keyring size")
+    p.add_argument("--repeats", type=int, default=3, help="passes per size (best is reported)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--skip-lifecycle", action="store_true")
+    p.add_argument("--skip-search", action="store_true")
+    args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress goes to stderr
+
+    print(f"keyring_types {kt.__version__}, Python {platform.python_version()}, "
+          f"Linux {platform.release()}, {os.cpu_count()} CPUs")
+    print(f"command: python benchmarks/lifecycle.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print()
+    if not args.skip_lifecycle:
+        ours, kernel = bench_lifecycle(args.cycles, args.warmup, args.rounds)
+        print(f"Key lifecycle: add_key + read + invalidate, {PAYLOAD_LEN}-byte user key, "
+              f"{args.cycles:,} cycles ({args.warmup:,} warm-up), {args.rounds} interleaved rounds")
+        print(f"  {'backend':<36} {'µs/cycle':>10}")
+        print(f"  {'kernel (KernelKeyspace, syscalls)':<36} {kernel:>10.2f}")
+        print(f"  {'in-process (Keyspace)':<36} {ours:>10.2f}")
+        print(f"  {'ratio ours/kernel (goal <= 1.0)':<36} {ours / kernel:>10.2f}")
+        print()
+    if not args.skip_search:
+        rows = bench_search(args.max_keys, args.searches, args.repeats, args.seed)
+        print(f"Search in one in-process keyring: {args.searches:,} searches for random existing "
+              f"descriptions, best of {args.repeats}")
+        print(f"  {'keys':>10} {'Keyring.search µs':>18} {'sys_search µs':>14}")
+        for size, _build, api, raw in rows:
+            print(f"  {size:>10,} {api:>18.2f} {raw:>14.2f}")
+        if len(rows) > 1:
+            first, last = rows[0], rows[-1]
+            print(f"  ratio {last[0] // 1000:,}k/{first[0] // 1000:,}k (goal <= 2.0): "
+                  f"Keyring.search {last[2] / first[2]:.2f}, sys_search {last[3] / first[3]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
