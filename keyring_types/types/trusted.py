@@ -1,0 +1,265 @@
+"""The ``trusted`` key type (security/keys/trusted-keys/trusted_core.c).
+
+Payloads follow the kernel's grammar exactly (spec §2.1)::
+
+    new    KEYLEN [options]     KEYLEN 32..128 (decimal, as kstrtol)
+    load   BLOB_HEX [options]   at most 512 blob bytes; an odd trailing nibble is dropped
+    update [options]            keyctl update only; EPERM unless the key is migratable
+
+tokenised on single spaces/tabs (``strsep``), the payload cut at its first NUL
+byte as the kernel's C string is, 1..32767 bytes.  Options are the kernel's
+(:mod:`keyring_types.trust.options`), each accepted only where the chosen trust
+source supports it (``EINVAL`` otherwise), plus two of ours:
+
+* ``source=<name>`` — the trust source for this key (default: see
+  :mod:`keyring_types.trust.registry`); on ``update`` it may move a migratable key;
+* ``rng=<name>`` — on ``new``, take the key from the trust source's RNG instead of
+  the OS CSPRNG (``rng=kernel`` names the default explicitly).
+
+``read()`` is the lowercase hex of the sealed blob, as ``keyctl pipe`` prints it;
+the plaintext key stays in a SecretBuffer on the key and leaves only through
+``secret()`` (a copy the caller wipes).  Every check happens in
+``instantiate``/``update`` because the kernel's type has no ``preparse``: the
+key's quota is charged first, and errors come in the kernel's order.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import attrs
+
+from keyring_types.core.keytype import KeyType, Preparsed, register_key_type, registered_key_types
+from keyring_types.core.record import KeyRecord
+from keyring_types.errors import error
+from keyring_types.secret import SecretBuffer
+from keyring_types.trust.base import TrustSource
+from keyring_types.trust.options import ParsedOptions, check_supported, hex2bin, kstrtol, parse_options, split_tokens
+from keyring_types.trust.registry import canonical_name, get_trust_source
+from keyring_types.trust.state import fill_random
+
+__all__ = [
+    "TrustedKeyType",
+    "TrustedCommand",
+    "TrustedPayload",
+    "parse_payload",
+    "MIN_KEY_SIZE",
+    "MAX_KEY_SIZE",
+    "MAX_BLOB_SIZE",
+    "TRUSTED_PAYLOAD_DATALEN",
+]
+
+MIN_KEY_SIZE = 32
+MAX_KEY_SIZE = 128
+MAX_BLOB_SIZE = 512
+MAX_PAYLOAD = 32767
+#: sizeof(struct trusted_key_payload) on 64-bit: rcu_head 16 + 2*u32 + 2 flags
+#: + key[129] + blob[512] = 667, aligned to 8.  /proc/keys shows this constant.
+TRUSTED_PAYLOAD_DATALEN = 672
+#: ``rng=`` values meaning the OS CSPRNG (the kernel's ``trusted.rng=kernel``).
+OS_RNG_NAMES = frozenset({"kernel", "os"})
+
+
+@attrs.frozen
+class TrustedCommand:
+    """A parsed payload: ``command`` is new/load/update."""
+
+    command: str
+    keylen: int = 0
+    blob: bytes = b""
+    opts: ParsedOptions = attrs.field(factory=lambda: parse_options(b""))
+
+
+@attrs.define(eq=False, repr=False)
+class TrustedPayload:
+    """What a trusted key holds: its source, its blob, and the plaintext in secret memory."""
+
+    source: str
+    blob: bytes
+    key: SecretBuffer
+    migratable: bool
+
+    def __repr__(self) -> str:
+        return f"<TrustedPayload {self.source} {len(self.key)}-byte key, {len(self.blob)}-byte blob>"
+
+    def wipe(self) -> None:
+        self.key.wipe()
+
+
+def parse_payload(data: bytes) -> TrustedCommand:
+    """Parse a trusted-key payload (``datablob_parse`` + ``getoptions``).
+
+    ``EINVAL``: empty or over 32767 bytes, unknown command, KEYLEN not 32..128,
+    blob over 512 bytes or not hex, or a bad option.
+    """
+    if not 0 < len(data) <= MAX_PAYLOAD:
+        raise error(errno.EINVAL, f"a trusted key payload must be 1..{MAX_PAYLOAD} bytes, got {len(data)}")
+    text = bytes(data).split(b"\0", 1)[0]
+    tokens = split_tokens(text)
+    command = tokens[0]
+    rest = tokens[1:]
+    if command == b"new":
+        if not rest:
+            raise error(errno.EINVAL, "'new' needs a key length")
+        try:
+            keylen = kstrtol(rest[0])
+        except OSError:
+            keylen = -1
+        if not MIN_KEY_SIZE <= keylen <= MAX_KEY_SIZE:
+            raise error(errno.EINVAL, f"key length must be {MIN_KEY_SIZE}..{MAX_KEY_SIZE} bytes, got {rest[0]!r}")
+        return TrustedCommand("new", keylen=keylen, opts=parse_options(b" ".join(rest[1:])))
+    if command == b"load":
+        if not rest:
+            raise error(errno.EINVAL, "'load' needs a hex blob")
+        nbytes = len(rest[0]) // 2
+        if nbytes > MAX_BLOB_SIZE:
+            raise error(errno.EINVAL, f"sealed blob is {nbytes} bytes, more than {MAX_BLOB_SIZE}")
+        blob = hex2bin(rest[0], nbytes, "sealed blob")
+        return TrustedCommand("load", blob=blob, opts=parse_options(b" ".join(rest[1:])))
+    if command == b"update":
+        return TrustedCommand("update", opts=parse_options(b" ".join(rest)))
+    raise error(errno.EINVAL, f"trusted key command must be new, load or update, got {command[:16]!r}")
+
+
+class TrustedKeyType(KeyType):
+    """``trusted``: a random key sealed by a trust source; errno as spec §2.10."""
+
+    name = "trusted"
+    def_datalen = TRUSTED_PAYLOAD_DATALEN
+
+    def preparse(self, data: bytes) -> Preparsed:
+        """Keep the payload for instantiate/update (the kernel's type has no preparse)."""
+        return Preparsed(data=bytes(data), payload=None, quotalen=TRUSTED_PAYLOAD_DATALEN)
+
+    @staticmethod
+    def _source(name: str | None) -> TrustSource:
+        return get_trust_source(name)
+
+    @staticmethod
+    def _new_key(keylen: int, rng: str | None, source: TrustSource) -> SecretBuffer:
+        buf = SecretBuffer(keylen)
+        try:
+            if rng is None or rng in OS_RNG_NAMES:
+                fill_random(buf)
+                return buf
+            if canonical_name(rng) != source.name:
+                raise error(
+                    errno.EINVAL,
+                    f"rng={rng} must be 'kernel' or the key's trust source '{source.name}'",
+                )
+            if not source.has_rng:
+                raise error(errno.EINVAL, f"trust source '{source.name}' has no RNG of its own (rng={rng})")
+            got = bytearray(source.get_random(keylen))
+            try:
+                if len(got) != keylen:
+                    raise error(errno.EIO, f"trust source RNG returned {len(got)} of {keylen} bytes")
+                buf.writable()[:] = got
+            finally:
+                got[:] = bytes(len(got))
+            return buf
+        except BaseException:
+            buf.wipe()
+            raise
+
+    @staticmethod
+    def _seal(source: TrustSource, key: SecretBuffer, cmd: TrustedCommand, migratable: bool) -> bytes:
+        # The flag is passed explicitly but not marked as given, so sources
+        # without a migratable= option still accept it.
+        options = attrs.evolve(cmd.opts.options, migratable=migratable)
+        blob = source.seal(key, options)
+        if len(blob) > MAX_BLOB_SIZE:
+            raise error(errno.E2BIG, f"trust source '{source.name}' made a {len(blob)}-byte blob (max {MAX_BLOB_SIZE})")
+        return blob
+
+    def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
+        """``new`` or ``load``.
+
+        ``EINVAL`` (grammar, unsupported option, bad ``rng=``, ``update`` command),
+        ``ENODEV`` (no such / unavailable source), ``EIO`` (short RNG), and the
+        source's own errors on seal/unseal (``EBADMSG``, ``EFAULT``, ``EPERM`` ...).
+        On error the key gets no payload.
+        """
+        cmd = parse_payload(prep.data)
+        if cmd.command == "update":
+            raise error(errno.EINVAL, "'update' is only valid for an existing trusted key (keyctl update)")
+        source = self._source(cmd.opts.source)
+        check_supported(cmd.opts.options, source)
+        if cmd.command == "new":
+            migratable = source.migratable if cmd.opts.options.migratable is None else cmd.opts.options.migratable
+            secret = self._new_key(cmd.keylen, cmd.opts.rng, source)
+            try:
+                blob = self._seal(source, secret, cmd, migratable)
+            except BaseException:
+                secret.wipe()
+                raise
+        else:
+            if cmd.opts.rng is not None:
+                raise error(errno.EINVAL, "rng= only applies to 'new'")
+            unsealed = source.unseal(cmd.blob, cmd.opts.options)
+            secret, migratable, blob = unsealed.secret, unsealed.migratable, cmd.blob
+            if not MIN_KEY_SIZE <= len(secret) <= MAX_KEY_SIZE:
+                secret.wipe()
+                raise error(errno.EFAULT, f"unsealed key is {len(secret)} bytes, outside {MIN_KEY_SIZE}..{MAX_KEY_SIZE}")
+        try:
+            key.payload_reserve(TRUSTED_PAYLOAD_DATALEN)
+        except BaseException:
+            secret.wipe()
+            raise
+        key.payload = TrustedPayload(source=source.name, blob=blob, key=secret, migratable=migratable)
+
+    def update(self, key: KeyRecord, prep: Preparsed) -> None:
+        """``update [options]``: reseal the same key with new options.
+
+        ``ENOKEY`` for a negative key, ``EPERM`` unless the key is migratable,
+        then ``EINVAL`` for a bad payload or a command other than ``update``;
+        the source's errors on seal.  On error the key is unchanged.
+        """
+        old: TrustedPayload | None = key.payload
+        if old is None:
+            raise error(errno.ENOKEY, f"trusted key {key.serial} has no payload")
+        if not old.migratable:
+            raise error(errno.EPERM, f"trusted key {key.serial} is not migratable, so it cannot be updated")
+        cmd = parse_payload(prep.data)
+        if cmd.command != "update":
+            raise error(errno.EINVAL, f"keyctl update of a trusted key takes 'update [options]', not '{cmd.command}'")
+        if cmd.opts.rng is not None:
+            raise error(errno.EINVAL, "rng= only applies to 'new'")
+        source = self._source(cmd.opts.source or old.source)
+        check_supported(cmd.opts.options, source)
+        migratable = old.migratable and cmd.opts.options.migratable is not False
+        secret = SecretBuffer.from_bytes(old.key.view())
+        try:
+            blob = self._seal(source, secret, cmd, migratable)
+        except BaseException:
+            secret.wipe()
+            raise
+        key.payload = TrustedPayload(source=source.name, blob=blob, key=secret, migratable=migratable)
+        old.wipe()
+
+    def read(self, key: KeyRecord) -> bytes:
+        """The sealed blob as lowercase hex (what ``keyctl pipe`` prints); never the key."""
+        p: TrustedPayload = key.payload
+        return p.blob.hex().encode("ascii")
+
+    def describe(self, key: KeyRecord) -> str:
+        if key.payload is None:
+            return key.description
+        return f"{key.description}: {key.datalen}"
+
+    def destroy(self, key: KeyRecord) -> None:
+        """Wipe the plaintext key."""
+        p: TrustedPayload | None = key.payload
+        key.payload = None
+        if p is not None:
+            p.wipe()
+
+    def secret(self, key: KeyRecord) -> SecretBuffer:
+        """A new SecretBuffer with the unsealed key; ``EKEYREVOKED`` if it has none."""
+        p: TrustedPayload | None = key.payload
+        if p is None:
+            raise error(errno.EKEYREVOKED, f"trusted key {key.serial} has no payload")
+        return SecretBuffer.from_bytes(p.key.view())
+
+
+if TrustedKeyType.name not in registered_key_types():
+    register_key_type(TrustedKeyType)
