@@ -130,21 +130,29 @@ def start_swtpm(retries: int = 20, ready_timeout: float = 10.0) -> Swtpm:
 
 
 def create_primary(tcti: str, handle: int = PRIMARY_HANDLE) -> None:
-    """Create an ECC P-256 storage primary in the owner hierarchy and persist it at ``handle``.
+    """The test parent: an ECC P-256 storage primary with empty auth, persisted at ``handle``."""
+    create_primary_with_auth(tcti, handle, b"")
+
+
+def create_primary_with_auth(tcti: str, handle: int, auth: bytes, alg: str = "ecc256:aes128cfb") -> None:
+    """Create an ECC P-256 storage primary (password ``auth``) in the owner hierarchy, persisted at ``handle``.
 
     The template is tpm2-tools' default for ``tpm2_createprimary -C o -G ecc256``
     (restricted decrypt, fixedTPM/fixedParent, sensitiveDataOrigin,
     userWithAuth, AES-128-CFB); ECC because swtpm makes it in milliseconds.
+    A primary is derived from the hierarchy seed and its template, so a
+    different ``alg`` gives a different key (the auth does not).
     """
     from tpm2_pytss import ESAPI
     from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
-    from tpm2_pytss.types import TPM2B_PUBLIC
+    from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMS_SENSITIVE_CREATE
 
     with ESAPI(tcti) as esapi:
         template = TPM2B_PUBLIC.parse(
-            "ecc256:aes128cfb", objectAttributes=TPMA_OBJECT.DEFAULT_TPM2_TOOLS_CREATEPRIMARY_ATTRS
+            alg, objectAttributes=TPMA_OBJECT.DEFAULT_TPM2_TOOLS_CREATEPRIMARY_ATTRS
         )
-        primary, *_ = esapi.create_primary(None, template, ESYS_TR.OWNER)
+        sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(userAuth=auth)) if auth else None
+        primary, *_ = esapi.create_primary(sensitive, template, ESYS_TR.OWNER)
         try:
             esapi.evict_control(ESYS_TR.OWNER, primary, handle)
         finally:

@@ -208,10 +208,18 @@ class Tpm2Source(TrustSource):
 
     def _parent(self, esapi: Any, handle: int, keyauth: bytes) -> Any:
         """ESYS_TR of the persistent parent, cached per handle; its auth set to ``keyauth``."""
+        from tpm2_pytss import TSS2_Exception
+
         tr = self._parents.get(handle)
-        if tr is None:
-            tr = self._call(esapi.tr_from_tpmpublic, "read the parent key", handle)
-            self._parents[handle] = tr
+        if tr is not None:
+            try:
+                esapi.tr_set_auth(tr, keyauth)
+                return tr
+            except TSS2_Exception:
+                # Someone sharing this context (see ``esapi``) closed the ESYS_TR.
+                del self._parents[handle]
+        tr = self._call(esapi.tr_from_tpmpublic, "read the parent key", handle)
+        self._parents[handle] = tr
         esapi.tr_set_auth(tr, keyauth)
         return tr
 
