@@ -360,9 +360,10 @@ class Tpm2Source(TrustSource):
             in_public, used_pub = TPM2B_PUBLIC.unmarshal(parsed.public)
             in_private, used_priv = TPM2B_PRIVATE.unmarshal(parsed.private)
         except TSS2_Exception as exc:
+            # The kernel hands these bytes to the TPM, which refuses them: EPERM.
             raise error(errno.EPERM, f"sealed object does not unmarshal: {exc}") from None
         if used_pub != len(parsed.public) or used_priv != len(parsed.private):
-            raise error(errno.E2BIG, "sealed object has bytes beyond its TPM2B structures")
+            raise error(errno.EPERM, "sealed object: TPM2B size disagrees with the structure inside it")
 
         with self._lock:
             esapi = self._context()

@@ -1,0 +1,120 @@
+"""Blobs move both ways between this library and tpm2-tools (an independent TPM 2.0 stack)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require
+
+from keyring_types.secret import SecretBuffer
+from keyring_types.trust import tpm2_blob
+from keyring_types.trust.base import TrustedOptions
+from keyring_types.trust.tpm2 import Tpm2Source
+
+pytestmark = pytest.mark.tpm
+
+PARENT = "0x81000001"
+TOOLS = ("tpm2_load", "tpm2_unseal", "tpm2_create", "tpm2_flushcontext", "tpm2_startauthsession", "tpm2_policypcr")
+
+
+@pytest.fixture
+def tools(swtpm: Any, tmp_path: Path) -> Any:
+    for name in TOOLS:
+        require(shutil.which(name) is not None, f"{name} (Debian package tpm2-tools)")
+
+    def run(*args: str, input: bytes | None = None) -> bytes:
+        proc = subprocess.run(
+            list(args), input=input, capture_output=True, env=swtpm.tools_env(), cwd=tmp_path, timeout=60
+        )
+        assert proc.returncode == 0, f"{args[0]} failed: {proc.stderr.decode(errors='replace')}"
+        return proc.stdout
+
+    return run
+
+
+def flush_transients(tools: Any) -> None:
+    # tpm2-tools leave objects loaded when no resource manager is in front of the TPM.
+    tools("tpm2_flushcontext", "-t")
+
+
+def auth_arg(auth: bytes) -> list[str]:
+    return ["-p", "hex:" + auth.hex()] if auth else []
+
+
+@pytest.mark.parametrize("blobauth", [b"", b"tools-can-read-this"])
+@pytest.mark.parametrize("size", [32, 128])
+def test_our_blob_unseals_with_tpm2_tools(
+    tpm2_source: Tpm2Source, tools: Any, tmp_path: Path, blobauth: bytes, size: int
+) -> None:
+    key = bytes((i * 13 + 5) & 0xFF for i in range(size))
+    blob = tpm2_source.seal(SecretBuffer.from_bytes(key), TrustedOptions(keyhandle=0x81000001, blobauth=blobauth))
+    parts = tpm2_blob.decode(blob)
+    (tmp_path / "obj.pub").write_bytes(parts.public)
+    (tmp_path / "obj.priv").write_bytes(parts.private)
+    tools("tpm2_load", "-C", PARENT, "-u", "obj.pub", "-r", "obj.priv", "-c", "obj.ctx")
+    assert tools("tpm2_unseal", "-c", "obj.ctx", *auth_arg(blobauth)) == key
+    flush_transients(tools)
+
+
+def test_our_pcr_policy_blob_unseals_with_a_tools_policy_session(tpm2_source: Tpm2Source, tools: Any, tmp_path: Path) -> None:
+    from test_tpm2_source import pcr_policy_digest
+
+    key = bytes(range(64))
+    digest = pcr_policy_digest(tpm2_source, [16])
+    blob = tpm2_source.seal(SecretBuffer.from_bytes(key), TrustedOptions(keyhandle=0x81000001, policydigest=digest))
+    parts = tpm2_blob.decode(blob)
+    (tmp_path / "obj.pub").write_bytes(parts.public)
+    (tmp_path / "obj.priv").write_bytes(parts.private)
+    tools("tpm2_load", "-C", PARENT, "-u", "obj.pub", "-r", "obj.priv", "-c", "obj.ctx")
+    tools("tpm2_startauthsession", "--policy-session", "-S", "session.ctx")
+    tools("tpm2_policypcr", "-S", "session.ctx", "-l", "sha256:16")
+    assert tools("tpm2_unseal", "-c", "obj.ctx", "-p", "session:session.ctx") == key
+    tools("tpm2_flushcontext", "session.ctx")
+    flush_transients(tools)
+
+
+@pytest.mark.parametrize("blobauth", [b"", b"pw-from-tools"])
+def test_tpm2_tools_sealed_object_loads_here(tpm2_source: Tpm2Source, tools: Any, tmp_path: Path, blobauth: bytes) -> None:
+    key = bytes((0xA0 + i) & 0xFF for i in range(48))
+    (tmp_path / "secret.bin").write_bytes(key)
+    tools("tpm2_create", "-C", PARENT, "-i", "secret.bin", "-u", "obj.pub", "-r", "obj.priv", *auth_arg(blobauth))
+    (tmp_path / "secret.bin").unlink()
+    pub = (tmp_path / "obj.pub").read_bytes()
+    priv = (tmp_path / "obj.priv").read_bytes()
+    blob = tpm2_blob.encode_tpmkey(0x81000001, pub, priv, empty_auth=not blobauth)
+    parsed = tpm2_blob.decode(blob)
+    fixed = tpm2_blob.TPMA_OBJECT_FIXED_TPM | tpm2_blob.TPMA_OBJECT_FIXED_PARENT
+    assert parsed.object_attributes & (fixed | tpm2_blob.TPMA_OBJECT_USER_WITH_AUTH) == fixed | 0x40
+    out = tpm2_source.unseal(blob, TrustedOptions(blobauth=blobauth))
+    try:
+        assert out.secret == key
+        assert out.migratable is False  # tpm2-tools seals fixedTPM|fixedParent
+    finally:
+        out.secret.wipe()
+    assert tpm2_source.transient_handles() == []
+
+
+def test_tpm2_tools_pcr_policy_object_unseals_here(tpm2_source: Tpm2Source, tools: Any, tmp_path: Path) -> None:
+    from test_tpm2_source import satisfied_policy_session, session_used
+
+    key = bytes(range(100, 132))
+    (tmp_path / "secret.bin").write_bytes(key)
+    tools("tpm2_startauthsession", "-S", "trial.ctx")
+    tools("tpm2_policypcr", "-S", "trial.ctx", "-l", "sha256:16", "-L", "policy.dat")
+    tools("tpm2_flushcontext", "trial.ctx")
+    tools("tpm2_create", "-C", PARENT, "-i", "secret.bin", "-L", "policy.dat", "-u", "obj.pub", "-r", "obj.priv")
+    blob = tpm2_blob.encode_tpmkey(
+        0x81000001, (tmp_path / "obj.pub").read_bytes(), (tmp_path / "obj.priv").read_bytes(), empty_auth=True
+    )
+    session, handle = satisfied_policy_session(tpm2_source, [16])
+    out = tpm2_source.unseal(blob, TrustedOptions(policyhandle=handle))
+    try:
+        assert out.secret == key
+    finally:
+        out.secret.wipe()
+    session_used(tpm2_source, session)
+    assert tpm2_source.transient_handles() == []
