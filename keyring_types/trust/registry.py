@@ -48,7 +48,7 @@ ENV_SOURCE = "KEYRING_TYPES_TRUST_SOURCE"
 ALIASES = {"tpm": "tpm2"}
 #: Used when the package's own entry points are not installed (a bare checkout).
 BUILTINS = {
-    "tpm2": "keyring_types.trust.tpm2",
+    "tpm2": "keyring_types.trust.tpm2:Tpm2Source",
     "tee": "keyring_types.trust.tee:TeeSource",
     "caam": "keyring_types.trust.caam:CaamSource",
     "host": "keyring_types.trust.host:HostSource",
