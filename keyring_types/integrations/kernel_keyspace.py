@@ -77,8 +77,13 @@ class KernelKeyspace(KeyspaceAPI):
     def as_user(self, uid: int, gid: int, groups: tuple[int, ...] | list[int] = ()) -> KernelKeyspace:
         """A view whose every call runs in a child with these uid/gid/groups.
 
-        The child inherits this thread's session keyring.  Switching needs
-        CAP_SETUID/CAP_SETGID: without them each call raises ``EPERM``.
+        The child inherits this thread's session keyring (so it may possess the
+        keys linked there) but, as fork(2) gives it, no thread or process keyring;
+        each call is a new child, so a thread/process keyring it creates, or a
+        session it joins, ends with that call.  A secret read in the child reaches
+        the parent through a pipe straight into a SecretBuffer.  Switching needs
+        CAP_SETUID/CAP_SETGID: without them each call raises ``EPERM``.  Forking
+        is not safe while other threads hold locks, so use views from one thread.
         """
         return KernelKeyspace._view(_Creds(int(uid), int(gid), tuple(int(g) for g in groups)))
 
