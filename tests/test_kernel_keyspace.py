@@ -477,6 +477,15 @@ def test_as_user_child_errors_and_exceptions(kk: KernelKeyspace, root: None) -> 
 # -- the user-facing API through the kernel backend --------------------------------
 
 
+def test_public_export(kk: KernelKeyspace) -> None:
+    import keyring_types as kt
+
+    assert kt.KernelKeyspace is KernelKeyspace
+    assert isinstance(kk, kt.KeyspaceAPI)
+    k = kk.add_key("user", "exported", b"x", kt.KEY_SPEC_SESSION_KEYRING)
+    assert k.read() == b"x"
+
+
 def test_user_facing_api(kk: KernelKeyspace) -> None:
     k = kk.add_key("user", "app:token", "text payload", "@s")
     assert kk.request_key("user", "app:token") == k
