@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 
@@ -36,6 +37,7 @@ FORMATS = [
 ]
 FORMAT_IDS = [f"{f}-{n}" for f, _d, n in FORMATS]
 MASTER_LENGTHS = [1, 8, 22, 23, 32, 64, 300]
+_scratch = itertools.count()
 
 
 class Pair:
@@ -70,8 +72,10 @@ def errno_of(fn, *args) -> int:  # type: ignore[no-untyped-def]
 
 
 def decrypt_here(pair: Pair, blob: bytes, desc: str, master_name: str) -> bytes:
-    """Decrypt ``blob`` with the in-process type: load it, take the secret."""
-    key = pair.here.add_key("encrypted", desc, b"load " + blob, "@s")
+    """Decrypt ``blob`` with the in-process type: load it (under a fresh description), take the secret."""
+    n = next(_scratch)
+    scratch = f"{0xD0000000 + n:016x}" if len(desc) == 16 else f"scratch{n}"
+    key = pair.here.add_key("encrypted", scratch, b"load " + blob, "@s")
     try:
         with key.secret() as mv:
             raw = bytes(mv)
@@ -274,3 +278,42 @@ def test_master_errors_match(pair: Pair, state: str) -> None:
         payload = b"load " + blob
     e = _both_reject(pair, payload, "m")
     assert e == {"absent": errno.ENOKEY, "revoked": errno.EKEYREVOKED, "trusted": errno.EOPNOTSUPP}[state]
+
+
+# -- trusted masters ---------------------------------------------------------------------------
+
+
+def _kernel_has_trusted_keys(kernel: kt.KernelKeyspace) -> bool:
+    try:
+        kernel.add_key("trusted", "probe", "new 32", "@s")
+    except OSError as exc:
+        return exc.errno != errno.ENODEV
+    return True
+
+
+@pytest.mark.parametrize(("fmt", "desc", "n"), [FORMATS[0], FORMATS[5], FORMATS[6]], ids=["default", "enc32", "ecryptfs"])
+def test_trusted_master_chain(pair: Pair, tmp_path, monkeypatch: pytest.MonkeyPatch, fmt: str, desc: str, n: str) -> None:  # type: ignore[no-untyped-def]
+    """A key wrapped under a trusted master here carries data the kernel can hold.
+
+    This kernel has no trusted keys (``add_key("trusted")`` is ENODEV), so it
+    cannot load a ``trusted:`` blob (EOPNOTSUPP, as ours without the type); the
+    plaintext still goes through the chain via user masters A and B.
+    """
+    require("trusted" in kt.registered_key_types(), "the trusted key type")
+    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path))
+    datalen = int(n)
+    pair.here.add_key("trusted", "T", "new 32 source=host", "@s")
+    ours = pair.here.add_key("encrypted", desc, f"new {fmt} trusted:T {n}", "@s")
+    blob = ours.read()
+    assert blob.startswith(f"{fmt} trusted:T {n} ".encode())
+    with ours.secret() as mv:
+        raw = bytes(mv)
+    plain = raw[648:712] if fmt == "ecryptfs" else raw
+    if not _kernel_has_trusted_keys(pair.kernel):
+        assert errno_of(pair.kernel.add_key, "encrypted", desc, b"load " + blob, "@s") == errno.EOPNOTSUPP
+    # Re-seal under A, into the kernel, kernel update to B, back here.
+    sealed = eb.seal(pair.masters["A"], fmt, "user:A", n, os.urandom(16), plain)
+    k = pair.kernel.add_key("encrypted", desc, b"load " + eb.export(fmt, "user:A", n, sealed), "@s")
+    k.update("update user:B")
+    assert decrypt_here(pair, k.read(), desc, "B") == plain
+    assert len(plain) == datalen

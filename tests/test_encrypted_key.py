@@ -81,6 +81,14 @@ def errno_of(fn: Callable[..., object], *args: object) -> int:
     return info.value.errno
 
 
+def _no_trusted_master(sp: Space) -> int:
+    """The errno for an absent ``trusted:`` master: EOPNOTSUPP where the trusted type
+    does not exist (this kernel, built without trusted keys), ENOKEY where it does."""
+    if sp.kernel or "trusted" not in kt.registered_key_types():
+        return errno.EOPNOTSUPP
+    return errno.ENOKEY
+
+
 def add(sp: Space, payload: str | bytes, desc: str = "ek") -> Key:
     return sp.ks.add_key("encrypted", desc, payload, "@s")
 
@@ -168,7 +176,7 @@ def test_new_does_not_look_up_the_master(sp: Space, state: str) -> None:
     name = "trusted:kmk" if state == "trusted" else "user:kmk"
     k = add(sp, f"new {name} 32")
     # ...but every read does.
-    want = {"absent": errno.ENOKEY, "revoked": errno.EKEYREVOKED, "trusted": errno.EOPNOTSUPP}[state]
+    want = {"absent": errno.ENOKEY, "revoked": errno.EKEYREVOKED, "trusted": _no_trusted_master(sp)}[state]
     assert errno_of(k.read) == want
 
 
@@ -290,8 +298,7 @@ def test_load_master_errors(sp: Space) -> None:
     m2.set_perm(0x37010000)  # no SEARCH for possessor or owner
     assert errno_of(add, sp, "load " + V1_BLOB) == errno.EACCES
     trusted = V1_BLOB.replace("user:kmk", "trusted:kmk")
-    if "trusted" not in kt.registered_key_types() or sp.kernel:
-        assert errno_of(add, sp, "load " + trusted) == errno.EOPNOTSUPP
+    assert errno_of(add, sp, "load " + trusted) == _no_trusted_master(sp)
 
 
 def test_master_needs_no_read_permission(sp: Space) -> None:
@@ -478,14 +485,55 @@ def test_user_supplied_plaintext_when_enabled(ks: kt.Keyspace, user_plaintext: N
         assert bytes(tok[648:712]) == b"\xab" * 64
 
 
-def test_trusted_master_resolves_through_the_registry(ks: kt.Keyspace) -> None:
-    # With no trusted type registered, trusted: masters fail as on a kernel without them.
+def test_trusted_master_unregistered_is_eopnotsupp(ks: kt.Keyspace) -> None:
+    # Without a registered trusted type, trusted: masters fail as on a kernel built without them.
     sp = Space(ks, False)
     k = add(sp, "new trusted:kmk 32")
-    if "trusted" in kt.registered_key_types():
-        assert errno_of(k.read) == errno.ENOKEY
-    else:
+    trusted = kt.lookup_key_type("trusted") if "trusted" in kt.registered_key_types() else None
+    if trusted is not None:
+        kt.unregister_key_type("trusted")
+    try:
         assert errno_of(k.read) == errno.EOPNOTSUPP
+        assert errno_of(add, sp, "load " + V1_BLOB.replace("user:", "trusted:"), "ek2") == errno.EOPNOTSUPP
+    finally:
+        if trusted is not None:
+            kt.register_key_type(type(trusted))
+
+
+@pytest.fixture
+def trusted_ks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> kt.Keyspace:  # type: ignore[no-untyped-def]
+    require("trusted" in kt.registered_key_types(), "the trusted key type")
+    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path))
+    return kt.Keyspace()
+
+
+def test_trusted_master(trusted_ks: kt.Keyspace) -> None:
+    ks = trusted_ks
+    t = ks.add_key("trusted", "tmk", "new 32 source=host", "@s")
+    with t.secret() as mv:
+        tkey = bytes(mv)
+    for fmt, desc, n in [("default", "ek", 32), ("enc32", "e32", 32), ("ecryptfs", ECRYPTFS_DESC, 64)]:
+        k = ks.add_key("encrypted", desc, f"new {fmt} trusted:tmk {n}", "@s")
+        blob = k.read()
+        _f, mdesc, dstr, hexblob = fields(blob)
+        assert mdesc == "trusted:tmk"
+        # The blob is wrapped under the trusted key's plaintext, exactly as under a user master.
+        plain = eb.unseal(tkey, fmt, mdesc, dstr, n, eb.parse_hex_blob(hexblob.encode(), n))
+        with k.secret() as mv:
+            inner = bytes(mv[648:712]) if fmt == "ecryptfs" else bytes(mv)
+        assert plain.tobytes() == inner
+        plain.wipe()
+        again = ks.add_key("encrypted", "100010001000100f" if fmt == "ecryptfs" else desc + "L", b"load " + blob, "@s")
+        assert again.read() == blob
+    # Prefix kinds cannot be mixed on update; revoked/absent trusted masters fail like user ones.
+    k = ks.request_key("encrypted", "ek")
+    assert errno_of(k.update, "update user:kmk") == errno.EINVAL
+    k.update("update trusted:absent")
+    assert errno_of(k.read) == errno.ENOKEY
+    k.update("update trusted:tmk")
+    k.read()
+    t.revoke()
+    assert errno_of(k.read) == errno.EKEYREVOKED
 
 
 def test_secret_is_a_copy(ks: kt.Keyspace) -> None:

@@ -143,7 +143,8 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     # The kernel copies the payload into a C string: anything after a NUL is invisible.
     nul = data.find(b"\x00")
     text = (data if nul < 0 else data[:nul]).decode("utf-8", "surrogateescape")
-    tokens = _SEPARATORS.split(text)
+    # str.split is the same cut as strsep(" \t") when there is no tab, and cheaper.
+    tokens = _SEPARATORS.split(text) if "\t" in text else text.split(" ")
 
     def tok(i: int) -> str | None:
         return tokens[i] if i < len(tokens) else None

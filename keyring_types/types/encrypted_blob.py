@@ -273,10 +273,13 @@ def parse_datalen(token: str) -> int | None:
     Returns None where the kernel's parse fails (the caller raises ``EINVAL``).
     A leading ``-`` can only give a value below every limit, so it is refused here.
     """
-    m = _DATALEN.fullmatch(token)
-    if m is None:
-        return None
-    value = int(m.group(1))
+    if token.isascii() and token.isdigit():
+        value = int(token)
+    else:
+        m = _DATALEN.fullmatch(token)
+        if m is None:
+            return None
+        value = int(m.group(1))
     return value if value < 1 << 63 else None
 
 
