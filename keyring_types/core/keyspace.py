@@ -685,6 +685,9 @@ class Keyspace(KeyspaceAPI):
         rec.revoked = True
         with calling(self):
             rec.ktype.revoke(rec)
+        if rec.is_keyring:
+            # keyring_revoke empties the keyring as well.
+            self._clear_ring(rec)
         now = self._world.now()
         if rec.revoked_at == 0 or rec.revoked_at > now:
             rec.revoked_at = now
@@ -762,13 +765,16 @@ class Keyspace(KeyspaceAPI):
             ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
-            assert ring.links is not None
-            children = list(ring.links.values())
-            for child in children:
-                self._world.drop_link(ring, child, refund=False)
-            ring.payload_reserve(0)
-            for child in children:
-                self._world.maybe_destroy(child)
+            self._clear_ring(ring)
+
+    def _clear_ring(self, ring: KeyRecord) -> None:
+        assert ring.links is not None
+        children = list(ring.links.values())
+        for child in children:
+            self._world.drop_link(ring, child, refund=False)
+        ring.payload_reserve(0)
+        for child in children:
+            self._world.maybe_destroy(child)
 
     def sys_link(self, keyid: int, ringid: int) -> None:
         """``KEYCTL_LINK``; EACCES, ENOTDIR, EDEADLK (cycle), ELOOP (too deep), EDQUOT."""
