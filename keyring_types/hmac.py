@@ -43,8 +43,10 @@ def cbuf_writable(out: Any, need: int, what: str) -> Any:
         p = ffi.from_buffer(out, require_writable=True)
     except (TypeError, BufferError) as exc:
         raise error(errno.EINVAL, f"{what} must be a writable contiguous buffer ({exc})") from None
-    if len(p) < need:
-        raise error(errno.EINVAL, f"{what} holds {len(p)} bytes, {need} are needed")
+    n = len(p)
+    if n < need:
+        ffi.release(p)
+        raise error(errno.EINVAL, f"{what} holds {n} bytes, {need} are needed")
     return p
 
 
@@ -71,7 +73,11 @@ class HmacSha256:
         kp = cbuf(key, "HMAC key")
         secret = SecretBuffer(int(lib.kt_hmac_state_size()))
         state = secret.address
-        if lib.kt_hmac_init(state, kp, len(kp)) != 0:
+        rc = lib.kt_hmac_init(state, kp, len(kp))
+        # Release the export at once so a caller's view (a Key's secret())
+        # can be released right after this returns.
+        ffi.release(kp)
+        if rc != 0:
             secret.wipe()
             raise error(errno.ENOMEM, "libcrypto could not set up the HMAC-SHA256 key")
         self._secret = secret

@@ -131,8 +131,13 @@ def _uint(value: Any, bits: int, name: str) -> int:
 
 def _exact(buf: Any, size: int, name: str) -> Any:
     p = cbuf(buf, name)
-    if len(p) != size:
-        raise error(errno.EINVAL, f"{name} must be {size} bytes, got {len(p)}")
+    n = len(p)
+    if n != size:
+        # Drop the buffer export now: a traceback keeping it alive would make
+        # a Key's secret() view fail to release.
+        ffi.release(p)
+        del p
+        raise error(errno.EINVAL, f"{name} must be {size} bytes, got {n}")
     return p
 
 
@@ -193,7 +198,7 @@ class Frame:
         self._mv[off : off + size] = _uint(value, 8 * size, name).to_bytes(size, "big")
 
     def _set_bytes(self, off: int, size: int, value: Buffer, name: str) -> None:
-        self._mv[off : off + size] = memoryview(_exact(value, size, name))
+        self._mv[off : off + size] = ffi.buffer(_exact(value, size, name))
 
     @property
     def stuff(self) -> memoryview:
@@ -410,6 +415,8 @@ def program_key_request(key: Any, *, out: bytearray | memoryview | None = None) 
     Python heap.  ``EINVAL`` unless the key is 32 bytes."""
     if hasattr(key, "secret") and not isinstance(key, (bytes, bytearray, memoryview, SecretBuffer)):
         with key.secret() as mv:
+            if len(mv) != KEY_SIZE:
+                raise error(errno.EINVAL, f"an RPMB authentication key is {KEY_SIZE} bytes, got {len(mv)}")
             return build(RequestType.PROGRAM_KEY, key_mac=mv, out=out)
     if isinstance(key, SecretBuffer):
         return build(RequestType.PROGRAM_KEY, key_mac=key.view(), out=out)

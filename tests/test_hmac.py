@@ -1,0 +1,264 @@
+"""HmacSha256: RFC 4231 vectors, agreement with `cryptography`, errors, key wiping, GIL release."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as c_hmac
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyring_types.hmac import HmacSha256, multilane
+from keyring_types.secret import SecretBuffer, live_secret_bytes
+
+
+def ref_mac(key: bytes, data: bytes) -> bytes:
+    h = c_hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+# RFC 4231 section 4: (key, data, HMAC-SHA-256, compare only the first n bytes)
+RFC4231 = [
+    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7", 32),
+    (
+        b"Jefe",
+        b"what do ya want for nothing?",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        32,
+    ),
+    (b"\xaa" * 20, b"\xdd" * 50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe", 32),
+    (
+        bytes(range(1, 26)),
+        b"\xcd" * 50,
+        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+        32,
+    ),
+    (b"\x0c" * 20, b"Test With Truncation", "a3b6167473100ee06e0c796c2955552b", 16),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        32,
+    ),
+    (
+        b"\xaa" * 131,
+        b"This is a test using a larger than block-size key and a larger than block-size data."
+        b" The key needs to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+        32,
+    ),
+]
+
+
+@pytest.fixture(params=[True, False], ids=["multilane", "libcrypto"])
+def lanes(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Run a test with the two-lane batch kernel on and off (the same MACs either way)."""
+    was = multilane(request.param)
+    try:
+        yield request.param
+    finally:
+        multilane(was)
+
+
+@pytest.mark.parametrize("key,data,expect,n", RFC4231)
+def test_rfc4231(key: bytes, data: bytes, expect: str, n: int) -> None:
+    h = HmacSha256(key)
+    assert h.mac(data)[:n].hex() == expect
+    assert h.mac_parts([data[:3], bytearray(data[3:]), b""])[:n].hex() == expect
+    assert h.mac_batch(data * 3, len(data))[32 : 32 + n].hex() == expect
+    assert h.verify(data, h.mac(data))
+
+
+@pytest.mark.parametrize("key,data,expect,n", RFC4231)
+def test_rfc4231_batch_both_paths(lanes: bool, key: bytes, data: bytes, expect: str, n: int) -> None:
+    tags = HmacSha256(key).mac_batch(data * 5, len(data))
+    assert all(tags[32 * i : 32 * i + n].hex() == expect for i in range(5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=200), data=st.binary(max_size=700), cut=st.lists(st.integers(0, 700), max_size=6))
+def test_matches_cryptography(key: bytes, data: bytes, cut: list[int]) -> None:
+    h = HmacSha256(key)
+    expect = ref_mac(key, data)
+    assert h.mac(data) == expect
+    assert h.mac(bytearray(data)) == expect
+    assert h.mac(memoryview(data)) == expect
+    points = sorted({0, len(data), *(c for c in cut if c <= len(data))})
+    parts = [memoryview(data)[a:b] for a, b in zip(points, points[1:])]
+    assert h.mac_parts(parts) == expect
+    assert h.verify(data, expect)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    key=st.binary(min_size=1, max_size=80),
+    msg_len=st.integers(1, 300),
+    n=st.integers(0, 9),
+    seed=st.binary(min_size=1, max_size=64),
+    multi=st.booleans(),
+)
+def test_batch_matches_cryptography(key: bytes, msg_len: int, n: int, seed: bytes, multi: bool) -> None:
+    buf = (seed * (msg_len * n // len(seed) + 1))[: msg_len * n]
+    was = multilane(multi)
+    try:
+        tags = HmacSha256(key).mac_batch(buf, msg_len)
+    finally:
+        multilane(was)
+    assert tags == b"".join(ref_mac(key, buf[i * msg_len : (i + 1) * msg_len]) for i in range(n))
+
+
+def test_batch_into_out_buffer() -> None:
+    h = HmacSha256(b"k" * 32)
+    buf = bytes(range(256)) * 4
+    out = bytearray(4 * 32 + 7)
+    assert h.mac_batch(buf, 256, out=out) is None
+    assert bytes(out[:128]) == h.mac_batch(buf, 256)
+    assert out[128:] == bytes(7)
+
+
+def test_verify_rejects_every_bit_flip_of_tag_and_data() -> None:
+    h = HmacSha256(b"\x42" * 32)
+    data = bytes(range(100))
+    tag = h.mac(data)
+    assert h.verify(data, tag)
+    for i in range(len(tag) * 8):
+        bad = bytearray(tag)
+        bad[i // 8] ^= 1 << (i % 8)
+        assert not h.verify(data, bad)
+    for i in range(len(data) * 8):
+        bad = bytearray(data)
+        bad[i // 8] ^= 1 << (i % 8)
+        assert not h.verify(bad, tag)
+
+
+@pytest.mark.parametrize("msg_len", [0, -1, 2.5, None])
+def test_batch_bad_message_length(msg_len: object) -> None:
+    with pytest.raises(OSError) as ei:
+        HmacSha256(b"k").mac_batch(b"abcd", msg_len)  # type: ignore[arg-type]
+    assert ei.value.errno == errno.EINVAL
+
+
+def test_malformed_lengths_and_buffers_are_einval() -> None:
+    h = HmacSha256(b"k" * 32)
+    cases = [
+        lambda: h.mac_batch(b"abcde", 2),  # not whole messages
+        lambda: h.verify(b"x", bytes(31)),  # short tag
+        lambda: h.verify(b"x", bytes(33)),  # long tag
+        lambda: h.mac("text"),  # type: ignore[arg-type]  # not bytes-like
+        lambda: h.mac(memoryview(b"abcdef")[::2]),  # not contiguous
+        lambda: h.mac_parts([b"a", 3]),  # type: ignore[list-item]
+        lambda: h.mac_batch(b"abcd", 2, out=bytearray(63)),  # out too small
+        lambda: h.mac_batch(b"abcd", 2, out=bytes(64)),  # type: ignore[arg-type]  # read-only out
+    ]
+    for case in cases:
+        with pytest.raises(OSError) as ei:
+            case()
+        assert ei.value.errno == errno.EINVAL, case
+
+
+def test_empty_batch_and_parts() -> None:
+    h = HmacSha256(b"key")
+    assert h.mac_batch(b"", 16) == b""
+    assert h.mac_parts([]) == ref_mac(b"key", b"")
+
+
+def test_key_state_lives_in_secret_memory_and_is_wiped() -> None:
+    before = live_secret_bytes()
+    h = HmacSha256(b"s" * 32)
+    assert live_secret_bytes() > before
+    assert "s" not in repr(h)
+    h.wipe()
+    assert live_secret_bytes() == before
+    for call in (lambda: h.mac(b"x"), lambda: h.mac_batch(b"xx", 1), lambda: h.verify(b"x", bytes(32))):
+        with pytest.raises(OSError) as ei:
+            call()
+        assert ei.value.errno == errno.EKEYREVOKED
+    h.wipe()  # idempotent
+
+
+def test_destroying_the_object_frees_the_state() -> None:
+    before = live_secret_bytes()
+    h = HmacSha256(b"t" * 32)
+    assert live_secret_bytes() > before
+    del h
+    assert live_secret_bytes() == before
+    with HmacSha256(b"u" * 32) as h2:
+        h2.mac(b"")
+    assert live_secret_bytes() == before
+
+
+def test_key_from_secret_buffer_and_key_like_object() -> None:
+    key = bytes(range(32))
+    sb = SecretBuffer.from_bytes(key)
+    assert HmacSha256(sb).mac(b"m") == ref_mac(key, b"m")
+
+    class KeyLike:
+        @contextmanager
+        def secret(self) -> Iterator[memoryview]:
+            mv = sb.view()
+            try:
+                yield mv
+            finally:
+                mv.release()  # fails if HmacSha256 kept an export of the view
+
+    assert HmacSha256.from_key(KeyLike()).mac(b"m") == ref_mac(key, b"m")
+    sb.wipe()
+
+
+def test_key_from_keyspace_user_key() -> None:
+    import keyring_types as kt
+
+    ks = kt.Keyspace()
+    key = bytes(range(32, 64))
+    k = ks.add_key("user", "rpmb:test", key, kt.KEY_SPEC_SESSION_KEYRING)
+    assert HmacSha256.from_key(k).mac(b"frame") == ref_mac(key, b"frame")
+
+
+def test_threads_share_one_key() -> None:
+    h = HmacSha256(b"shared" * 6)
+    bufs = [bytes([i]) * (284 * 500) for i in range(4)]
+    expect = [b"".join(ref_mac(b"shared" * 6, b[j * 284 : (j + 1) * 284]) for j in range(500)) for b in bufs]
+    got: dict[int, bytes] = {}
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            got[i] = h.mac_batch(bufs[i], 284)  # type: ignore[assignment]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(4)] == expect
+
+
+def test_long_batch_releases_the_gil() -> None:
+    """While one thread is inside a long mac_batch call, another runs Python code."""
+    h = HmacSha256(b"g" * 32)
+    buf = bytes(284 * 400_000)  # long enough (>100 ms) that a held GIL would starve the other thread
+    started = threading.Event()
+    done = threading.Event()
+
+    def work() -> None:
+        started.set()
+        h.mac_batch(buf, 284)
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    time.sleep(0.001)  # let the worker enter the C call
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+    t.join()
+    # With the GIL held for the whole call this loop could only run between
+    # the worker's bytecodes before and after it: a handful of iterations.
+    assert ticks > 1000
