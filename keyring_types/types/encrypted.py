@@ -86,7 +86,8 @@ class EncryptedPayload:
     datalen_str: str
     datalen: int
     iv: bytes
-    #: What in-kernel users get: the decrypted data, or the 740-byte auth token for ecryptfs.
+    #: What in-kernel users get: the decrypted data (its first ``datalen`` bytes; a
+    #: loaded key keeps the zero pad after them), or the 740-byte auth token for ecryptfs.
     data: SecretBuffer
     #: The last export and the AUTH key it was made under: a read under the same
     #: master is deterministic (same IV, same plaintext), so it is reused.
@@ -100,7 +101,13 @@ class EncryptedPayload:
         """A read-only view of the decrypted data (inside the auth token for ecryptfs)."""
         if self.format == "ecryptfs":
             return eb.ecryptfs_key_view(self.data)
-        return self.data.view()
+        return self.data.view()[: self.datalen]
+
+    def consumer_view(self) -> memoryview:
+        """What in-kernel users of the key get: the data, or the whole auth token for ecryptfs."""
+        if self.format == "ecryptfs":
+            return self.data.view()
+        return self.data.view()[: self.datalen]
 
     @property
     def quota_size(self) -> int:
@@ -259,11 +266,15 @@ class EncryptedKeyType(KeyType):
             sealed = eb.parse_hex_blob(cmd.hex_blob.encode("utf-8", "surrogateescape"), cmd.datalen)
             master = master_key_secret(cmd.master_desc)
             try:
+                mview = master.view()
+                auth = eb.derive_auth_key(mview)
                 # A format-less blob carries the legacy HMAC (no format row).
-                plain = eb.unseal(master.view(), cmd.format, cmd.master_desc, cmd.datalen_str, cmd.datalen, sealed)
-                tag = SecretBuffer.from_bytes(eb.derive_auth_key(master.view())) if cmd.format is not None else None
+                eb.verify(auth, cmd.format, cmd.master_desc, cmd.datalen_str, cmd.datalen, sealed)
+                # Kept with its zero pad: plaintext() and secret() cut it to datalen.
+                plain = eb.decrypt_padded(eb.derive_enc_key(mview), sealed.iv, sealed.ciphertext)
             finally:
                 master.wipe()
+            tag = SecretBuffer.from_bytes(auth) if cmd.format is not None else None
             iv = sealed.iv
         else:
             iv = os.urandom(eb.IV_SIZE)
@@ -277,7 +288,7 @@ class EncryptedKeyType(KeyType):
             tag = None
         if fmt == "ecryptfs":
             try:
-                data = eb.ecryptfs_auth_tok(key.description, plain.view())
+                data = eb.ecryptfs_auth_tok(key.description, plain.view()[: eb.ECRYPTFS_KEY_BYTES])
             finally:
                 plain.wipe()
         else:
@@ -358,7 +369,7 @@ class EncryptedKeyType(KeyType):
         p: EncryptedPayload | None = key.payload
         if p is None:
             raise error(errno.EKEYREVOKED, f"encrypted key {key.serial} has no payload")
-        return SecretBuffer.from_bytes(p.data.view())
+        return SecretBuffer.from_bytes(p.consumer_view())
 
 
 if EncryptedKeyType.name not in registered_key_types():
