@@ -64,6 +64,7 @@ _TPM2_RC_FMT1 = 0x080
 _TPM_ST_SESSIONS = 0x8002
 _TPM_CC_UNSEAL = 0x0000015E
 _TSS2_RC_LAYER_SHIFT = 16
+_ESYS_RC_BAD_TR = 0x00070018
 # Layers whose codes are TPM response codes (the TPM itself, or a resource manager relaying one).
 _TPM_LAYERS = {0, 11}
 _CAP_SYS_ADMIN = 21
@@ -149,6 +150,10 @@ class Tpm2Source(TrustSource):
         self._tcti_obj: Any = None
         self._esapi: Any = None
         self._parents: dict[int, Any] = {}
+        #: keyauth last set on each cached parent ESYS_TR (TR_SetAuth is local, but not free).
+        self._parent_auth: dict[int, bytes] = {}
+        #: TPM2B_PUBLIC templates by (nameAlg, attributes, policy): built once, read-only to ESAPI.
+        self._templates: dict[tuple[int, int, bytes], Any] = {}
         self._lock_digest: bytes | None = None
         #: Set when the transport failed; the context is reopened before the next operation.
         self._broken = False
@@ -195,6 +200,7 @@ class Tpm2Source(TrustSource):
             self._esapi = self._tcti_obj = None
             self._broken = False
             self._parents.clear()
+            self._parent_auth.clear()
             if esapi is not None:
                 esapi.close()
             if tcti is not None:
@@ -212,25 +218,43 @@ class Tpm2Source(TrustSource):
 
         tr = self._parents.get(handle)
         if tr is not None:
+            if self._parent_auth.get(handle) == keyauth:
+                return tr
             try:
                 esapi.tr_set_auth(tr, keyauth)
+                self._parent_auth[handle] = bytes(keyauth)
                 return tr
             except TSS2_Exception:
                 # Someone sharing this context (see ``esapi``) closed the ESYS_TR.
                 del self._parents[handle]
         tr = self._call(esapi.tr_from_tpmpublic, "read the parent key", handle)
-        self._parents[handle] = tr
         esapi.tr_set_auth(tr, keyauth)
+        self._parents[handle] = tr
+        self._parent_auth[handle] = bytes(keyauth)
         return tr
 
     def _forget_parent(self, handle: int) -> None:
-        # A refused parent may have been evicted or replaced: look it up afresh next time.
-        tr = self._parents.pop(handle, None)
-        if tr is not None and self._esapi is not None:
+        # A refused parent may have been evicted or replaced: look it up afresh next
+        # time.  Its ESYS_TR is not closed: ESAPI shares it with anyone using ``esapi``.
+        self._parents.pop(handle, None)
+        self._parent_auth.pop(handle, None)
+
+    def _with_parent(self, esapi: Any, handle: int, keyauth: bytes, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        """Call ``fn(parent_tr, *args)``; errno as the kernel.  A parent ESYS_TR closed
+        behind our back (ESYS_RC_BAD_TR, no TPM command sent) is looked up once more."""
+        from tpm2_pytss import TSS2_Exception
+
+        seal = kw.pop("seal", False)
+        for attempt in (0, 1):
+            parent = self._parent(esapi, handle, keyauth)
             try:
-                self._esapi.tr_close(tr)
-            except Exception:  # noqa: BLE001 - closing a stale local handle cannot matter
-                pass
+                return fn(parent, *args, **kw)
+            except TSS2_Exception as exc:
+                self._forget_parent(handle)
+                if int(exc.rc) == _ESYS_RC_BAD_TR and attempt == 0:
+                    continue
+                raise self._map_error(int(exc.rc), what, seal=seal) from None
+        raise error(errno.EPERM, f"cannot {what}: parent handle {handle:#x} unusable")
 
     def _call(self, fn: Any, what: str, *args: Any, seal: bool = False, **kwargs: Any) -> Any:
         """Run one ESAPI call, turning TSS errors into the kernel's errno."""
@@ -308,33 +332,49 @@ class Tpm2Source(TrustSource):
             attributes |= tpm2_blob.TPMA_OBJECT_FIXED_TPM | tpm2_blob.TPMA_OBJECT_FIXED_PARENT
 
         from tpm2_pytss.constants import ESYS_TR
-        from tpm2_pytss.types import TPM2B_DIGEST, TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMT_PUBLIC
+        from tpm2_pytss.types import TPM2B_SENSITIVE_CREATE
 
-        template = TPMT_PUBLIC()
-        template.type = _TPM_ALG_KEYEDHASH
-        template.nameAlg = alg
-        template.objectAttributes = attributes
-        if policy:
-            template.authPolicy = TPM2B_DIGEST(bytes(policy))
-        template.parameters.keyedHashDetail.scheme.scheme = _TPM_ALG_NULL
-        in_public = TPM2B_PUBLIC(publicArea=template)
-
+        in_public = self._template(alg, attributes, bytes(policy or b""))
         with self._lock, _SensitiveCreate(TPM2B_SENSITIVE_CREATE, secret, options.blobauth) as in_sensitive:
             esapi = self._context()
-            parent = self._parent(esapi, options.keyhandle, options.keyauth)
-            try:
-                out_private, out_public, *_ = self._call(
-                    esapi.create, "seal the key", parent, in_sensitive, in_public, session1=ESYS_TR.PASSWORD, seal=True
-                )
-            except KeyringError:
-                self._forget_parent(options.keyhandle)
-                raise
+            out_private, out_public, *_ = self._with_parent(
+                esapi,
+                options.keyhandle,
+                options.keyauth,
+                "seal the key",
+                esapi.create,
+                in_sensitive,
+                in_public,
+                session1=ESYS_TR.PASSWORD,
+                seal=True,
+            )
             blob = tpm2_blob.encode_tpmkey(
                 options.keyhandle, out_public.marshal(), out_private.marshal(), empty_auth=not options.blobauth
             )
             if options.pcrlock:
                 self._pcrlock(esapi, options.pcrlock)
         return blob
+
+    def _template(self, alg: int, attributes: int, policy: bytes) -> Any:
+        """The TPM2B_PUBLIC the kernel sends to TPM2_Create (spec §2.4), cached per shape."""
+        key = (alg, attributes, policy)
+        cached = self._templates.get(key)
+        if cached is not None:
+            return cached
+        from tpm2_pytss.types import TPM2B_DIGEST, TPM2B_PUBLIC, TPMT_PUBLIC
+
+        template = TPMT_PUBLIC()
+        template.type = _TPM_ALG_KEYEDHASH
+        template.nameAlg = alg
+        template.objectAttributes = attributes
+        if policy:
+            template.authPolicy = TPM2B_DIGEST(policy)
+        template.parameters.keyedHashDetail.scheme.scheme = _TPM_ALG_NULL
+        in_public = TPM2B_PUBLIC(publicArea=template)
+        if len(self._templates) >= 32:  # policies vary; keep the cache small
+            self._templates.clear()
+        self._templates[key] = in_public
+        return in_public
 
     # ------------------------------------------------------------------ unseal
 
@@ -347,7 +387,7 @@ class Tpm2Source(TrustSource):
         length outside 32..128), ``ENODEV``/``EIO``.
         """
         self._check_common(options)
-        parsed = tpm2_blob.decode(bytes(blob))
+        parsed = tpm2_blob.decode(blob if isinstance(blob, bytes) else bytes(blob))
         keyhandle = parsed.parent if parsed.parent is not None else options.keyhandle
         if not keyhandle:
             raise error(errno.EINVAL, "keyhandle= is required to load an old-format TPM2 blob")
@@ -367,18 +407,19 @@ class Tpm2Source(TrustSource):
 
         with self._lock:
             esapi = self._context()
-            parent = self._parent(esapi, keyhandle, options.keyauth)
             try:
-                obj = self._call(esapi.load, "load the sealed object", parent, in_private, in_public)
+                obj = self._with_parent(
+                    esapi, keyhandle, options.keyauth, "load the sealed object", esapi.load, in_private, in_public
+                )
             except KeyringError:
-                self._forget_parent(keyhandle)
                 self._pcrlock_after_failure(esapi, options)
                 raise
             try:
                 if options.policyhandle:
                     data = self._unseal_with_policy(esapi, obj, options.policyhandle, options.blobauth)
                 else:
-                    esapi.tr_set_auth(obj, options.blobauth)
+                    if options.blobauth:  # a freshly loaded ESYS_TR already has the empty auth
+                        esapi.tr_set_auth(obj, options.blobauth)
                     out = self._call(esapi.unseal, "unseal the key", obj, session1=ESYS_TR.PASSWORD)
                     data = _take_sensitive(out)
             except KeyringError:
@@ -388,7 +429,10 @@ class Tpm2Source(TrustSource):
                 self._flush(esapi, obj)
             try:
                 result = _split_unsealed(data, parsed)
-            finally:
+            except BaseException:
+                data.wipe()
+                raise
+            if result.secret is not data:
                 data.wipe()
             if options.pcrlock:
                 try:
@@ -503,7 +547,9 @@ class Tpm2Source(TrustSource):
 
         For callers that build a policy session for ``policyhandle=``: behind a
         resource manager (``/dev/tpmrm0``) a session is visible only on the
-        connection that started it, so it must be started on this one.
+        connection that started it, so it must be started on this one.  ESAPI
+        keeps one ESYS_TR per TPM handle: a caller that closes the parent's is
+        tolerated, one that changes its auth must :meth:`close` the source.
         """
         with self._lock:
             return self._context()
@@ -583,4 +629,6 @@ def _split_unsealed(data: SecretBuffer, parsed: tpm2_blob.Tpm2Blob) -> Unsealed:
         migratable = parsed.migratable
     if not MIN_KEY_SIZE <= key_len <= MAX_KEY_SIZE:
         raise error(errno.EFAULT, f"unsealed key of {key_len} bytes is outside {MIN_KEY_SIZE}..{MAX_KEY_SIZE}")
+    if key_len == len(view):
+        return Unsealed(secret=data, migratable=migratable)  # already exactly the key: no second copy
     return Unsealed(secret=SecretBuffer.from_bytes(view[:key_len]), migratable=migratable)
