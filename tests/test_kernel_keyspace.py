@@ -512,3 +512,19 @@ def test_thin_wrapper_read_size_matches_payload(kk: KernelKeyspace) -> None:
     small = bytearray(2)
     assert sc.keyctl_read_into(k.serial, memoryview(small)) == 1234
     assert small == bytearray(2)  # too small: the kernel copies nothing
+
+
+@pytest.mark.parametrize("stale_size", [3, 40], ids=["grew-after-size-query", "shrank-after-size-query"])
+def test_secret_read_survives_payload_change(
+    kk: KernelKeyspace, monkeypatch: pytest.MonkeyPatch, stale_size: int
+) -> None:
+    # Stand in for an update landing between the size query and the read: the size
+    # query reports a stale length, the real KEYCTL_READ then reports the true one.
+    payload = b"0123456789abcdef"
+    k = kk.add_key("user", "moving", payload, "@s")
+    monkeypatch.setattr(sc, "keyctl_read_size", lambda keyid: stale_size)
+    buf = sc.keyctl_read_secret(k.serial)
+    try:
+        assert len(buf) == len(payload) and buf == payload
+    finally:
+        buf.wipe()
