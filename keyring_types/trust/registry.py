@@ -66,6 +66,8 @@ _lock = threading.RLock()
 _registered: dict[str, type[TrustSource]] = {}
 _instances: dict[tuple[Any, ...], TrustSource] = {}
 _default: str | None = None
+#: The tpm2-else-host decision, per configuration.
+_auto_default: dict[tuple[str | None, ...], str] = {}
 
 
 def canonical_name(name: str) -> str:
@@ -149,7 +151,20 @@ def default_source_name() -> str:
         chosen = os.environ.get(ENV_SOURCE) or None
     if chosen is not None:
         return canonical_name(chosen)
-    return "tpm2" if _is_available("tpm2") else "host"
+    # Probe once per configuration: a TPM that answers slowly once must not make
+    # later keys of this process silently land on another source.
+    key = _config_key()
+    with _lock:
+        cached = _auto_default.get(key)
+    if cached is None:
+        cached = "tpm2" if _is_available("tpm2") else "host"
+        with _lock:
+            cached = _auto_default.setdefault(key, cached)
+    return cached
+
+
+def _config_key() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(v) for v in _CONFIG_ENV)
 
 
 def get_trust_source(name: str | None = None) -> TrustSource:
@@ -158,14 +173,15 @@ def get_trust_source(name: str | None = None) -> TrustSource:
     ``ENODEV`` if no such source exists or it is not available on this machine
     (the kernel's answer when no trusted-key back end initialised).
     """
+    probed = not name and default_source_name() == "tpm2"
     name = canonical_name(name) if name else default_source_name()
     cls = source_class(name)
-    key = (name, cls, tuple(os.environ.get(v) for v in _CONFIG_ENV))
+    key = (name, cls, _config_key())
     with _lock:
         inst = _instances.get(key)
         if inst is not None:
             return inst
-    if not cls.available():
+    if not probed and not cls.available():
         raise error(errno.ENODEV, f"trust source '{name}' is not available on this machine")
     inst = cls()
     with _lock:
@@ -205,9 +221,10 @@ def set_default_trust_source(name: str | None) -> None:
 
 
 def clear_cache() -> None:
-    """Close and forget every source instance (tests, or after changing configuration)."""
+    """Close and forget every source instance and the probed default (tests, reconfiguration)."""
     with _lock:
         dropped = list(_instances.values())
         _instances.clear()
+        _auto_default.clear()
     for inst in dropped:
         inst.close()
