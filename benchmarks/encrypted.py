@@ -12,6 +12,10 @@ drift on the machine hits both alike:
   HMAC verified, data decrypted)
 * ``new+read``: the sum of the first two, the issue's headline figure.
 
+For reference it also times ``add_key``/``read`` of a 32-byte ``user`` key on both
+(the cost every key type pays in that keyspace) and prints the difference: the
+share of the ``encrypted`` type itself.
+
 Prints µs/op and the ratio ours/kernel (goal <= 1.0 for ``new`` and ``load``).
 Keys go into a keyring linked from ``@s`` (the master sits in ``@s``), which is
 cleared between rounds, outside the timed region.
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keyring_types as kt  # noqa: E402
 
-OPS = ("new", "read", "load")
+OPS = ("new", "read", "load", "user add", "user read")
 
 
 def one_round(ks: kt.KeyspaceAPI, ring: kt.Keyring, tag: str, count: int, new_payload: str, blob: bytes, desc_of) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -52,9 +56,17 @@ def one_round(ks: kt.KeyspaceAPI, ring: kt.Keyring, tag: str, count: int, new_pa
     for d in descs:
         add("encrypted", d + "L" if len(d) != 16 else d[:-1] + "f", load_payload, ring)
     t4 = time.perf_counter_ns()
+    # The floor every key type pays in this keyspace: add_key + read of a 32-byte user key.
+    secret = b"u" * 32
+    t5 = time.perf_counter_ns()
+    ukeys = [add("user", d, secret, ring) for d in descs]
+    t6 = time.perf_counter_ns()
+    for k in ukeys:
+        k.read()
+    t7 = time.perf_counter_ns()
     # Untimed: empty the benchmark keyring (the master stays in @s).
     ring.clear()
-    return {"new": t1 - t0, "read": t2 - t1, "load": t4 - t3}
+    return {"new": t1 - t0, "read": t2 - t1, "load": t4 - t3, "user add": t6 - t5, "user read": t7 - t6}
 
 
 def main() -> None:
@@ -116,6 +128,17 @@ def main() -> None:
         a, b = us["ours"][op], us["kernel"][op]
         print(f"{op:<10} {a:>10.2f} {b:>10.2f} {a / b:>6.2f}x")
     print("goal: ratio <= 1.00 for new and load (ours / kernel, same public API)")
+    print("reference: a 32-byte user key through the same keyspaces (the per-call floor)")
+    for op in ("user add", "user read"):
+        a, b = us["ours"][op], us["kernel"][op]
+        print(f"{op:<10} {a:>10.2f} {b:>10.2f} {a / b:>6.2f}x")
+    print("the encrypted type's own share, ours (us): "
+          f"new {us['ours']['new'] - us['ours']['user add']:.2f}, "
+          f"read {us['ours']['read'] - us['ours']['user read']:.2f}, "
+          f"load {us['ours']['load'] - us['ours']['user add']:.2f}; kernel: "
+          f"new {us['kernel']['new'] - us['kernel']['user add']:.2f}, "
+          f"read {us['kernel']['read'] - us['kernel']['user read']:.2f}, "
+          f"load {us['kernel']['load'] - us['kernel']['user add']:.2f}")
 
 
 if __name__ == "__main__":

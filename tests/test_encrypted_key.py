@@ -546,3 +546,17 @@ def test_secret_is_a_copy(ks: kt.Keyspace) -> None:
     with k.secret() as mv:
         assert bytes(mv).hex() == V1_PLAIN
     assert "7b50ba" not in repr(ks.key(k.serial)) and "7b50ba" not in repr(ks._world.keys[k.serial].payload)
+
+
+def test_new_data_and_iv_are_random(ks: kt.Keyspace) -> None:
+    sp = Space(ks, False)
+    master(sp)
+    seen_data, seen_iv = set(), set()
+    for i in range(8):
+        k = add(sp, "new user:kmk 4096", f"r{i}")
+        with k.secret() as mv:
+            data = bytes(mv)
+        assert len(data) == 4096 and data.count(0) < 100
+        seen_data.add(data)
+        seen_iv.add(fields(k.read())[3][:32])
+    assert len(seen_data) == 8 and len(seen_iv) == 8

@@ -15,6 +15,7 @@ caller's keyrings on ``load`` and on every ``read``, never on ``new`` or
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 from typing import TYPE_CHECKING
@@ -89,9 +90,11 @@ class EncryptedPayload:
     #: What in-kernel users get: the decrypted data (its first ``datalen`` bytes; a
     #: loaded key keeps the zero pad after them), or the 740-byte auth token for ecryptfs.
     data: SecretBuffer
-    #: The last export and the AUTH key it was made under: a read under the same
-    #: master is deterministic (same IV, same plaintext), so it is reused.
-    cache_tag: SecretBuffer | None = None
+    #: The last export and a fingerprint (SHA-256 of the AUTH key) of the master it
+    #: was made under: a read under the same master is deterministic (same IV, same
+    #: plaintext), so it is reused.  The fingerprint tells no more than the public
+    #: blob's HMAC already does.
+    cache_tag: bytes | None = None
     cache_blob: bytes | None = None
 
     def __repr__(self) -> str:
@@ -115,10 +118,30 @@ class EncryptedPayload:
 
     def wipe(self) -> None:
         self.data.wipe()
-        if self.cache_tag is not None:
-            self.cache_tag.wipe()
-            self.cache_tag = None
+        self.cache_tag = None
         self.cache_blob = None
+
+
+def _fingerprint(auth_key: bytes) -> bytes:
+    return hashlib.sha256(auth_key).digest()
+
+
+_urandom_fd = -1
+
+
+def _fill_random(out: memoryview) -> None:
+    """Fill ``out`` from the OS CSPRNG straight into secret memory (``os.urandom``
+    would leave a ``bytes`` copy of the key on the heap).  ``EIO`` on a short read."""
+    global _urandom_fd
+    if _urandom_fd < 0:
+        # Opened once: an open() per key would cost more than the rest of ``new``.
+        _urandom_fd = os.open("/dev/urandom", os.O_RDONLY | os.O_CLOEXEC)
+    done = 0
+    while done < len(out):
+        n = os.readv(_urandom_fd, [out[done:]])
+        if n <= 0:
+            raise error(errno.EIO, f"the OS RNG returned {done} of {len(out)} bytes")
+        done += n
 
 
 def quota_size(fmt: str, master_desc: str, datalen_str: str, datalen: int) -> int:
@@ -274,17 +297,22 @@ class EncryptedKeyType(KeyType):
                 plain = eb.decrypt_padded(eb.derive_enc_key(mview), sealed.iv, sealed.ciphertext)
             finally:
                 master.wipe()
-            tag = SecretBuffer.from_bytes(auth) if cmd.format is not None else None
+            tag = _fingerprint(auth) if cmd.format is not None else None
             iv = sealed.iv
         else:
             iv = os.urandom(eb.IV_SIZE)
-            if cmd.plaintext_hex is not None:
-                plain = SecretBuffer(cmd.datalen)
-                out = plain.writable()
-                out[:] = bytes.fromhex(cmd.plaintext_hex)
+            plain = SecretBuffer(cmd.datalen)
+            out = plain.writable()
+            try:
+                if cmd.plaintext_hex is not None:
+                    out[:] = bytes.fromhex(cmd.plaintext_hex)
+                else:
+                    _fill_random(out)
+            except BaseException:
+                plain.wipe()
+                raise
+            finally:
                 out.release()
-            else:
-                plain = SecretBuffer.from_bytes(os.urandom(cmd.datalen))
             tag = None
         if fmt == "ecryptfs":
             try:
@@ -334,16 +362,14 @@ class EncryptedKeyType(KeyType):
         try:
             mview = master.view()
             auth = eb.derive_auth_key(mview)
-            if p.cache_tag is not None and p.cache_blob is not None and ct_memcmp(p.cache_tag.view(), auth):
+            tag = _fingerprint(auth)
+            if p.cache_blob is not None and p.cache_tag is not None and ct_memcmp(p.cache_tag, tag):
                 return p.cache_blob
-            sealed = eb.seal(mview, p.format, p.master_desc, p.datalen_str, p.iv, p.plaintext())
+            sealed = eb.seal_with(eb.derive_enc_key(mview), auth, p.format, p.master_desc, p.datalen_str, p.iv, p.plaintext())
             blob = eb.export(p.format, p.master_desc, p.datalen_str, sealed)
         finally:
             master.wipe()
-        if p.cache_tag is not None:
-            p.cache_tag.wipe()
-        p.cache_tag = SecretBuffer.from_bytes(auth)
-        p.cache_blob = blob
+        p.cache_tag, p.cache_blob = tag, blob
         return blob
 
     def describe(self, key: KeyRecord) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "compute_hmac",
     "encrypt",
     "seal",
+    "seal_with",
     "verify",
     "decrypt_padded",
     "unseal",
@@ -203,10 +204,17 @@ def seal(master: Bytes, fmt: str, master_desc: str, datalen_str: str, iv: bytes,
     ``fmt`` is always written (a legacy-loaded key re-exports as ``default``).
     ``EINVAL`` if the IV is not 16 bytes.
     """
+    return seal_with(derive_enc_key(master), derive_auth_key(master), fmt, master_desc, datalen_str, iv, data)
+
+
+def seal_with(
+    enc_key: Bytes, auth_key: Bytes, fmt: str, master_desc: str, datalen_str: str, iv: bytes, data: Bytes
+) -> Sealed:
+    """:func:`seal` with the two derived keys already at hand; ``EINVAL`` for a bad IV size."""
     if len(iv) != IV_SIZE:
         raise error(errno.EINVAL, f"the IV must be {IV_SIZE} bytes, got {len(iv)}")
-    ct = encrypt(derive_enc_key(master), iv, data)
-    mac = compute_hmac(derive_auth_key(master), datablob_header(fmt, master_desc, datalen_str), iv, ct)
+    ct = encrypt(enc_key, iv, data)
+    mac = compute_hmac(auth_key, datablob_header(fmt, master_desc, datalen_str), iv, ct)
     return Sealed(iv, ct, mac)
 
 
