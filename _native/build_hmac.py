@@ -19,7 +19,7 @@ ffibuilder.cdef(
                              size_t len, uint8_t *out);
     void kt_hmac_batch(const void *state, const uint8_t *base, size_t n, size_t in_stride,
                        size_t len, uint8_t *out, size_t out_stride);
-    int kt_hmac_multilane(int enable);
+    int kt_hmac_batch_lanes(int lanes);
     int kt_hmac_verify(const void *state, const uint8_t *msg, size_t len, const uint8_t *tag);
     int kt_hmac_ct_differ(const uint8_t *a, const uint8_t *b, size_t n);
 

@@ -28,10 +28,12 @@ void kt_hmac_mac_strided(const void *state, const uint8_t *base, size_t n, size_
  * out + i*out_stride. */
 void kt_hmac_batch(const void *state, const uint8_t *base, size_t n, size_t in_stride,
                    size_t len, uint8_t *out, size_t out_stride);
-/* Query (enable < 0) or switch the two-lane SHA-NI batch kernel; returns the
- * previous setting (1 on, 0 off).  It is on by default where the CPU has SHA
- * extensions; switching it off lets tests and benchmarks compare paths. */
-int kt_hmac_multilane(int enable);
+/* Query (lanes < 0) or choose the batch kernel: 0 = the best this CPU has,
+ * 1 = libcrypto one message at a time, 2 = two-lane SHA-NI, 16 = AVX-512.
+ * A kernel the CPU lacks falls back to the next narrower one.  Returns the
+ * kernel in use before the call.  Every choice computes the same MACs; this
+ * exists so tests and benchmarks can compare them. */
+int kt_hmac_batch_lanes(int lanes);
 /* 1 when tag (KT_HMAC_LEN bytes) is the MAC of msg, else 0; constant time. */
 int kt_hmac_verify(const void *state, const uint8_t *msg, size_t len, const uint8_t *tag);
 /* 0 when equal, 1 otherwise; time depends only on n. */

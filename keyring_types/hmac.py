@@ -18,7 +18,7 @@ from keyring_types.bindings._hmac import ffi, lib
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["HmacSha256", "DIGEST_SIZE", "BLOCK_SIZE", "multilane"]
+__all__ = ["HmacSha256", "DIGEST_SIZE", "BLOCK_SIZE", "batch_lanes"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -154,7 +154,8 @@ class HmacSha256:
         and returns ``None``.  ``EINVAL`` when ``msg_len`` is not positive, when
         ``len(buf)`` is not a multiple of it, or when ``out`` is read-only or
         too small; ``EKEYREVOKED`` after :meth:`wipe`.  The whole batch runs
-        in C with the GIL released.
+        in C with the GIL released, sixteen or two messages at a time where the
+        CPU allows (see :func:`batch_lanes`).
         """
         st = self._st()
         if not isinstance(msg_len, int) or msg_len <= 0:
@@ -193,9 +194,17 @@ class HmacSha256:
         return self._st()
 
 
-def multilane(enable: bool | None = None) -> bool:
-    """Query or switch the two-lane SHA-NI batch kernel (for tests and benchmarks).
+def batch_lanes(lanes: int | None = None) -> int:
+    """Query (``None``) or choose the kernel :meth:`HmacSha256.mac_batch` uses.
 
-    Returns the setting before the call.  Switching on is ignored on CPUs
-    without SHA extensions."""
-    return bool(lib.kt_hmac_multilane(-1 if enable is None else int(enable)))
+    ``0`` picks the best this CPU has; ``1`` is libcrypto one message at a
+    time, ``2`` two interleaved SHA-NI lanes, ``16`` AVX-512 over sixteen
+    messages at once.  A kernel the CPU lacks falls back to the next narrower
+    one.  Returns the kernel in use before the call.  Every choice computes the
+    same MACs; this exists so tests and benchmarks can compare them.
+    ``EINVAL`` for other values."""
+    if lanes is None:
+        return int(lib.kt_hmac_batch_lanes(-1))
+    if lanes not in (0, 1, 2, 16):
+        raise error(errno.EINVAL, f"batch lanes must be 0, 1, 2 or 16, got {lanes!r}")
+    return int(lib.kt_hmac_batch_lanes(lanes))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hmac as c_hmac
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyring_types.hmac import HmacSha256
+from keyring_types.hmac import HmacSha256, batch_lanes
 from keyring_types.rpmb import RequestType, ResponseType, Result, codes
 from keyring_types.rpmb import frames as F
 from keyring_types.secret import SecretBuffer
@@ -218,13 +218,18 @@ def test_program_key_into_secret_memory() -> None:
     sb.wipe()
 
 
-def test_sign_each_is_independent_single_frame_macs() -> None:
+@pytest.mark.parametrize("lanes", [1, 2, 16])
+def test_sign_each_is_independent_single_frame_macs(lanes: int) -> None:
     key = b"\x5a" * 32
     frames = bytearray(
-        b"".join(ref_frame(nonce=bytes([i]) * 16, counter=i, req_resp=0x200) for i in range(7))
+        b"".join(ref_frame(nonce=bytes([i]) * 16, counter=i, req_resp=0x200) for i in range(35))
     )
-    F.sign_each(key, frames)
-    for i in range(7):
+    was = batch_lanes(lanes)
+    try:
+        F.sign_each(key, frames)
+    finally:
+        batch_lanes(was)
+    for i in range(35):
         one = bytes(frames[512 * i : 512 * (i + 1)])
         assert one[196:228] == ref_mac(key, one)
         assert F.verify(key, one)
