@@ -82,7 +82,7 @@ def main() -> None:
     if fmt == "ecryptfs":
         # ecryptfs descriptions are 16 hex digits: encode the round and index in them.
         def desc_of(tag: str, i: int) -> str:
-            return f"{tag}{i:014x}0"
+            return f"{tag}{i:013x}0"
     else:
         def desc_of(tag: str, i: int) -> str:
             return f"{tag}:{i}"
