@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from pathlib import Path
@@ -118,3 +119,56 @@ def test_tpm2_tools_pcr_policy_object_unseals_here(tpm2_source: Tpm2Source, tool
         out.secret.wipe()
     session_used(tpm2_source, session)
     assert tpm2_source.transient_handles() == []
+
+
+# ---------------------------------------------------------------- through the trusted key type
+
+
+def test_trusted_key_hex_unseals_with_tpm2_tools(tpm2_source: Tpm2Source, swtpm: Any, tools: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``add_key("trusted", ..., "new 32 keyhandle=...")``: what ``keyctl pipe`` shows is a blob tpm2-tools opens."""
+    import keyring_types as kt
+
+    monkeypatch.setenv("KEYRING_TYPES_TPM2_TCTI", swtpm.tcti)
+    ks = kt.Keyspace()
+    k = ks.add_key("trusted", "kmk", "new 64 keyhandle=0x81000001 source=tpm2", "@s")
+    hexblob = k.read()
+    assert hexblob.startswith(b"3081") or hexblob.startswith(b"3082")
+    parts = tpm2_blob.decode(bytes.fromhex(hexblob.decode()))
+    (tmp_path / "obj.pub").write_bytes(parts.public)
+    (tmp_path / "obj.priv").write_bytes(parts.private)
+    tools("tpm2_load", "-C", PARENT, "-u", "obj.pub", "-r", "obj.priv", "-c", "obj.ctx")
+    unsealed_by_tools = tools("tpm2_unseal", "-c", "obj.ctx")
+    flush_transients(tools)
+    with k.secret() as mv:
+        assert bytes(mv) == unsealed_by_tools and len(unsealed_by_tools) == 64
+
+    # "load <hex>" gives the same key back; update reseals a migratable key
+    k2 = ks.add_key("trusted", "kmk2", b"load " + hexblob + b" source=tpm2", "@s")
+    with k.secret() as a, k2.secret() as b:
+        assert bytes(a) == bytes(b)
+    k2.update("update keyhandle=0x81000001 migratable=0 source=tpm2")
+    assert tpm2_blob.decode(bytes.fromhex(k2.read().decode())).object_attributes == 0x52
+    with pytest.raises(OSError) as exc:
+        k2.update("update keyhandle=0x81000001 source=tpm2")
+    assert exc.value.errno == errno.EPERM  # no longer migratable
+
+
+def test_tools_sealed_object_loads_as_a_trusted_key(tpm2_source: Tpm2Source, swtpm: Any, tools: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import keyring_types as kt
+
+    monkeypatch.setenv("KEYRING_TYPES_TPM2_TCTI", swtpm.tcti)
+    key = bytes(range(7, 39))
+    (tmp_path / "secret.bin").write_bytes(key)
+    tools("tpm2_create", "-C", PARENT, "-i", "secret.bin", "-u", "obj.pub", "-r", "obj.priv", "-p", "hex:" + b"pw".hex())
+    blob = tpm2_blob.encode_tpmkey(
+        0x81000001, (tmp_path / "obj.pub").read_bytes(), (tmp_path / "obj.priv").read_bytes(), empty_auth=False
+    )
+    ks = kt.Keyspace()
+    with pytest.raises(OSError) as exc:
+        ks.add_key("trusted", "t", f"load {blob.hex()} source=tpm2", "@s")
+    assert exc.value.errno == errno.EPERM  # blobauth missing
+    k = ks.add_key("trusted", "t", f"load {blob.hex()} blobauth=pw source=tpm2", "@s")
+    with k.secret() as mv:
+        assert bytes(mv) == key
