@@ -2,7 +2,8 @@
 
 The practice follows tpm2-pytss's own test fixture: a fresh state directory,
 a random free port pair (server P, control P+1), ready only when both ports
-accept, retried on a port clash.  Also used by ``benchmarks/trusted_tpm.py``.
+answer (the control port must reply to a command, so that another process
+listening on the pair is not taken for swtpm), retried on a port clash.  Also used by ``benchmarks/trusted_tpm.py``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ def _port_accepts(host: str, port: int) -> bool:
         return False
 
 
+def _ctrl_answers(host: str, port: int) -> bool:
+    """Whether swtpm's control channel answers CMD_GET_CAPABILITY (1).
+
+    A port that merely accepts could belong to another process (the clash we
+    retry on); only swtpm replies to this.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall((1).to_bytes(4, "big"))
+            return len(s.recv(64)) > 0
+    except OSError:
+        return False
+
+
 def _free_port_pair(host: str) -> int:
     # Ask the kernel for a free port and check its neighbour; the race with
     # other processes is handled by retrying the whole start.
@@ -117,7 +132,7 @@ def start_swtpm(retries: int = 20, ready_timeout: float = 10.0) -> Swtpm:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
-            if _port_accepts(host, port) and _port_accepts(host, port + 1):
+            if _port_accepts(host, port) and _ctrl_answers(host, port + 1):
                 return Swtpm(process=proc, port=port, ctrl_port=port + 1, state_dir=state_dir, host=host)
             time.sleep(0.01)
         # Port clash (swtpm exits) or no answer: clean up and try another pair.

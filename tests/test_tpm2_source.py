@@ -475,3 +475,42 @@ def test_parent_closed_by_a_context_sharer_is_looked_up_again(tpm2_source: Tpm2S
     out = tpm2_source.unseal(blob, TrustedOptions())
     out.secret.wipe()
     assert_nothing_left(tpm2_source)
+
+
+def test_swtpm_launcher_retries_on_a_port_clash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's launcher: a pair already taken by someone else is detected and another one used."""
+    import shutil
+    import socket
+
+    import swtpm_util
+
+    require(shutil.which("swtpm") is not None, "swtpm (Debian package swtpm)")
+    held: list[socket.socket] = []
+    try:
+        while not held:  # find a pair we can hold: P and P+1 both free
+            a, b = socket.socket(), socket.socket()
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                a.close()
+                b.close()
+                continue
+            held = [a, b]
+        for s in held:
+            s.listen()  # accepts connections but never answers, unlike swtpm
+        picks = iter([port])
+        real = swtpm_util._free_port_pair
+        monkeypatch.setattr(swtpm_util, "_free_port_pair", lambda host: next(picks, None) or real(host))
+        sim = swtpm_util.start_swtpm()
+        try:
+            assert sim.port != port
+            with Tpm2Source(sim.tcti) as source:
+                assert len(source.get_random(8)) == 8
+        finally:
+            sim.stop()
+    finally:
+        for s in held:
+            s.close()
+    assert not sim.state_dir.exists()
