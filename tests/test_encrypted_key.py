@@ -560,3 +560,24 @@ def test_new_data_and_iv_are_random(ks: kt.Keyspace) -> None:
         seen_data.add(data)
         seen_iv.add(fields(k.read())[3][:32])
     assert len(seen_data) == 8 and len(seen_iv) == 8
+
+
+def test_quota_is_charged_and_enforced() -> None:
+    # uid 4321 with room for one 4096-byte key (8264 quota bytes, spec 1.10) but not two.
+    ks = kt.Keyspace(uid=4321, gid=4321, limits=kt.QuotaLimits(maxbytes=12000))
+    sp = Space(ks, False)
+    master(sp)
+    base = ks.quota().qnbytes
+    k = add(sp, "new user:kmk 4096", "big")
+    size = enc.quota_size("default", "user:kmk", "4096", 4096)
+    assert ks.quota().qnbytes - base == len("big") + 1 + size + 4  # + the link in @s
+    before = ks.quota().qnbytes
+    assert errno_of(add, sp, "new user:kmk 4096", "big2") == errno.EDQUOT
+    assert errno_of(add, sp, "load " + k.read().decode(), "big3") == errno.EDQUOT
+    assert ks.quota().qnbytes == before
+    assert errno_of(sp.ks.request_key, "encrypted", "big2") == errno.ENOKEY
+    # An update that lengthens the master name grows the charge by as much.
+    master(sp, "k" * 20)
+    k.update("update user:" + "k" * 20)
+    # "user:kmk" -> "user:" + 20 k: 17 more bytes, plus the new user key itself.
+    assert ks.quota().qnbytes - before == 17 + (len("k" * 20) + 1 + 32 + 4)
