@@ -514,3 +514,16 @@ def test_swtpm_launcher_retries_on_a_port_clash(monkeypatch: pytest.MonkeyPatch)
         for s in held:
             s.close()
     assert not sim.state_dir.exists()
+
+
+def test_tpm_gone_mid_life_is_a_clean_error(tpm2_source: Tpm2Source, swtpm: Any) -> None:
+    """The simulator dies: operations fail with EIO/ENODEV (never hang or crash), and keep failing cleanly."""
+    blob = tpm2_source.seal(secret(32), opts())
+    swtpm.stop()
+    for _ in range(2):
+        with pytest.raises(OSError) as exc:
+            tpm2_source.seal(secret(32), opts())
+        assert exc.value.errno in (errno.EIO, errno.ENODEV), str(exc.value)
+        with pytest.raises(OSError) as exc:
+            tpm2_source.unseal(blob, opts())
+        assert exc.value.errno in (errno.EIO, errno.ENODEV), str(exc.value)
