@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -274,3 +277,14 @@ def test_long_batch_releases_the_gil() -> None:
     # With the GIL held for the whole call this loop could only run between
     # the worker's bytecodes before and after it: a handful of iterations.
     assert ticks > 1000
+
+
+@pytest.mark.slow
+def test_verify_is_constant_time_dudect() -> None:
+    """Welch t-test between tags wrong in the first and in the last byte
+    (benchmarks/ct_verify.py), for HmacSha256.verify and rpmb frames.verify."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ct_verify.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--samples", "100000"], capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -308,44 +308,55 @@ def iter_frames(buf: Buffer) -> Iterator[Frame]:
 # -- signing ------------------------------------------------------------------
 
 
-def sign(key_or_hmac: Any, buf: bytearray | memoryview) -> None:
-    """Write the MAC over bytes 228..511 of every frame into the last frame's
-    key/MAC field.  ``EINVAL`` for a bad length, a read-only buffer or a bad key."""
-    n = frame_count(buf)
-    p = cbuf_writable(buf, n * FRAME_SIZE, "RPMB buffer")
+def _frames_ptr(buf: Any, writable: bool, what: str = "RPMB buffer") -> tuple[Any, int]:
+    """One cffi view of ``buf`` and its frame count (the hot path takes one view only)."""
+    try:
+        p = ffi.from_buffer(buf, require_writable=writable)
+    except (TypeError, BufferError) as exc:
+        kind = "writable contiguous buffer" if writable else "contiguous bytes-like object"
+        raise error(errno.EINVAL, f"{what} must be a {kind} ({exc})") from None
+    size = len(p)
+    if size == 0 or size % FRAME_SIZE:
+        ffi.release(p)
+        raise error(errno.EINVAL, f"{what} is {size} bytes, not a positive multiple of {FRAME_SIZE}")
+    return p, size // FRAME_SIZE
+
+
+def _run(key_or_hmac: Any, fn: Any, p: Any, n: int) -> int:
+    """Call ``fn(state, p, n)`` with the key's native state, wiping a key made here."""
+    if type(key_or_hmac) is HmacSha256:
+        return int(fn(key_or_hmac.state_address, p, n) or 0)
     h, owned = _resolve_key(key_or_hmac)
     try:
-        lib.kt_rpmb_sign(h.state_address, p, n)
+        return int(fn(h.state_address, p, n) or 0)
     finally:
         if owned:
             h.wipe()
+
+
+def sign(key_or_hmac: Any, buf: bytearray | memoryview) -> None:
+    """Write the MAC over bytes 228..511 of every frame into the last frame's
+    key/MAC field.  ``EINVAL`` for a bad length, a read-only buffer or a bad key;
+    ``EKEYREVOKED`` for a wiped HmacSha256."""
+    p, n = _frames_ptr(buf, True)
+    _run(key_or_hmac, lib.kt_rpmb_sign, p, n)
 
 
 def sign_each(key_or_hmac: Any, buf: bytearray | memoryview) -> None:
     """Give every frame in ``buf`` its own MAC, as N independent single-frame
-    messages (e.g. a batch of responses).  One C call for all of them; the GIL
-    is released.  ``EINVAL`` as :func:`sign`."""
-    n = frame_count(buf)
-    p = cbuf_writable(buf, n * FRAME_SIZE, "RPMB buffer")
-    h, owned = _resolve_key(key_or_hmac)
-    try:
-        lib.kt_rpmb_sign_each(h.state_address, p, n)
-    finally:
-        if owned:
-            h.wipe()
+    messages (e.g. a batch of responses).  One C call for all of them with the
+    GIL released, using the batch kernels of
+    :meth:`~keyring_types.hmac.HmacSha256.mac_batch`.  Errors as :func:`sign`."""
+    p, n = _frames_ptr(buf, True)
+    _run(key_or_hmac, lib.kt_rpmb_sign_each, p, n)
 
 
 def verify(key_or_hmac: Any, buf: Buffer) -> bool:
     """True when the last frame's MAC authenticates all frames of ``buf``
-    (constant-time compare).  ``EINVAL`` for a bad length or key."""
-    n = frame_count(buf)
-    p = cbuf(buf)
-    h, owned = _resolve_key(key_or_hmac)
-    try:
-        return bool(lib.kt_rpmb_verify(h.state_address, p, n))
-    finally:
-        if owned:
-            h.wipe()
+    (constant-time compare).  ``EINVAL`` for a bad length or key;
+    ``EKEYREVOKED`` for a wiped HmacSha256."""
+    p, n = _frames_ptr(buf, False)
+    return bool(_run(key_or_hmac, lib.kt_rpmb_verify, p, n))
 
 
 # -- builders -----------------------------------------------------------------

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Constant-time check of MAC verification, dudect style (Reparaz, Balasch, Verbauwhede 2017).
+
+Two classes of wrong tags go to the same verify call, in random order:
+class A differs from the correct MAC in its first byte, class B in its last
+byte.  An early-exit compare returns sooner for class A; a constant-time one
+cannot tell them apart.  Each sample times ``--inner`` back-to-back calls of one
+class (to rise above timer resolution); Welch's t-test then compares the two
+timing distributions, on all samples and on samples cropped at several
+percentiles (cropping removes interrupt and scheduling outliers, as dudect
+does).  |t| above ``--threshold`` (default 4.5, the usual TVLA bound) is
+evidence of a timing difference.
+
+Targets: ``HmacSha256.verify`` and ``rpmb.frames.verify`` (one frame, MAC
+field altered).  A positive control, a deliberately early-exit Python compare,
+shows that the harness does detect a leak of that kind on this machine; a
+probe (``bytes ==``, whose early exit saves only a few ns) is printed for
+information on how fine the run could resolve.
+
+Exit status 0 when no target leaks and the control is detected, 1 otherwise.
+
+Usage: python benchmarks/ct_verify.py [--samples 200000] [--inner 8] [--threshold 4.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keyring_types.hmac import HmacSha256  # noqa: E402
+from keyring_types.rpmb import frames  # noqa: E402
+
+PERCENTILES = (None, 0.5, 0.75, 0.9, 0.95, 0.99)
+
+
+def welch_t(a: list[float], b: list[float]) -> float:
+    """Welch's t statistic of two samples."""
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return 0.0
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    den = math.sqrt(va / na + vb / nb)
+    return (ma - mb) / den if den else 0.0
+
+
+def max_t(a: list[float], b: list[float]) -> tuple[float, str]:
+    """The largest |t| over the raw and percentile-cropped samples, and which crop gave it."""
+    both = sorted(a + b)
+    worst, where = 0.0, "raw"
+    for p in PERCENTILES:
+        if p is None:
+            ca, cb = a, b
+            label = "raw"
+        else:
+            cut = both[int(p * (len(both) - 1))]
+            ca = [x for x in a if x <= cut]
+            cb = [x for x in b if x <= cut]
+            label = f"<=p{int(p * 100)}"
+        t = welch_t(ca, cb)
+        if abs(t) > abs(worst):
+            worst, where = t, label
+    return worst, where
+
+
+def measure(call_a: Callable[[], object], call_b: Callable[[], object], samples: int, inner: int) -> tuple[list[float], list[float]]:
+    """Time ``inner`` calls per sample, class chosen at random per sample."""
+    rng = random.Random(1)
+    ta: list[float] = []
+    tb: list[float] = []
+    clock = time.perf_counter_ns
+    rounds = range(inner)
+    for _ in range(samples):
+        if rng.getrandbits(1):
+            t0 = clock()
+            for _ in rounds:
+                call_a()
+            ta.append(clock() - t0)
+        else:
+            t0 = clock()
+            for _ in rounds:
+                call_b()
+            tb.append(clock() - t0)
+    return ta, tb
+
+
+def leaky_equal(x: bytes, y: bytes) -> bool:
+    """Positive control: returns at the first differing byte."""
+    for i in range(len(x)):
+        if x[i] != y[i]:
+            return False
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=200_000)
+    ap.add_argument("--inner", type=int, default=8)
+    ap.add_argument("--threshold", type=float, default=4.5)
+    a = ap.parse_args()
+
+    key = os.urandom(32)
+    h = HmacSha256(key)
+    data = os.urandom(284)
+    good = h.mac(data)
+    tag_first = bytes([good[0] ^ 0x01]) + good[1:]
+    tag_last = good[:-1] + bytes([good[-1] ^ 0x80])
+
+    frame = frames.counter_read_response(h, nonce=os.urandom(16), write_counter=9)
+    frame_first = bytearray(frame)
+    frame_first[frames.OFF_KEY_MAC] ^= 0x01
+    frame_last = bytearray(frame)
+    frame_last[frames.OFF_DATA - 1] ^= 0x80
+    assert not frames.verify(h, frame_first) and not frames.verify(h, frame_last)
+
+    # expect_leak: False for targets, True for the control, None for the
+    # sensitivity probe (bytes == stops at the first byte before its memcmp:
+    # a few ns; whether that shows says how fine this run could resolve).
+    targets: list[tuple[str, Callable[[], object], Callable[[], object], bool | None]] = [
+        ("HmacSha256.verify", lambda: h.verify(data, tag_first), lambda: h.verify(data, tag_last), False),
+        ("rpmb.frames.verify", lambda: frames.verify(h, frame_first), lambda: frames.verify(h, frame_last), False),
+        ("control: early-exit compare", lambda: leaky_equal(good, tag_first), lambda: leaky_equal(good, tag_last), True),
+        ("probe: bytes ==", lambda: good == tag_first, lambda: good == tag_last, None),
+    ]
+    print(f"# {a.samples} samples x {a.inner} calls per target, |t| threshold {a.threshold}")
+    ok = True
+    for name, fa, fb, expect_leak in targets:
+        for _ in range(1000):  # warm caches and branch predictors
+            fa()
+            fb()
+        ta, tb = measure(fa, fb, a.samples, a.inner)
+        t, where = max_t(ta, tb)
+        leak = abs(t) > a.threshold
+        med_a = sorted(ta)[len(ta) // 2] / a.inner
+        med_b = sorted(tb)[len(tb) // 2] / a.inner
+        verdict = "timing difference" if leak else "no evidence of a difference"
+        print(
+            f"  {name:30s} max|t| = {abs(t):7.2f} ({where:5s})  median first-byte {med_a:7.1f} ns, "
+            f"last-byte {med_b:7.1f} ns  -> {verdict}"
+        )
+        if expect_leak is not None and leak != expect_leak:
+            ok = False
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
