@@ -317,3 +317,18 @@ def test_trusted_master_chain(pair: Pair, tmp_path, monkeypatch: pytest.MonkeyPa
     k.update("update user:B")
     assert decrypt_here(pair, k.read(), desc, "B") == plain
     assert len(plain) == datalen
+
+
+def test_read_is_what_keyctl_pipe_prints(pair: Pair) -> None:
+    import shutil
+    import subprocess
+
+    keyctl = shutil.which("keyctl")
+    require(keyctl is not None, "keyutils' keyctl")
+    assert keyctl is not None
+    theirs = pair.kernel.add_key("encrypted", "p", "new user:A +032", "@s")
+    piped = subprocess.run([keyctl, "pipe", str(theirs.serial)], capture_output=True, check=True).stdout
+    ours = pair.here.add_key("encrypted", "p", b"load " + piped, "@s")
+    assert ours.read() == piped
+    printed = subprocess.run([keyctl, "print", str(theirs.serial)], capture_output=True, check=True).stdout
+    assert printed == ours.read() + b"\n"
