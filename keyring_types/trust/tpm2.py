@@ -414,6 +414,7 @@ class Tpm2Source(TrustSource):
             except KeyringError:
                 self._pcrlock_after_failure(esapi, options)
                 raise
+            data: SecretBuffer | None = None
             try:
                 if options.policyhandle:
                     data = self._unseal_with_policy(esapi, obj, options.policyhandle, options.blobauth)
@@ -426,7 +427,13 @@ class Tpm2Source(TrustSource):
                 self._pcrlock_after_failure(esapi, options)
                 raise
             finally:
-                self._flush(esapi, obj)
+                try:
+                    self._flush(esapi, obj)
+                except BaseException:
+                    if data is not None:
+                        data.wipe()
+                    raise
+            assert data is not None  # both branches above assign it or raise
             try:
                 result = _split_unsealed(data, parsed)
             except BaseException:
