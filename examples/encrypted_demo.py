@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keyring_types as kt  # noqa: E402
+from keyring_types.types.encrypted import ecryptfs_auth_token  # noqa: E402
 
 
 def short(blob: bytes, keep: int = 60) -> str:
@@ -49,10 +50,12 @@ def in_process() -> None:
     except OSError as exc:
         print("tampered load ->", errno.errorcode[exc.errno or 0])
 
-    # eCryptfs: a 16-hex-digit description and a 64-byte key inside an auth token.
+    # eCryptfs: a 16-hex-digit description; the 64-byte key goes to eCryptfs inside an auth token.
     ecr = ks.add_key("encrypted", "1000100010001000", "new ecryptfs user:kmk 64", "@s")
-    with ecr.secret() as tok:
-        print(f"ecryptfs -> {short(ecr.read(), 40)}; secret() is the {len(tok)}-byte auth token")
+    tok = ecryptfs_auth_token(ecr)
+    with ecr.secret() as mv:
+        print(f"ecryptfs -> {short(ecr.read(), 40)}; {len(mv)}-byte key, {len(tok)}-byte auth token")
+    tok.wipe()
 
     # The master is needed on every read.
     ks.request_key("user", "kmk").revoke()

@@ -81,10 +81,6 @@ def decrypt_here(pair: Pair, blob: bytes, desc: str, master_name: str) -> bytes:
             raw = bytes(mv)
     finally:
         key.invalidate()
-    fmt = blob.split(b" ", 1)[0]
-    if fmt == b"ecryptfs":
-        assert len(raw) == eb.ECRYPTFS_AUTH_TOK_SIZE
-        return raw[eb.ECRYPTFS_KEY_OFFSET : eb.ECRYPTFS_KEY_OFFSET + eb.ECRYPTFS_KEY_BYTES]
     return raw
 
 
@@ -308,7 +304,7 @@ def test_trusted_master_chain(pair: Pair, tmp_path, monkeypatch: pytest.MonkeyPa
     assert blob.startswith(f"{fmt} trusted:T {n} ".encode())
     with ours.secret() as mv:
         raw = bytes(mv)
-    plain = raw[648:712] if fmt == "ecryptfs" else raw
+    plain = raw
     if not _kernel_has_trusted_keys(pair.kernel):
         assert errno_of(pair.kernel.add_key, "encrypted", desc, b"load " + blob, "@s") == errno.EOPNOTSUPP
     # Re-seal under A, into the kernel, kernel update to B, back here.

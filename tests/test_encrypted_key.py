@@ -206,15 +206,25 @@ def test_ecryptfs_length_rule(sp: Space, n: str) -> None:
     assert errno_of(add, sp, f"new ecryptfs user:kmk {n}", ECRYPTFS_DESC) == errno.EINVAL
 
 
-def test_ecryptfs_secret_is_the_auth_token(ks: kt.Keyspace) -> None:
+def test_ecryptfs_secret_and_auth_token(ks: kt.Keyspace) -> None:
     sp = Space(ks, False)
     master(sp)
     k = add(sp, "new ecryptfs user:kmk 64", ECRYPTFS_DESC)
     blob = k.read()
-    with k.secret() as tok:
-        assert len(tok) == eb.ECRYPTFS_AUTH_TOK_SIZE
-        assert bytes(tok[712:729]) == ECRYPTFS_DESC.encode() + b"\x00"
-        key = bytes(tok[648:712])
+    with k.secret() as mv:
+        key = bytes(mv)
+    assert len(key) == 64
+    tok = enc.ecryptfs_auth_token(k)
+    try:
+        raw = tok.tobytes()
+    finally:
+        tok.wipe()
+    assert raw == eb.ecryptfs_auth_tok(ECRYPTFS_DESC, key).tobytes()
+    assert len(raw) == eb.ECRYPTFS_AUTH_TOK_SIZE and raw[648:712] == key
+    assert raw[712:729] == ECRYPTFS_DESC.encode() + b"\x00"
+    # Not an ecryptfs key, or not an encrypted key: EINVAL.
+    assert errno_of(enc.ecryptfs_auth_token, add(sp, "new user:kmk 32", "ek32")) == errno.EINVAL
+    assert errno_of(enc.ecryptfs_auth_token, sp.ks.request_key("user", "kmk")) == errno.EINVAL
     # The 64 bytes inside the token are what the blob decrypts to.
     sealed = eb.parse_hex_blob(fields(blob)[3].encode(), 64)
     plain = eb.unseal(MASTER, "ecryptfs", "user:kmk", "64", 64, sealed)
@@ -481,8 +491,8 @@ def test_user_supplied_plaintext_when_enabled(ks: kt.Keyspace, user_plaintext: N
     for bad in ["new user:kmk 32 " + V1_PLAIN[:-2], "new user:kmk 32 " + V1_PLAIN[:-1] + "g", "new user:kmk 32 "]:
         assert errno_of(add, sp, bad, "ek2") == errno.EINVAL
     e = add(sp, "new ecryptfs user:kmk 64 " + "ab" * 64, ECRYPTFS_DESC)
-    with e.secret() as tok:
-        assert bytes(tok[648:712]) == b"\xab" * 64
+    with e.secret() as mv:
+        assert bytes(mv) == b"\xab" * 64
 
 
 def test_trusted_master_unregistered_is_eopnotsupp(ks: kt.Keyspace) -> None:
@@ -520,7 +530,7 @@ def test_trusted_master(trusted_ks: kt.Keyspace) -> None:
         # The blob is wrapped under the trusted key's plaintext, exactly as under a user master.
         plain = eb.unseal(tkey, fmt, mdesc, dstr, n, eb.parse_hex_blob(hexblob.encode(), n))
         with k.secret() as mv:
-            inner = bytes(mv[648:712]) if fmt == "ecryptfs" else bytes(mv)
+            inner = bytes(mv)
         assert plain.tobytes() == inner
         plain.wipe()
         again = ks.add_key("encrypted", "100010001000100f" if fmt == "ecryptfs" else desc + "L", b"load " + blob, "@s")

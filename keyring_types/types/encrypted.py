@@ -29,9 +29,10 @@ from keyring_types.secret import SecretBuffer, ct_memcmp
 from keyring_types.types import encrypted_blob as eb
 
 if TYPE_CHECKING:
+    from keyring_types.core.handle import Key
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["EncryptedKeyType", "EncryptedCommand", "EncryptedPayload", "MAX_PAYLOAD", "parse_payload", "master_key_secret", "quota_size", "set_user_decrypted_data"]
+__all__ = ["EncryptedKeyType", "ecryptfs_auth_token", "EncryptedCommand", "EncryptedPayload", "MAX_PAYLOAD", "parse_payload", "master_key_secret", "quota_size", "set_user_decrypted_data"]
 
 #: add_key/update payloads the type accepts (the kernel's 32767-byte check).
 MAX_PAYLOAD = 32767
@@ -87,8 +88,9 @@ class EncryptedPayload:
     datalen_str: str
     datalen: int
     iv: bytes
-    #: What in-kernel users get: the decrypted data (its first ``datalen`` bytes; a
-    #: loaded key keeps the zero pad after them), or the 740-byte auth token for ecryptfs.
+    #: The kernel's payload: the decrypted data (its first ``datalen`` bytes; a loaded
+    #: key keeps the zero pad after them), or for ecryptfs the 740-byte auth token
+    #: that holds the 64 decrypted bytes.
     data: SecretBuffer
     #: The last export and a fingerprint (SHA-256 of the AUTH key) of the master it
     #: was made under: a read under the same master is deterministic (same IV, same
@@ -106,11 +108,6 @@ class EncryptedPayload:
             return eb.ecryptfs_key_view(self.data)
         return self.data.view()[: self.datalen]
 
-    def consumer_view(self) -> memoryview:
-        """What in-kernel users of the key get: the data, or the whole auth token for ecryptfs."""
-        if self.format == "ecryptfs":
-            return self.data.view()
-        return self.data.view()[: self.datalen]
 
     @property
     def quota_size(self) -> int:
@@ -386,16 +383,32 @@ class EncryptedKeyType(KeyType):
             payload.wipe()
 
     def secret(self, key: KeyRecord) -> SecretBuffer:
-        """A new SecretBuffer with what in-kernel users of the key get.
+        """A new SecretBuffer with the decrypted data (64 bytes for ``ecryptfs``).
 
-        ``default``/``enc32``: the decrypted data.  ``ecryptfs``: the 740-byte
-        ``struct ecryptfs_auth_tok`` (the 64-byte key at offset 648), as eCryptfs
-        receives it.  ``EKEYREVOKED`` if the key has no payload.
+        The eCryptfs auth token built around it comes from :func:`ecryptfs_auth_token`.
+        ``EKEYREVOKED`` if the key has no payload.
         """
         p: EncryptedPayload | None = key.payload
         if p is None:
             raise error(errno.EKEYREVOKED, f"encrypted key {key.serial} has no payload")
-        return SecretBuffer.from_bytes(p.consumer_view())
+        return SecretBuffer.from_bytes(p.plaintext())
+
+
+def ecryptfs_auth_token(key: Key) -> SecretBuffer:
+    """The 740-byte ``struct ecryptfs_auth_tok`` eCryptfs receives for an ecryptfs key.
+
+    Built, as the kernel's ``ecryptfs_fill_auth_tok`` does, from the key's
+    description (the signature) and its 64 decrypted bytes, fetched with
+    ``key.secret()`` (so the same access rules apply).  A new SecretBuffer the
+    caller wipes.  ``EINVAL`` unless ``key`` is an encrypted key with a 16-hex-digit
+    description and 64 bytes of data; ``EOPNOTSUPP``/``EACCES``/... from ``secret()``.
+    """
+    if key.type != EncryptedKeyType.name:
+        raise error(errno.EINVAL, f"key {key.serial} is a '{key.type}' key, not an encrypted key")
+    with key.secret() as mv:
+        if len(mv) != eb.ECRYPTFS_KEY_BYTES:
+            raise error(errno.EINVAL, f"key {key.serial} holds {len(mv)} bytes, not an ecryptfs key's 64")
+        return eb.ecryptfs_auth_tok(key.description, mv)
 
 
 if EncryptedKeyType.name not in registered_key_types():
