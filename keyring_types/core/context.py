@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Protocol
 
 from keyring_types.errors import error
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["Caller", "current_caller", "calling"]
+__all__ = ["Caller", "current_caller", "calling", "enter_caller", "leave_caller"]
 
 
 class Caller(Protocol):
@@ -46,6 +46,15 @@ def current_caller() -> Caller:
     if caller is None:
         raise error(errno.EINVAL, "no key operation is in progress")
     return caller
+
+
+def enter_caller(caller: Caller) -> Token[Caller | None]:
+    """Make ``caller`` current until :func:`leave_caller` (the cheap form of ``calling``)."""
+    return _current.set(caller)
+
+
+def leave_caller(token: Token[Caller | None]) -> None:
+    _current.reset(token)
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from keyring_types.constants import (
     OVERFLOW_GID,
 )
 from keyring_types.core.api import KeyspaceAPI
-from keyring_types.core.context import calling
+from keyring_types.core.context import calling, enter_caller, leave_caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.perm import (
@@ -93,15 +93,25 @@ def _default_perm(ktype: KeyType) -> int:
     return perm
 
 
+_GOOD_TYPE_NAMES: set[str] = set()
+
+
 def _check_type_name(type_name: str) -> None:
+    if type_name in _GOOD_TYPE_NAMES:
+        return
     raw = type_name.encode()
     if not raw or len(raw) >= KEY_TYPE_NAME_MAX or b"\0" in raw:
         raise error(errno.EINVAL, f"key type name must be 1..{KEY_TYPE_NAME_MAX - 1} bytes: {type_name!r}")
     if raw[:1] == b".":
         raise error(errno.EPERM, f"key type {type_name!r} is internal to the kernel (starts with '.')")
+    if len(_GOOD_TYPE_NAMES) < 256:
+        _GOOD_TYPE_NAMES.add(type_name)
 
 
 def _check_desc_size(description: str) -> None:
+    # UTF-8 takes at most 4 bytes a character: short strings need no encoding.
+    if len(description) * 4 < KEY_MAX_DESC_SIZE:
+        return
     if len(description.encode()) + 1 > KEY_MAX_DESC_SIZE:
         raise error(
             errno.EINVAL,
@@ -217,8 +227,7 @@ class _World:
 
     def destroy(self, rec: KeyRecord) -> None:
         del self.keys[rec.serial]
-        with calling(_NO_CALLER):
-            rec.ktype.destroy(rec)
+        rec.ktype.destroy(rec)
         if rec.in_quota:
             rec.user.release_key(rec.quotalen)
         rec.user.nkeys -= 1
@@ -283,8 +292,7 @@ class _World:
         with self.lock:
             for rec in [r for r in self.keys.values() if r.ktype is ktype]:
                 rec.dead = True
-                with calling(_NO_CALLER):
-                    ktype.destroy(rec)
+                ktype.destroy(rec)
                 self.unlink_everywhere(rec)
 
     def user_keyrings(self, uid: int) -> tuple[KeyRecord, KeyRecord]:
@@ -439,6 +447,20 @@ class Keyspace(KeyspaceAPI):
 
     def _possessed(self, rec: KeyRecord) -> bool:
         """Whether ``rec`` is reachable from the caller's keyrings (identity search)."""
+        cred = self.cred
+        # Every path ends in the same check of the key's own possessor SEARCH bit.
+        if not permitted(rec, cred, True, NEED_SEARCH):
+            return False
+        rings = self._cred_rings()
+        for ring in rings:
+            if ring is None:
+                continue
+            if ring is rec:
+                return True
+            # Linked directly in a caller keyring that may be searched: found without a walk.
+            if ring.serial in rec.parents and not (ring.revoked or ring.invalidated):
+                if permitted(ring, cred, True, NEED_SEARCH):
+                    return True
         now = self._world.now()
 
         def ctx() -> SearchContext:
@@ -446,7 +468,7 @@ class Keyspace(KeyspaceAPI):
                 rec.index_key, self.cred, now, match=lambda k: k is rec, state_check=False, recurse=True
             )
 
-        found, _ = search_cred_keyrings(self._cred_rings(), ctx)
+        found, _ = search_cred_keyrings(rings, ctx)
         return found is not None
 
     def _lookup(self, keyid: int, need: int, *, create: bool = False, partial: bool = False) -> tuple[KeyRecord, bool]:
@@ -459,7 +481,9 @@ class Keyspace(KeyspaceAPI):
         elif keyid == 0:
             raise error(errno.EINVAL, "key id 0 names no key")
         else:
-            rec = self._special(keyid, create)
+            rec = self._proc.session if keyid == KEY_SPEC_SESSION_KEYRING else None
+            if rec is None:
+                rec = self._special(keyid, create)
             possessed = True
         if need == _UNLINK:
             return rec, possessed
@@ -683,8 +707,7 @@ class Keyspace(KeyspaceAPI):
         if rec.revoked:
             return
         rec.revoked = True
-        with calling(self):
-            rec.ktype.revoke(rec)
+        rec.ktype.revoke(rec)  # runs inside the caller's operation
         if rec.is_keyring:
             # keyring_revoke empties the keyring as well.
             self._clear_ring(rec)
@@ -924,28 +947,28 @@ class Keyspace(KeyspaceAPI):
 class _OpScope:
     """Hold the world lock, run GC, and make this view the current caller."""
 
-    __slots__ = ("_ks", "_cm")
+    __slots__ = ("_ks", "_lock", "_token")
 
     def __init__(self, ks: Keyspace) -> None:
         self._ks = ks
+        self._lock = ks._world.lock
 
     def __enter__(self) -> None:
-        w = self._ks._world
-        w.lock.acquire()
+        self._lock.acquire()
         try:
-            if w.gc_heap:
+            w = self._ks._world
+            if w.gc_heap and w.gc_heap[0][0] <= w.now():
                 w.gc()
-            self._cm = calling(self._ks)
-            self._cm.__enter__()
+            self._token = enter_caller(self._ks)
         except BaseException:
-            w.lock.release()
+            self._lock.release()
             raise
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._cm.__exit__(*exc)
+            leave_caller(self._token)
         finally:
-            self._ks._world.lock.release()
+            self._lock.release()
 
 
 def _search_failure(err: int, type_name: str, description: str) -> str:

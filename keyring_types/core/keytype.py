@@ -61,13 +61,21 @@ class KeyType:
     def_datalen: ClassVar[int] = 0
 
     # -- capability queries (derived from which ops the subclass overrides) --
+    _has_update: ClassVar[bool] = False
+    _has_read: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._has_update = cls.update is not KeyType.update
+        cls._has_read = cls.read is not KeyType.read
+
     @classmethod
     def has_update(cls) -> bool:
-        return cls.update is not KeyType.update
+        return cls._has_update
 
     @classmethod
     def has_read(cls) -> bool:
-        return cls.read is not KeyType.read
+        return cls._has_read
 
     # -- the ops table --------------------------------------------------------
     def vet_description(self, description: str) -> None:
@@ -158,8 +166,7 @@ def unregister_key_type(name: str) -> None:
 
 def lookup_key_type(name: str) -> KeyType:
     """The registered type called ``name``; ``ENODEV`` if none."""
-    with _lock:
-        ktype = _registry.get(name)
+    ktype = _registry.get(name)  # a dict read is atomic; writers hold the lock
     if ktype is None:
         raise error(errno.ENODEV, f"unknown key type '{name}'")
     return ktype

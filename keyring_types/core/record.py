@@ -70,7 +70,10 @@ class KeyRecord:
         """Set the payload size charged to the owner (``key_payload_reserve``); ``EDQUOT``."""
         delta = datalen - self.datalen
         if delta and self.in_quota:
-            self.user.reserve_bytes(delta)
+            if delta > 0:
+                self.user.reserve_bytes(delta)
+            else:
+                self.user.qnbytes += delta
             self.quotalen += delta
         self.datalen = datalen
 
