@@ -7,8 +7,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,7 +162,7 @@ def test_huk_persists_across_emulator_restarts(tdir: Path) -> None:
 
 def test_second_emulator_on_a_live_socket_refuses(emulator: subprocess.Popen[bytes], tdir: Path) -> None:
     proc = subprocess.run(
-        [os.sys.executable, "-m", "keyring_types.trust.tee_emulator", "--socket", str(tdir / "s"), "--state", str(tdir / "huk")],
+        [sys.executable, "-m", "keyring_types.trust.tee_emulator", "--socket", str(tdir / "s"), "--state", str(tdir / "huk")],
         capture_output=True,
         timeout=30,
     )
@@ -198,13 +198,13 @@ def test_default_source_starts_an_emulator_on_demand(tdir: Path, monkeypatch: py
         assert got.secret == key
     finally:
         src.close()
-        for p in tee_emulator._spawned[before:]:
-            if p.poll() is None:
-                p.terminate()
-                p.wait(10)
+        tee_emulator.stop_spawned()
+    assert tee_emulator._spawned == []
 
 
-def test_socket_setting_uses_a_running_emulator(emulator: subprocess.Popen[bytes], tdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_socket_setting_uses_a_running_emulator(
+    emulator: subprocess.Popen[bytes], tdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KEYRING_TYPES_TEE_TRANSPORT", f"socket:{tdir / 's'}")
     assert TeeSource.available()
     src = TeeSource()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import keyring_types as kt
-from keyring_types.trust import registry
+from keyring_types.trust import registry, tee_emulator
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     registry.clear_cache()
     yield
     registry.clear_cache()
+    tee_emulator.stop_spawned()  # source=tee started an emulated TEE on demand
 
 
 def secret_of(k: kt.Key) -> bytes:

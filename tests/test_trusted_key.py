@@ -12,7 +12,7 @@ import pytest
 
 import keyring_types as kt
 from keyring_types.secret import SecretBuffer
-from keyring_types.trust import registry
+from keyring_types.trust import registry, tee_emulator
 from keyring_types.trust.host import HostSource
 from keyring_types.types.trusted import TRUSTED_PAYLOAD_DATALEN, TrustedKeyType, TrustedPayload, parse_payload
 
@@ -77,6 +77,7 @@ def ks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[kt.Keyspace]
     registry.clear_cache()
     yield kt.Keyspace()
     registry.clear_cache()
+    tee_emulator.stop_spawned()  # source=tee started an emulated TEE on demand
 
 
 def secret_of(k: kt.Key) -> bytes:

@@ -35,6 +35,7 @@ Transports (:class:`TeeTransport`) carry the GP calls:
 from __future__ import annotations
 
 import abc
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -44,12 +45,13 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import attrs
 
-from keyring_types.errors import error
+from keyring_types.errors import KeyringError, error
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust.base import TrustedOptions, TrustSource, Unsealed
 from keyring_types.trust.options import check_supported
@@ -83,6 +85,7 @@ TEE_BLOB_OVERHEAD = 1 + TEE_IV_SIZE + TEE_TAG_SIZE
 SEAL_OUTPUT_SIZE = 512
 UNSEAL_OUTPUT_SIZE = 129
 MIN_KEY, MAX_KEY = 32, 128
+_T = TypeVar("_T")
 
 # -- GP / uapi constants (include/uapi/linux/tee.h, GP TEE Client API) ------------
 ATTR_NONE = 0
@@ -223,6 +226,7 @@ class TeeTransport(abc.ABC):
     def close_session(self, session: int) -> None:
         """Close a session."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the transport."""
 
@@ -373,7 +377,7 @@ class DeviceTransport(TeeTransport):
         """(impl_id, impl_caps, gen_caps) from ``TEE_IOC_VERSION``; impl_id 1 is OP-TEE."""
         buf = bytearray(_VERSION_DATA.size)
         fcntl.ioctl(self._fd, TEE_IOC_VERSION, buf, True)
-        return _VERSION_DATA.unpack(buf)  # type: ignore[return-value]
+        return _VERSION_DATA.unpack(buf)
 
     def _shm(self, size: int) -> tuple[int, int, mmap.mmap]:
         req = bytearray(_SHM_ALLOC_DATA.pack(max(size, 1), 0, 0))
@@ -382,8 +386,8 @@ class DeviceTransport(TeeTransport):
         return shm_fd, shm_id, mmap.mmap(shm_fd, real_size)
 
     def _buf_call(self, request: int, arg: bytearray) -> None:
-        import ctypes
-
+        # The ioctl argument is {pointer, length} to a buffer the driver reads
+        # and writes back, so the buffer must stay put: a ctypes view of ``arg``.
         cbuf = (ctypes.c_char * len(arg)).from_buffer(arg)
         fcntl.ioctl(self._fd, request, _BUF_DATA.pack(ctypes.addressof(cbuf), len(arg)))
         del cbuf
@@ -433,7 +437,7 @@ class DeviceTransport(TeeTransport):
         _u, _c, _l, _cancel, session, ret, origin, _n = _OPEN_SESSION_ARG.unpack_from(out)
         if ret != TEE_SUCCESS:
             raise TeeError(ret, origin, f"open session to TA {ta}")
-        return session  # type: ignore[no-any-return]
+        return session
 
     def invoke(self, session: int, func: int, params: list[Param]) -> None:
         params = _pad(params)
@@ -544,23 +548,32 @@ class TeeSource(TrustSource):
         ensure_emulator(sock, huk)
         return TrustedKeysClient(SocketTransport(sock), self._login)
 
-    def _call(self, what: str, fn):  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn: Callable[[TrustedKeysClient], _T]) -> _T:
         with self._lock:
-            for attempt in (0, 1):
+            retried = False
+            while True:
                 try:
-                    if self._client is None:
-                        self._client = self._connect()
-                    return fn(self._client)
+                    return self._attempt(fn)
                 except TeeError as exc:
                     raise error(errno.EFAULT, f"TEE {what} failed: {exc}") from None
-                except (OSError, ConnectionError) as exc:
-                    # The emulator may have exited while idle: reconnect once.
-                    if self._client is not None:
-                        self._client.transport.close()
-                        self._client = None
-                    if attempt:
+                except KeyringError:
+                    raise
+                except OSError as exc:  # includes ConnectionError
+                    self._drop()
+                    if retried:
                         raise error(errno.EFAULT, f"TEE {what} failed: cannot reach the TEE ({exc})") from None
-        raise AssertionError("unreachable")
+                    # The emulator may have exited while idle (or been restarted): reconnect once.
+                    retried = True
+
+    def _attempt(self, fn: Callable[[TrustedKeysClient], _T]) -> _T:
+        if self._client is None:
+            self._client = self._connect()
+        return fn(self._client)
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.transport.close()
+            self._client = None
 
     def seal(self, secret: SecretBuffer, options: TrustedOptions) -> bytes:
         """Seal with ``TA_CMD_SEAL``; ``EINVAL`` for any option, ``EFAULT`` if the TEE fails."""
@@ -575,7 +588,7 @@ class TeeSource(TrustSource):
             finally:
                 mv.release()
 
-        return self._call("seal", run)  # type: ignore[no-any-return]
+        return self._call("seal", run)
 
     def unseal(self, blob: bytes, options: TrustedOptions) -> Unsealed:
         """Unseal with ``TA_CMD_UNSEAL``.
@@ -594,7 +607,7 @@ class TeeSource(TrustSource):
 
     def get_random(self, n: int) -> bytes:
         """``n`` bytes from ``TA_CMD_GET_RANDOM``; ``EFAULT`` if the TEE fails."""
-        return self._call("get_random", lambda c: c.get_random(n))  # type: ignore[no-any-return]
+        return self._call("get_random", lambda c: c.get_random(n))
 
     def close(self) -> None:
         with self._lock:

@@ -72,7 +72,7 @@ from keyring_types.trust.tee import (
     TEE_TAG_SIZE,
 )
 
-__all__ = ["EmulatedTrustedKeysTA", "serve", "spawn_emulator", "ensure_emulator", "main"]
+__all__ = ["EmulatedTrustedKeysTA", "serve", "spawn_emulator", "ensure_emulator", "stop_spawned", "main"]
 
 HUK_SIZE = 32
 _spawned: list[subprocess.Popen[bytes]] = []
@@ -319,7 +319,8 @@ def serve(socket_path: Path, state_path: Path, idle_timeout: float | None = None
 
 def spawn_emulator(socket_path: Path, state_path: Path, idle_timeout: float | None = None) -> subprocess.Popen[bytes]:
     """Start an emulator process and wait until it accepts connections (``OSError`` if it does not)."""
-    cmd = [sys.executable, "-m", "keyring_types.trust.tee_emulator", "--socket", os.fspath(socket_path), "--state", os.fspath(state_path)]
+    cmd = [sys.executable, "-m", "keyring_types.trust.tee_emulator"]
+    cmd += ["--socket", os.fspath(socket_path), "--state", os.fspath(state_path)]
     if idle_timeout is not None:
         cmd += ["--idle-timeout", str(idle_timeout)]
     proc = subprocess.Popen(
@@ -344,6 +345,21 @@ def ensure_emulator(socket_path: Path, state_path: Path, idle_timeout: float = 6
     if not _socket_alive(socket_path):
         # Kept so the child is reaped (and not reported as leaked) while we run.
         _spawned.append(spawn_emulator(socket_path, state_path, idle_timeout))
+
+
+def stop_spawned(timeout: float = 10.0) -> None:
+    """Stop every emulator that :func:`ensure_emulator` started from this process."""
+    while _spawned:
+        proc = _spawned.pop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
 
 
 def main(argv: list[str] | None = None) -> int:
