@@ -396,15 +396,40 @@ KT_AVX512 static inline void kt_x16_block(__m512i s[8], __m512i w[16])
     s[7] = _mm512_add_epi32(s[7], h);
 }
 
-/* Gather word i of the block at base + lane*stride for all 16 lanes, as
- * big-endian words.  offs holds lane*stride (fits in 32 bits: checked by the
- * caller). */
-KT_AVX512 static inline void kt_x16_load(__m512i w[16], const uint8_t *base, __m512i offs)
+/* Load the 64-byte block at base + j*stride for lanes j = 0..15 and transpose
+ * it so that w[i] holds word i (big-endian decoded) of every lane.  A 16x16
+ * transpose of 32-bit words costs 64 shuffles, measured cheaper here than 16
+ * VPGATHERDDs. */
+KT_AVX512 static inline void kt_x16_load(__m512i w[16], const uint8_t *base, size_t stride)
 {
     const __m512i bswap = _mm512_set4_epi32(0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203);
+    __m512i r[16], t[16];
 
-    for (int i = 0; i < 16; i++)
-        w[i] = _mm512_shuffle_epi8(_mm512_i32gather_epi32(offs, base + 4 * i, 1), bswap);
+    for (int j = 0; j < 16; j++)
+        r[j] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(base + j * stride)), bswap);
+    /* Within each 128-bit lane: pairs of rows, then quads of rows. */
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int m = 0; m < 4; m++) {
+        r[4 * m + 0] = _mm512_unpacklo_epi64(t[4 * m], t[4 * m + 2]);
+        r[4 * m + 1] = _mm512_unpackhi_epi64(t[4 * m], t[4 * m + 2]);
+        r[4 * m + 2] = _mm512_unpacklo_epi64(t[4 * m + 1], t[4 * m + 3]);
+        r[4 * m + 3] = _mm512_unpackhi_epi64(t[4 * m + 1], t[4 * m + 3]);
+    }
+    /* Now 128-bit lane L of r[4m+c] holds rows 4m..4m+3 at word 4L+c; a 4x4
+     * transpose of 128-bit lanes finishes the job. */
+    for (int c = 0; c < 4; c++) {
+        __m512i v0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);
+        __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
+        __m512i v2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+        __m512i v3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+        w[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        w[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+        w[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        w[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+    }
 }
 
 /* HMACs of 16 equal-length messages; message j at base + j*in_stride, its tag
@@ -415,21 +440,18 @@ KT_AVX512 static void kt_mac_x16(const struct kt_hmac_state *st, const uint8_t *
     uint8_t tails[16][2 * KT_HMAC_BLOCK] __attribute__((aligned(64)));
     uint32_t words[8][16] __attribute__((aligned(64)));
     __m512i s[8], w[16];
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i offs = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)in_stride));
-    const __m512i toffs = _mm512_mullo_epi32(lane, _mm512_set1_epi32(2 * KT_HMAC_BLOCK));
     size_t full = len / KT_HMAC_BLOCK, nt = 0;
 
     for (int i = 0; i < 8; i++)
         s[i] = _mm512_set1_epi32((int)st->inner.h[i]);
     for (size_t b = 0; b < full; b++) {
-        kt_x16_load(w, base + b * KT_HMAC_BLOCK, offs);
+        kt_x16_load(w, base + b * KT_HMAC_BLOCK, in_stride);
         kt_x16_block(s, w);
     }
     for (int j = 0; j < 16; j++)
         nt = kt_inner_tail(tails[j], base + j * in_stride, len);
     for (size_t b = 0; b < nt; b++) {
-        kt_x16_load(w, &tails[0][b * KT_HMAC_BLOCK], toffs);
+        kt_x16_load(w, &tails[0][b * KT_HMAC_BLOCK], 2 * KT_HMAC_BLOCK);
         kt_x16_block(s, w);
     }
     /* The outer message is the inner digest: its words are the state words,
@@ -538,8 +560,7 @@ void kt_hmac_batch(const void *state, const uint8_t *base, size_t n, size_t in_s
 #if defined(__x86_64__)
     int lanes = kt_lanes_now();
 
-    /* Gather offsets are 32-bit: 15 strides plus a message must fit. */
-    if (lanes == 16 && in_stride <= (size_t)INT32_MAX / 16 && len <= (size_t)INT32_MAX / 16)
+    if (lanes == 16)
         for (; i + 15 < n; i += 16)
             kt_mac_x16(st, base + i * in_stride, in_stride, len, out + i * out_stride, out_stride);
     if (lanes >= 2)
