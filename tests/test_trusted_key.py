@@ -14,7 +14,13 @@ import keyring_types as kt
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust import registry, tee_emulator
 from keyring_types.trust.host import HostSource
-from keyring_types.types.trusted import TRUSTED_PAYLOAD_DATALEN, TrustedKeyType, TrustedPayload, parse_payload
+from keyring_types.types.trusted import (
+    TRUSTED_PAYLOAD_DATALEN,
+    TrustedKeyType,
+    TrustedPayload,
+    parse_payload,
+    trusted_payload,
+)
 
 
 def einval(data: bytes | str) -> None:
@@ -284,3 +290,18 @@ def test_destroy_wipes_and_secret_is_a_copy() -> None:
     copy.wipe()
     shown = repr(TrustedPayload(source="h", blob=b"", key=SecretBuffer.from_bytes(b"\xab" * 32), migratable=False))
     assert "abab" not in shown and "\\xab" not in shown
+
+
+def test_payload_builder_writes_the_grammar(ks: kt.Keyspace) -> None:
+    assert trusted_payload("new", 32, source="tpm2", keyhandle=0x81000001) == b"new 32 source=tpm2 keyhandle=0x81000001"
+    assert trusted_payload("new", 64, blobauth="pw", migratable=False) == b"new 64 blobauth=pw migratable=0"
+    assert trusted_payload("update", keyauth=bytes(20)) == b"update keyauth=" + b"00" * 20
+    assert trusted_payload("load", b"\x01\x02", pcrlock=7) == b"load 0102 pcrlock=7"
+    with pytest.raises(OSError) as info:
+        trusted_payload("new", 16)
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(OSError):
+        trusted_payload("new", 32, blobauth=bytes(21))
+    k = ks.add_key("trusted", "b", trusted_payload("new", 32, blobauth="pw"), "@s")
+    k2 = ks.add_key("trusted", "b2", trusted_payload("load", bytes.fromhex(k.read().decode()), blobauth="pw"), "@s")
+    assert secret_of(k2) == secret_of(k)

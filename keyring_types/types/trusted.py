@@ -43,6 +43,7 @@ __all__ = [
     "TrustedCommand",
     "TrustedPayload",
     "parse_payload",
+    "trusted_payload",
     "MIN_KEY_SIZE",
     "MAX_KEY_SIZE",
     "MAX_BLOB_SIZE",
@@ -119,6 +120,43 @@ def parse_payload(data: bytes) -> TrustedCommand:
     if command == b"update":
         return TrustedCommand("update", opts=parse_options(b" ".join(rest)))
     raise error(errno.EINVAL, f"trusted key command must be new, load or update, got {command[:16]!r}")
+
+
+def trusted_payload(command: str, arg: int | bytes | str | None = None, **options: object) -> bytes:
+    """Write a payload in the kernel grammar from Python values.
+
+    ``trusted_payload("new", 32, source="tpm2", keyhandle=0x81000001)`` gives
+    ``b"new 32 source=tpm2 keyhandle=0x81000001"``; ``arg`` is the key length for
+    ``new``, the blob (bytes, or its hex) for ``load``, nothing for ``update``.
+    Handles are written in hex, ``keyauth``/``pcrinfo``/``policydigest`` bytes in
+    hex, ``blobauth`` bytes in hex (they must then be 20 bytes) or a ``str``
+    password as-is, ``migratable`` as 0/1.  The result is parsed back, so anything
+    the grammar rejects is ``EINVAL`` here too.
+    """
+    parts: list[bytes] = [command.encode()]
+    if isinstance(arg, int):
+        parts.append(str(arg).encode())
+    elif isinstance(arg, bytes):
+        parts.append(arg.hex().encode())
+    elif isinstance(arg, str):
+        parts.append(arg.encode())
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = b"1" if value else b"0"
+        elif name in ("keyhandle", "policyhandle") and isinstance(value, int):
+            text = f"0x{value:x}".encode()
+        elif isinstance(value, int):
+            text = str(value).encode()
+        elif isinstance(value, bytes):
+            text = value.hex().encode()
+        else:
+            text = str(value).encode()
+        parts.append(name.encode() + b"=" + text)
+    payload = b" ".join(parts)
+    parse_payload(payload)
+    return payload
 
 
 class TrustedKeyType(KeyType):
