@@ -82,6 +82,31 @@ static inline void kt_store_be64(uint8_t *p, uint64_t v)
     kt_store_be32(p + 4, (uint32_t)v);
 }
 
+/* Lay out the final one or two padded blocks of an inner message of len
+ * bytes (after the 64-byte key block); returns how many blocks. */
+static inline size_t kt_inner_tail(uint8_t *tail, const uint8_t *msg, size_t len)
+{
+    size_t full = len & ~(size_t)(KT_HMAC_BLOCK - 1);
+    size_t r = len - full;
+    size_t tl = r < KT_HMAC_BLOCK - 8 ? KT_HMAC_BLOCK : 2 * KT_HMAC_BLOCK;
+
+    memcpy(tail, msg + full, r);
+    tail[r] = 0x80;
+    memset(tail + r + 1, 0, tl - r - 1 - 8);
+    /* The key block counts towards the inner message length. */
+    kt_store_be64(tail + tl - 8, ((uint64_t)len + KT_HMAC_BLOCK) * 8);
+    return tl / KT_HMAC_BLOCK;
+}
+
+/* Fill in the outer block after the digest already in its first 32 bytes. */
+static inline void kt_outer_pad(uint8_t *blk)
+{
+    blk[32] = 0x80;
+    memset(blk + 33, 0, KT_HMAC_BLOCK - 33 - 2);
+    blk[62] = 0x03; /* (64 + 32) * 8 = 768 = 0x0300 bits */
+    blk[63] = 0x00;
+}
+
 /*
  * Run the outer hash over the inner digest, which the caller has left in the
  * first 32 bytes of blk.  The outer message is always 32 bytes after a 64-byte
@@ -92,10 +117,7 @@ static inline void kt_store_be64(uint8_t *p, uint64_t v)
 static inline void kt_outer(const struct kt_hmac_state *st, SHA256_CTX *c, uint8_t *blk,
                             uint8_t *out)
 {
-    blk[32] = 0x80;
-    memset(blk + 33, 0, KT_HMAC_BLOCK - 33 - 2);
-    blk[62] = 0x03; /* (64 + 32) * 8 = 768 = 0x0300 bits */
-    blk[63] = 0x00;
+    kt_outer_pad(blk);
     *c = st->outer;
     SHA256_Transform(c, blk);
     for (int i = 0; i < 8; i++)
@@ -121,20 +143,14 @@ static inline void kt_mac_one(const struct kt_hmac_state *st, SHA256_CTX *c,
 {
     uint8_t tail[2 * KT_HMAC_BLOCK];
     size_t full = len & ~(size_t)(KT_HMAC_BLOCK - 1);
-    size_t r = len - full;
-    size_t tl = r < KT_HMAC_BLOCK - 8 ? KT_HMAC_BLOCK : 2 * KT_HMAC_BLOCK;
+    size_t nt;
 
     *c = st->inner;
     if (full)
         SHA256_Update(c, msg, full);
-    memcpy(tail, msg + full, r);
-    tail[r] = 0x80;
-    memset(tail + r + 1, 0, tl - r - 1 - 8);
-    /* The key block counts towards the inner message length. */
-    kt_store_be64(tail + tl - 8, ((uint64_t)len + KT_HMAC_BLOCK) * 8);
-    SHA256_Transform(c, tail);
-    if (tl > KT_HMAC_BLOCK)
-        SHA256_Transform(c, tail + KT_HMAC_BLOCK);
+    nt = kt_inner_tail(tail, msg, len);
+    for (size_t i = 0; i < nt; i++)
+        SHA256_Transform(c, tail + i * KT_HMAC_BLOCK);
     for (int i = 0; i < 8; i++)
         kt_store_be32(tail + 4 * i, c->h[i]);
     kt_outer(st, c, tail, out);
@@ -279,30 +295,6 @@ KT_SHANI static inline void kt_shani_x2(struct kt_lane *x, struct kt_lane *y, co
     x->cdgh = _mm_add_epi32(xc, x->cdgh);
     y->abef = _mm_add_epi32(ya, y->abef);
     y->cdgh = _mm_add_epi32(yc, y->cdgh);
-}
-
-/* Lay out the final one or two padded blocks of an inner message of len
- * bytes (after the 64-byte key block); returns how many blocks. */
-static inline size_t kt_inner_tail(uint8_t *tail, const uint8_t *msg, size_t len)
-{
-    size_t full = len & ~(size_t)(KT_HMAC_BLOCK - 1);
-    size_t r = len - full;
-    size_t tl = r < KT_HMAC_BLOCK - 8 ? KT_HMAC_BLOCK : 2 * KT_HMAC_BLOCK;
-
-    memcpy(tail, msg + full, r);
-    tail[r] = 0x80;
-    memset(tail + r + 1, 0, tl - r - 1 - 8);
-    kt_store_be64(tail + tl - 8, ((uint64_t)len + KT_HMAC_BLOCK) * 8);
-    return tl / KT_HMAC_BLOCK;
-}
-
-/* Fill in the outer block after the digest already in its first 32 bytes. */
-static inline void kt_outer_pad(uint8_t *blk)
-{
-    blk[32] = 0x80;
-    memset(blk + 33, 0, KT_HMAC_BLOCK - 33 - 2);
-    blk[62] = 0x03;
-    blk[63] = 0x00;
 }
 
 /* HMACs of two equal-length messages, interleaved. */
