@@ -420,6 +420,22 @@ def test_enokey_without_hint_when_nothing_in_user_keyring(kk: KernelKeyspace) ->
     assert "request_key" in str(info.value)
 
 
+def test_enokey_hint_runs_with_the_callers_credentials(kk: KernelKeyspace, root: None) -> None:
+    child = kk.as_user(OTHER_UID, OTHER_GID)
+    desc = f"child-user-{os.getpid()}"
+    k = child.add_key("user", desc, b"x", "@u")  # the child's own _uid.4321
+    try:
+        with pytest.raises(OSError) as info:
+            child.request_key("user", desc)
+        assert info.value.errno == errno.ENOKEY and "keyctl link @u @s" in str(info.value)
+        # Root's @u does not hold it, so root gets the plain ENOKEY.
+        with pytest.raises(OSError) as plain:
+            kk.request_key("user", desc)
+        assert plain.value.errno == errno.ENOKEY and "keyctl link" not in str(plain.value)
+    finally:
+        child.sys_unlink(k.serial, KEY_SPEC_USER_KEYRING)
+
+
 # -- as_user: a forked child with other credentials, same session ---------------
 
 
