@@ -89,8 +89,6 @@ def _tee_device() -> Device:
     def stop() -> None:
         proc.terminate()
         proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
         shutil.rmtree(d, ignore_errors=True)
 
     dev = Device(TeeSource(transport=SocketTransport(d / "tee.sock")), [d])

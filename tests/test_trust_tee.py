@@ -44,8 +44,6 @@ def emulator(tdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     proc.terminate()
     proc.wait(10)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.fixture
@@ -168,6 +166,13 @@ def test_second_emulator_on_a_live_socket_refuses(emulator: subprocess.Popen[byt
     )
     assert proc.returncode == 1 and b"already has a running emulator" in proc.stderr
     assert emulator.poll() is None
+
+
+def test_emulator_start_failure_is_reported(tdir: Path) -> None:
+    long_path = tdir / ("x" * 120)  # beyond a Unix socket path's 108 bytes
+    with pytest.raises(OSError) as info:
+        tee_emulator.spawn_emulator(long_path, tdir / "huk")
+    assert "emulated TEE exited with status" in str(info.value) and "too long" in str(info.value)
 
 
 def test_idle_emulator_exits(tdir: Path) -> None:

@@ -31,6 +31,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -266,6 +267,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that goes away mid-exchange is normal; anything else gets one line.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            print(f"tee_emulator: error serving a client: {exc!r}", file=sys.stderr)
+
     def touch(self) -> None:
         self._last = time.monotonic()
 
@@ -323,20 +330,25 @@ def spawn_emulator(socket_path: Path, state_path: Path, idle_timeout: float | No
     cmd += ["--socket", os.fspath(socket_path), "--state", os.fspath(state_path)]
     if idle_timeout is not None:
         cmd += ["--idle-timeout", str(idle_timeout)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
-        if _socket_alive(socket_path):
-            return proc
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    # stderr goes to an unlinked file, not a pipe: a long-lived emulator must never
+    # block on a full pipe nobody reads; we read the file only if start-up fails.
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile, start_new_session=True
+        )
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
             if _socket_alive(socket_path):
-                return proc  # lost a start-up race to another emulator: use that one
-            raise OSError(f"emulated TEE exited with status {proc.returncode}: {err.strip()}")
-        time.sleep(0.02)
-    proc.terminate()
+                return proc
+            if proc.poll() is not None:
+                if _socket_alive(socket_path):
+                    return proc  # lost a start-up race to another emulator: use that one
+                errfile.seek(0)
+                err = errfile.read(4096).decode(errors="replace").strip()
+                raise OSError(f"emulated TEE exited with status {proc.returncode}: {err}")
+            time.sleep(0.02)
+        proc.terminate()
+        proc.wait()
     raise OSError("emulated TEE did not start listening within 15 s")
 
 
@@ -358,8 +370,6 @@ def stop_spawned(timeout: float = 10.0) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def main(argv: list[str] | None = None) -> int:
