@@ -192,3 +192,20 @@ def test_third_party_source_through_entry_point(plugin_installed: None) -> None:
 def test_plugin_chosen_by_environment(plugin_installed: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(registry.ENV_SOURCE, "fixture")
     assert registry.get_trust_source().name == "fixture"
+
+
+def test_a_broken_plugin_is_enodev_and_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    class BrokenEntryPoint:
+        name = "broken"
+
+        def load(self) -> type:
+            raise AttributeError("module 'broken_pkg' has no attribute 'Source'")
+
+    real = registry._entry_point_targets
+    monkeypatch.setattr(registry, "_entry_point_targets", lambda: {**real(), "broken": BrokenEntryPoint()})
+    with pytest.raises(OSError) as info:
+        registry.get_trust_source("broken")
+    assert info.value.errno == errno.ENODEV and "broken" in str(info.value)
+    assert "broken" in registry.source_names()
+    assert "broken" not in registry.available_sources()
+    assert "host" in registry.available_sources()

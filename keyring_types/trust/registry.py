@@ -119,8 +119,10 @@ def source_class(name: str) -> type[TrustSource]:
             cls = _load_builtin(BUILTINS[name])
         else:
             raise error(errno.ENODEV, f"no trust source named '{name}' (known: {', '.join(source_names())})")
-    except ImportError as exc:
-        raise error(errno.ENODEV, f"trust source '{name}' cannot be loaded: {exc}") from exc
+    except OSError:
+        raise
+    except Exception as exc:  # a broken plugin must not take the other sources down with it
+        raise error(errno.ENODEV, f"trust source '{name}' cannot be loaded: {exc!r}") from exc
     if not (isinstance(cls, type) and issubclass(cls, TrustSource)):
         raise error(errno.ENODEV, f"entry point '{name}' does not name a TrustSource subclass")
     if canonical_name(cls.name) != name:
@@ -131,7 +133,7 @@ def source_class(name: str) -> type[TrustSource]:
 def _is_available(name: str) -> bool:
     try:
         return bool(source_class(name).available())
-    except OSError:
+    except Exception:  # a probe that fails means "not here", whatever the plugin raised
         return False
 
 
