@@ -480,6 +480,8 @@ def test_bad_arguments_are_einval_and_leave_out_untouched() -> None:
         lambda: F.check_response(key, bytes(1024), expect=0x400, frames=1),
         lambda: F.Frame(bytearray(512)).__setattr__("address", 70000),
         lambda: F.Frame(bytearray(512)).__setattr__("nonce", bytes(4)),
+        lambda: F.Frame(bytes(512)).__setattr__("write_counter", 1),  # read-only frame
+        lambda: F.parse(bytes(512))[0].__setattr__("data", bytes(256)),
     ]
     for call in calls:
         with pytest.raises(OSError) as ei:

@@ -170,7 +170,7 @@ class Frame:
     """A view of one 512-byte frame with named fields.
 
     Reading a field reads the underlying buffer; assigning one writes it (the
-    buffer must be writable).  Byte fields are returned as ``memoryview``
+    buffer must be writable, else ``EINVAL``; so must the value's range and size).  Byte fields are returned as ``memoryview``
     slices of the buffer, not copies.
     """
 
@@ -194,11 +194,18 @@ class Frame:
     def _int(self, off: int, size: int) -> int:
         return int.from_bytes(self._mv[off : off + size], "big")
 
+    def _writable(self, name: str) -> memoryview:
+        if self._mv.readonly:
+            raise error(errno.EINVAL, f"cannot set {name}: the frame's buffer is read-only")
+        return self._mv
+
     def _set_int(self, off: int, size: int, value: int, name: str) -> None:
-        self._mv[off : off + size] = _uint(value, 8 * size, name).to_bytes(size, "big")
+        mv = self._writable(name)
+        mv[off : off + size] = _uint(value, 8 * size, name).to_bytes(size, "big")
 
     def _set_bytes(self, off: int, size: int, value: Buffer, name: str) -> None:
-        self._mv[off : off + size] = ffi.buffer(_exact(value, size, name))
+        mv = self._writable(name)
+        mv[off : off + size] = ffi.buffer(_exact(value, size, name))
 
     @property
     def stuff(self) -> memoryview:
