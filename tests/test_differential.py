@@ -285,7 +285,7 @@ class KeyringDifferential(RuleBasedStateMachine):
     @rule(
         actor=st.integers(0, 2),
         ring=rings,
-        type_name=st.sampled_from(TYPES),
+        type_name=st.sampled_from([*TYPES, "nosuchtype"]),
         desc=st.sampled_from(DESCS),
         dest=st.sampled_from([0, -3]),
     )
@@ -295,7 +295,7 @@ class KeyringDifferential(RuleBasedStateMachine):
 
         self._searchlike(f"search[{actor}]({ring},{type_name},{desc!r},{dest})", actor, op)
 
-    @rule(actor=st.integers(0, 2), type_name=st.sampled_from(TYPES), desc=st.sampled_from(DESCS))
+    @rule(actor=st.integers(0, 2), type_name=st.sampled_from([*TYPES, "nosuchtype"]), desc=st.sampled_from(DESCS))
     def request_key(self, actor: int, type_name: str, desc: str) -> None:
         def op(ks: kt.KeyspaceAPI, tr: Callable[[int], int]) -> int:
             return ks.sys_request_key(type_name, desc, None, 0)

@@ -366,7 +366,8 @@ def test_keyring_operations(ks: kt.Keyspace) -> None:
     assert struct.unpack("=i", raw) == (k.serial,)
     assert ks.session.search("user", "app:db") == k, "search descends into nested keyrings"
     assert errno_of(r.search, "user", "absent") == errno.ENOKEY
-    assert errno_of(r.search, "nosuchtype", "x") == errno.ENODEV
+    assert errno_of(r.search, "nosuchtype", "x") == errno.ENOKEY, "search reports an unknown type as ENOKEY"
+    assert errno_of(ks.request_key, "nosuchtype", "x") == errno.ENOKEY
     r.unlink(k)
     assert errno_of(r.unlink, k) == errno.ENOENT
     r2 = ks.add_key("user", "x", b"x", r)

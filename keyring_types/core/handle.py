@@ -161,8 +161,8 @@ class Keyring(Key):
     def search(self, type_name: str, description: str, dest: KeyTarget | None = None) -> Key:
         """``keyctl search``: depth-first through this keyring and those it links.
 
-        Raises ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES`` when
-        the only matches were unusable, ``ENODEV`` for an unknown type.
+        Raises ``ENOKEY`` (no match, or an unknown type, as the kernel does),
+        ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES`` when the only matches were unusable.
         """
         dest_id = 0 if dest is None else self._ks.resolve(dest)
         serial = self._ks.sys_search(self._serial, type_name, description, dest_id)

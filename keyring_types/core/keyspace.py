@@ -615,12 +615,12 @@ class Keyspace(KeyspaceAPI):
         raise error(err, _search_failure(err, type_name, description))
 
     def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
-        """``request_key(2)`` without an upcall; ENOKEY / EKEYREVOKED / EACCES / ENODEV."""
+        """``request_key(2)`` without an upcall; ENOKEY (also for an unknown type) / EKEYREVOKED / EACCES."""
         _check_type_name(type_name)
         _check_desc_size(description)
         with self._op():
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
-            lookup_key_type(type_name)
+            _search_type(type_name)
             try:
                 found = self._request(type_name, description)
             except OSError as exc:
@@ -867,7 +867,7 @@ class Keyspace(KeyspaceAPI):
         with self._op():
             ring, possessed = self._lookup(ringid, NEED_SEARCH)
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
-            lookup_key_type(type_name)
+            _search_type(type_name)
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
             ctx = SearchContext((type_name, description), self.cred, self._world.now(), possessed=possessed)
@@ -969,6 +969,14 @@ class _OpScope:
             leave_caller(self._token)
         finally:
             self._lock.release()
+
+
+def _search_type(type_name: str) -> None:
+    """Search and request_key report an unknown type as ENOKEY (key_type_lookup's own errno)."""
+    try:
+        lookup_key_type(type_name)
+    except OSError:
+        raise error(errno.ENOKEY, f"no key can match: key type '{type_name}' is not registered") from None
 
 
 def _search_failure(err: int, type_name: str, description: str) -> str:
