@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,11 +74,10 @@ def main() -> None:
         print(f"== the kernel keyring is not reachable here ({exc.strerror}); skipping the kernel walk\n")
     else:
         walk(kernel, "the same calls on the real kernel keyring (a fresh session)")
+    # The per-type walks are their own programs (each runnable alone); a failure stops the demo.
     for name in ("encrypted_demo.py", "trusted_demo.py"):
-        path = HERE / name
-        if path.exists():
-            runpy.run_path(str(path), run_name="__main__")
-            print()
+        subprocess.run([sys.executable, str(HERE / name)], check=True)
+        print()
 
 
 if __name__ == "__main__":
