@@ -6,7 +6,6 @@ import errno
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -255,28 +254,34 @@ def test_threads_share_one_key() -> None:
 
 
 def test_long_batch_releases_the_gil() -> None:
-    """While one thread is inside a long mac_batch call, another runs Python code."""
+    """Another thread runs Python code while one is inside mac_batch.
+
+    With a switch interval far longer than the test, the interpreter never
+    forces a thread switch, so the main thread can only run before the worker
+    finishes if the worker gives the GIL up itself, i.e. inside the C call.
+    """
     h = HmacSha256(b"g" * 32)
-    buf = bytes(284 * 400_000)  # long enough (>100 ms) that a held GIL would starve the other thread
+    buf = bytes(284 * 14_000)  # ~4 MB; 20 calls of a few ms each
     started = threading.Event()
     done = threading.Event()
 
     def work() -> None:
         started.set()
-        h.mac_batch(buf, 284)
+        for _ in range(20):
+            h.mac_batch(buf, 284)
         done.set()
 
-    t = threading.Thread(target=work)
-    t.start()
-    started.wait()
-    time.sleep(0.001)  # let the worker enter the C call
-    ticks = 0
-    while not done.is_set():
-        ticks += 1
-    t.join()
-    # With the GIL held for the whole call this loop could only run between
-    # the worker's bytecodes before and after it: a handful of iterations.
-    assert ticks > 1000
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        started.wait()
+        ran_while_worker_busy = not done.is_set()
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert ran_while_worker_busy
 
 
 @pytest.mark.slow
