@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextvars import Token
 from typing import TYPE_CHECKING
 
 from keyring_types.constants import (
@@ -47,7 +48,7 @@ from keyring_types.constants import (
     OVERFLOW_GID,
 )
 from keyring_types.core.api import KeyspaceAPI
-from keyring_types.core.context import calling, enter_caller, leave_caller
+from keyring_types.core.context import Caller, calling, enter_caller, leave_caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.perm import (
@@ -154,6 +155,7 @@ class _World:
         self.clock = clock
         self.gc_delay = gc_delay
         self.rng = random.Random()
+        self._randbits = self.rng.getrandbits
         self.gc_heap: list[tuple[int, int]] = []
         on_unregister(self)
 
@@ -167,13 +169,11 @@ class _World:
         return user
 
     def new_serial(self) -> int:
-        serial = self.rng.getrandbits(31)
-        while True:
-            if serial < 3:
-                serial = 3
-            if serial not in self.keys:
-                return serial
-            serial = (serial + 1) & 0x7FFFFFFF
+        serial = self._randbits(31)
+        keys = self.keys
+        while serial < 3 or serial in keys:
+            serial = max(3, (serial + 1) & 0x7FFFFFFF)
+        return serial
 
     # -- allocation and destruction ------------------------------------------
     def alloc(
@@ -187,18 +187,7 @@ class _World:
         quotalen = len(description.encode()) + 1 + ktype.def_datalen
         if in_quota:
             user.charge_new_key(quotalen)
-        rec = KeyRecord(
-            serial=self.new_serial(),
-            ktype=ktype,
-            description=description,
-            uid=uid,
-            gid=gid,
-            perm=perm,
-            user=user,
-            datalen=ktype.def_datalen,
-            quotalen=quotalen,
-            in_quota=in_quota,
-        )
+        rec = KeyRecord(self.new_serial(), ktype, description, uid, gid, perm, user, None, ktype.def_datalen, quotalen, in_quota)
         user.nkeys += 1
         self.keys[rec.serial] = rec
         return rec
@@ -261,9 +250,20 @@ class _World:
             ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
 
     def unlink_everywhere(self, key: KeyRecord) -> None:
-        for ring in list(key.parents.values()):
-            self.drop_link(ring, key)
-        self.maybe_destroy(key)
+        parents = key.parents
+        idx = key.index_key
+        for ring in list(parents.values()):
+            # drop_link() inlined: this is the invalidate hot path.
+            del ring.links[idx]  # type: ignore[index]
+            if key.links is not None:
+                ring.rings.pop(idx, None)  # type: ignore[union-attr]
+            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+        parents.clear()
+        if key.pins == 0:
+            if key.links is None:
+                self.destroy(key)
+            else:
+                self.maybe_destroy(key)
 
     # -- garbage collection ---------------------------------------------------
     def schedule_gc(self, when: int, key: KeyRecord) -> None:
@@ -362,6 +362,7 @@ class Keyspace(KeyspaceAPI):
         assert _proc is not None
         self._world = _world
         self._proc = _proc
+        self._scope: _OpScope | None = None
 
     def __repr__(self) -> str:
         return f"<Keyspace uid={self.cred.uid} gid={self.cred.gid} keys={len(self._world.keys)}>"
@@ -439,11 +440,13 @@ class Keyspace(KeyspaceAPI):
         raise error(errno.EINVAL, f"invalid key id {keyid}")
 
     def _cred_rings(self) -> list[KeyRecord | None]:
-        ses = self._proc.session
+        proc = self._proc
+        ses = proc.session
         if ses is None:
             rings = self._world.user_rings.get(self.cred.uid)
             ses = rings[1] if rings else None
-        return [self._proc.threads.get(threading.get_ident()), self._proc.process, ses]
+        threads = proc.threads
+        return [threads.get(threading.get_ident()) if threads else None, proc.process, ses]
 
     def _possessed(self, rec: KeyRecord) -> bool:
         """Whether ``rec`` is reachable from the caller's keyrings (identity search)."""
@@ -452,13 +455,14 @@ class Keyspace(KeyspaceAPI):
         if not permitted(rec, cred, True, NEED_SEARCH):
             return False
         rings = self._cred_rings()
+        parents = rec.parents
         for ring in rings:
             if ring is None:
                 continue
             if ring is rec:
                 return True
             # Linked directly in a caller keyring that may be searched: found without a walk.
-            if ring.serial in rec.parents and not (ring.revoked or ring.invalidated):
+            if ring.serial in parents and not (ring.revoked or ring.invalidated):
                 if permitted(ring, cred, True, NEED_SEARCH):
                     return True
         now = self._world.now()
@@ -540,7 +544,10 @@ class Keyspace(KeyspaceAPI):
         )
 
     def _op(self) -> _OpScope:
-        return _OpScope(self)
+        scope = self._scope
+        if scope is None:
+            scope = self._scope = _OpScope(self)
+        return scope
 
     # -- the system calls --------------------------------------------------------
     def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
@@ -947,11 +954,14 @@ class Keyspace(KeyspaceAPI):
 class _OpScope:
     """Hold the world lock, run GC, and make this view the current caller."""
 
-    __slots__ = ("_ks", "_lock", "_token")
+    # One scope per view, reused: the world lock serialises operations, and the token
+    # stack covers re-entry (a key type calling the API from inside an operation).
+    __slots__ = ("_ks", "_lock", "_tokens")
 
     def __init__(self, ks: Keyspace) -> None:
         self._ks = ks
         self._lock = ks._world.lock
+        self._tokens: list[Token[Caller | None]] = []
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -959,14 +969,14 @@ class _OpScope:
             w = self._ks._world
             if w.gc_heap and w.gc_heap[0][0] <= w.now():
                 w.gc()
-            self._token = enter_caller(self._ks)
+            self._tokens.append(enter_caller(self._ks))
         except BaseException:
             self._lock.release()
             raise
 
     def __exit__(self, *exc: object) -> None:
         try:
-            leave_caller(self._token)
+            leave_caller(self._tokens.pop())
         finally:
             self._lock.release()
 
