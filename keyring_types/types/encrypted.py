@@ -14,19 +14,21 @@ caller's keyrings on ``load`` and on every ``read``, never on ``new`` or
 
 from __future__ import annotations
 
+import binascii
 import errno
-import hashlib
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from keyring_types.bindings._encrypted import ffi as _ffi
 from keyring_types.core.context import current_caller
 from keyring_types.core.keytype import KeyType, Preparsed, lookup_key_type, register_key_type, registered_key_types
 from keyring_types.errors import error
-from keyring_types.secret import SecretBuffer, ct_memcmp
+from keyring_types.secret import SecretBuffer
 from keyring_types.types import encrypted_blob as eb
+from keyring_types.types.user import UserKeyType
 
 if TYPE_CHECKING:
     from keyring_types.core.handle import Key
@@ -72,6 +74,9 @@ class EncryptedCommand:
     #: ``load``: the hex blob; ``new``: the optional plaintext hex.
     hex_blob: str | None = None
     plaintext_hex: str | None = attrs.field(default=None, repr=False)
+    #: The datablob rows of the effective format (what a read MACs), made once at
+    #: parse time; derived from the fields above, so not part of equality.
+    header: bytes = attrs.field(default=b"", repr=False, eq=False)
 
     @property
     def effective_format(self) -> str:
@@ -88,16 +93,14 @@ class EncryptedPayload:
     datalen_str: str
     datalen: int
     iv: bytes
-    #: The kernel's payload: the decrypted data (its first ``datalen`` bytes; a loaded
-    #: key keeps the zero pad after them), or for ecryptfs the 740-byte auth token
-    #: that holds the 64 decrypted bytes.
+    #: The kernel's payload: the decrypted data (``datalen`` bytes; the zero pad
+    #: of a loaded blob is dropped, as the kernel drops it), or for ecryptfs the
+    #: 740-byte auth token that holds the 64 decrypted bytes.
     data: SecretBuffer
-    #: The last export and a fingerprint (SHA-256 of the AUTH key) of the master it
-    #: was made under: a read under the same master is deterministic (same IV, same
-    #: plaintext), so it is reused.  The fingerprint tells no more than the public
-    #: blob's HMAC already does.
-    cache_tag: bytes | None = None
-    cache_blob: bytes | None = None
+    #: The datablob rows ``format\0master\0datalen\0`` every read MACs (made once).
+    header: bytes = attrs.field(
+        default=attrs.Factory(lambda self: eb.datablob_header(self.format, self.master_desc, self.datalen_str), takes_self=True)
+    )
 
     def __repr__(self) -> str:
         return f"<EncryptedPayload {self.format} {self.master_desc} {self.datalen_str!r}>"
@@ -108,6 +111,12 @@ class EncryptedPayload:
             return eb.ecryptfs_key_view(self.data)
         return self.data.view()[: self.datalen]
 
+    def plaintext_address(self) -> Any:
+        """A cffi pointer to the decrypted data, for the native seal (no copy)."""
+        if self.format == "ecryptfs":
+            return _ffi.cast("uint8_t *", self.data.address) + eb.ECRYPTFS_KEY_OFFSET
+        return self.data.address
+
 
     @property
     def quota_size(self) -> int:
@@ -115,37 +124,16 @@ class EncryptedPayload:
 
     def wipe(self) -> None:
         self.data.wipe()
-        self.cache_tag = None
-        self.cache_blob = None
-
-
-def _fingerprint(auth_key: bytes) -> bytes:
-    return hashlib.sha256(auth_key).digest()
-
-
-_urandom_fd = -1
-
-
-def _fill_random(out: memoryview) -> None:
-    """Fill ``out`` from the OS CSPRNG straight into secret memory (``os.urandom``
-    would leave a ``bytes`` copy of the key on the heap).  ``EIO`` on a short read."""
-    global _urandom_fd
-    if _urandom_fd < 0:
-        # Opened once: an open() per key would cost more than the rest of ``new``.
-        _urandom_fd = os.open("/dev/urandom", os.O_RDONLY | os.O_CLOEXEC)
-    done = 0
-    while done < len(out):
-        n = os.readv(_urandom_fd, [out[done:]])
-        if n <= 0:
-            raise error(errno.EIO, f"the OS RNG returned {done} of {len(out)} bytes")
-        done += n
 
 
 def quota_size(fmt: str, master_desc: str, datalen_str: str, datalen: int) -> int:
     """Bytes charged to the owner (spec 1.10): payload + datablob + HMAC + 1."""
+    return _quota_for(fmt, len(eb.datablob_header(fmt, master_desc, datalen_str)), datalen)
+
+
+def _quota_for(fmt: str, header_len: int, datalen: int) -> int:
     payload_len = eb.ECRYPTFS_AUTH_TOK_SIZE if fmt == "ecryptfs" else datalen
-    datablob_len = len(eb.datablob_header(fmt, master_desc, datalen_str)) + eb.IV_SIZE + 1 + eb.padded_len(datalen)
-    return payload_len + datablob_len + eb.HASH_SIZE + 1
+    return payload_len + header_len + eb.IV_SIZE + 1 + eb.padded_len(datalen) + eb.HASH_SIZE + 1
 
 
 def _valid_master_desc(desc: str, orig: str | None = None) -> bool:
@@ -217,7 +205,27 @@ def parse_payload(data: bytes) -> EncryptedCommand:
         raise error(errno.EINVAL, f"ecryptfs keys must be {eb.ECRYPTFS_KEY_BYTES} bytes, got {dlen}")
     if fmt == "enc32" and dlen != eb.ENC32_KEY_BYTES:
         raise error(errno.EINVAL, f"enc32 keys must be {eb.ENC32_KEY_BYTES} bytes, got {dlen}")
-    return EncryptedCommand(command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex)
+    header = eb.datablob_header(fmt if fmt is not None else "default", master, datalen_str)
+    return EncryptedCommand(command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header)
+
+
+# Parsed ``new`` payloads without caller plaintext, by their bytes.  Applications
+# add many keys with one payload ("new default user:kmk 32"): parsing is a pure
+# function of the bytes, so the result is reused.  Never holds anything secret
+# (payloads carrying plaintext or a blob are not kept); bounded.
+_parsed: dict[bytes, EncryptedCommand] = {}
+_PARSED_MAX = 256
+
+
+def _parse_reusable(data: bytes) -> EncryptedCommand:
+    cmd = _parsed.get(data)
+    if cmd is None:
+        cmd = parse_payload(data)
+        if cmd.command == "new" and cmd.plaintext_hex is None:
+            if len(_parsed) >= _PARSED_MAX:
+                _parsed.clear()
+            _parsed[data] = cmd
+    return cmd
 
 
 def master_key_secret(master_desc: str) -> SecretBuffer:
@@ -241,6 +249,33 @@ def master_key_secret(master_desc: str) -> SecretBuffer:
     return record.ktype.secret(record)
 
 
+def _master_material(master_desc: str) -> tuple[Any, int, SecretBuffer | None]:
+    """The master key as ``(pointer, length, copy)``; the caller wipes ``copy`` if not None.
+
+    A ``user`` master is used in place, as the kernel's ``request_user_key`` hands
+    back the user key's payload itself: the keyspace lock, held for the whole
+    operation, keeps an update or revocation of the master from wiping it under
+    us.  Other masters go through their type's ``secret()`` (a copy).  Errors as
+    :func:`master_key_secret`.
+    """
+    if master_desc.startswith(_USER_PREFIX):
+        record = current_caller().lookup_key("user", master_desc[len(_USER_PREFIX) :])
+        payload = record.payload
+        if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
+            return payload.address, len(payload), None
+    copy = master_key_secret(master_desc)
+    return copy.address, len(copy), copy
+
+
+def _new_data(fmt: str, description: str, datalen: int) -> tuple[SecretBuffer, Any]:
+    """The payload's secret buffer and a pointer to where its ``datalen`` data bytes go."""
+    if fmt == "ecryptfs":
+        tok = eb.ecryptfs_auth_tok_empty(description)
+        return tok, _ffi.cast("uint8_t *", tok.address) + eb.ECRYPTFS_KEY_OFFSET
+    buf = SecretBuffer(datalen)
+    return buf, buf.address
+
+
 class EncryptedKeyType(KeyType):
     """``encrypted``: see the module docstring; errno as spec §1.11."""
 
@@ -248,7 +283,7 @@ class EncryptedKeyType(KeyType):
 
     def preparse(self, data: bytes) -> Preparsed:
         """Parse the payload (spec 1.2); ``EINVAL`` on bad input.  Nothing secret yet."""
-        cmd = parse_payload(bytes(data))
+        cmd = _parse_reusable(bytes(data))
         # The kernel's type has no preparse, so nothing is charged before instantiate.
         return Preparsed(data=b"", payload=cmd, quotalen=0)
 
@@ -267,64 +302,65 @@ class EncryptedKeyType(KeyType):
             raise error(errno.EINVAL, "'update' is only valid for an existing encrypted key")
         assert cmd.datalen_str is not None
         fmt = cmd.effective_format
+        header = cmd.header or eb.datablob_header(fmt, cmd.master_desc, cmd.datalen_str)
         old_reserved = key.datalen
-        key.payload_reserve(quota_size(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen))
+        key.payload_reserve(_quota_for(fmt, len(header), cmd.datalen))
         try:
-            payload = self._make_payload(key, cmd, fmt)
+            payload = self._make_payload(key, cmd, fmt, header)
         except BaseException:
             key.payload_reserve(old_reserved)
             raise
         key.payload = payload
         prep.payload = None
 
-    def _make_payload(self, key: KeyRecord, cmd: EncryptedCommand, fmt: str) -> EncryptedPayload:
+    def _make_payload(self, key: KeyRecord, cmd: EncryptedCommand, fmt: str, header: bytes) -> EncryptedPayload:
         assert cmd.datalen_str is not None
+        dlen = cmd.datalen
         if fmt == "ecryptfs" and not eb.valid_ecryptfs_desc(key.description):
             raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {key.description!r}")
         if cmd.command == "load":
-            assert cmd.hex_blob is not None
-            sealed = eb.parse_hex_blob(cmd.hex_blob.encode("utf-8", "surrogateescape"), cmd.datalen)
-            master = master_key_secret(cmd.master_desc)
+            hx = cmd.hex_blob
+            assert hx is not None
+            if hx.isascii() and len(hx) == eb.hex_blob_len(dlen):
+                # The IV, the two separator characters (skipped unchecked, as the
+                # kernel does), then ciphertext || MAC.
+                try:
+                    iv = binascii.unhexlify(hx[: 2 * eb.IV_SIZE])
+                    rest = binascii.unhexlify(hx[2 * eb.IV_SIZE + 2 :])
+                except (binascii.Error, ValueError):
+                    raise error(errno.EINVAL, "encrypted key blob contains a non-hex character") from None
+                ctlen = len(rest) - eb.HASH_SIZE
+                ct, mac = rest[:ctlen], rest[ctlen:]
+            else:
+                # Only malformed text gets here; the reference parser names the fault.
+                sealed = eb.parse_hex_blob(hx.encode("utf-8", "surrogateescape"), dlen)
+                iv, ct, mac = sealed.iv, sealed.ciphertext, sealed.mac
+            # A format-less blob carries the legacy HMAC (no format row).
+            mac_header = header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
+            data, out = _new_data(fmt, key.description, dlen)
             try:
-                mview = master.view()
-                auth = eb.derive_auth_key(mview)
-                # A format-less blob carries the legacy HMAC (no format row).
-                eb.verify(auth, cmd.format, cmd.master_desc, cmd.datalen_str, cmd.datalen, sealed)
-                # Kept with its zero pad: plaintext() and secret() cut it to datalen.
-                plain = eb.decrypt_padded(eb.derive_enc_key(mview), sealed.iv, sealed.ciphertext)
-            finally:
-                master.wipe()
-            tag = _fingerprint(auth) if cmd.format is not None else None
-            iv = sealed.iv
+                mptr, mlen, copy = _master_material(cmd.master_desc)
+                try:
+                    eb.native_unseal_into(mptr, mlen, mac_header, iv, ct, mac, dlen, out)
+                finally:
+                    if copy is not None:
+                        copy.wipe()
+            except BaseException:
+                data.wipe()
+                raise
         else:
             iv = os.urandom(eb.IV_SIZE)
-            plain = SecretBuffer(cmd.datalen)
-            out = plain.writable()
+            data, out = _new_data(fmt, key.description, dlen)
             try:
                 if cmd.plaintext_hex is not None:
-                    out[:] = bytes.fromhex(cmd.plaintext_hex)
+                    plain = bytes.fromhex(cmd.plaintext_hex)
+                    _ffi.memmove(out, plain, dlen)
                 else:
-                    _fill_random(out)
+                    eb.native_random_into(out, dlen)
             except BaseException:
-                plain.wipe()
+                data.wipe()
                 raise
-            finally:
-                out.release()
-            tag = None
-        if fmt == "ecryptfs":
-            try:
-                data = eb.ecryptfs_auth_tok(key.description, plain.view()[: eb.ECRYPTFS_KEY_BYTES])
-            finally:
-                plain.wipe()
-        else:
-            data = plain
-        payload = EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen, iv, data)
-        if tag is not None:
-            # The loaded blob is what a read under this master returns (the
-            # separator normalised to 00, hex lowercased).
-            payload.cache_tag = tag
-            payload.cache_blob = eb.export(fmt, cmd.master_desc, cmd.datalen_str, sealed)
-        return payload
+        return EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, dlen, iv, data, header)
 
     def update(self, key: KeyRecord, prep: Preparsed) -> None:
         """``update [FORMAT] MASTER``: re-wrap under another master of the same kind.
@@ -355,19 +391,13 @@ class EncryptedKeyType(KeyType):
         made on every read.
         """
         p: EncryptedPayload = key.payload
-        master = master_key_secret(p.master_desc)
+        mptr, mlen, copy = _master_material(p.master_desc)
         try:
-            mview = master.view()
-            auth = eb.derive_auth_key(mview)
-            tag = _fingerprint(auth)
-            if p.cache_blob is not None and p.cache_tag is not None and ct_memcmp(p.cache_tag, tag):
-                return p.cache_blob
-            sealed = eb.seal_with(eb.derive_enc_key(mview), auth, p.format, p.master_desc, p.datalen_str, p.iv, p.plaintext())
-            blob = eb.export(p.format, p.master_desc, p.datalen_str, sealed)
+            # Deterministic (same IV, data and master give the same blob), so nothing is cached.
+            return eb.native_export(mptr, mlen, p.header, p.iv, p.plaintext_address(), p.datalen)
         finally:
-            master.wipe()
-        p.cache_tag, p.cache_blob = tag, blob
-        return blob
+            if copy is not None:
+                copy.wipe()
 
     def describe(self, key: KeyRecord) -> str:
         """``/proc/keys`` column, as ``user_describe``: ``DESC: DATALEN`` once instantiated."""
