@@ -22,6 +22,7 @@ import gc
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -47,8 +48,13 @@ def lifecycle_round(ks: kt.KeyspaceAPI, tag: str, start: int, count: int, payloa
     return time.perf_counter_ns() - t0
 
 
-def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float]:
-    """µs/cycle for (in-process, kernel)."""
+def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float, float]:
+    """µs/cycle for (in-process, kernel) over all rounds, and the median per-round ratio.
+
+    This VM's timing drifts by tens of percent from one second to the next, so the
+    cycles are split into many short rounds that alternate between the two sides;
+    the median of the per-round ratios is the figure that is stable from run to run.
+    """
     payload = os.urandom(PAYLOAD_LEN)
     ours = kt.Keyspace()
     kernel = kt.KernelKeyspace(new_session=True)
@@ -56,17 +62,21 @@ def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float
     lifecycle_round(kernel, "warm", 0, warmup, payload)
     per_round = max(1, cycles // rounds)
     total = {"ours": 0, "kernel": 0}
+    ratios = []
     done = 0
     for r in range(rounds):
         # Alternate who goes first, so neither always runs on a warmer machine.
         order = [("ours", ours), ("kernel", kernel)]
         if r % 2:
             order.reverse()
+        took = {}
         for name, ks in order:
             gc.collect()
-            total[name] += lifecycle_round(ks, "bench", done, per_round, payload)
+            took[name] = lifecycle_round(ks, "bench", done, per_round, payload)
+            total[name] += took[name]
+        ratios.append(took["ours"] / took["kernel"])
         done += per_round
-    return total["ours"] / done / 1000, total["kernel"] / done / 1000
+    return total["ours"] / done / 1000, total["kernel"] / done / 1000, statistics.median(ratios)
 
 
 def time_searches(fn: Callable[[str], object], descs: list[str], repeats: int) -> float:
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cycles", type=int, default=20_000, help="measured lifecycle cycles per backend")
     p.add_argument("--warmup", type=int, default=2_000, help="warm-up cycles per backend")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds the cycles are split into")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds the cycles are split into")
     p.add_argument("--max-keys", type=int, default=1_000_000, help="largest keyring for the search benchmark")
     p.add_argument("--kernel-max-keys", type=int, default=100_000, help="largest keyring built in the kernel too")
     p.add_argument("--searches", type=int, default=5_000, help="searches per keyring size")
@@ -155,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python benchmarks/lifecycle.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     if not args.skip_lifecycle:
-        ours, kernel = bench_lifecycle(args.cycles, args.warmup, args.rounds)
+        ours, kernel, median_ratio = bench_lifecycle(args.cycles, args.warmup, args.rounds)
         print(f"Key lifecycle: add_key + read + invalidate, {PAYLOAD_LEN}-byte user key, "
               f"{args.cycles:,} cycles ({args.warmup:,} warm-up), {args.rounds} interleaved rounds")
         print(f"  {'backend':<36} {'µs/cycle':>10}")
         print(f"  {'kernel (KernelKeyspace, syscalls)':<36} {kernel:>10.2f}")
         print(f"  {'in-process (Keyspace)':<36} {ours:>10.2f}")
-        print(f"  {'ratio ours/kernel (goal <= 1.0)':<36} {ours / kernel:>10.2f}")
+        print(f"  {'ratio of the totals':<36} {ours / kernel:>10.2f}")
+        print(f"  {'median per-round ratio (goal <= 1.0)':<36} {median_ratio:>10.2f}")
         print()
     if not args.skip_search:
         rows = bench_search(args.max_keys, args.kernel_max_keys, args.searches, args.repeats, args.seed)

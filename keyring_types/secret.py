@@ -24,6 +24,8 @@ atexit.register(lib.kt_secure_wipe_all)
 
 Buffer = bytes | bytearray | memoryview
 
+_WIPE_LOCK = threading.Lock()
+
 
 def ct_memcmp(a: Buffer, b: Buffer) -> bool:
     """Compare two buffers in time independent of their contents.
@@ -50,7 +52,7 @@ class SecretBuffer:
     ``memoryview`` and :meth:`wipe` (or let it be collected) to destroy it.
     """
 
-    __slots__ = ("_ptr", "_size", "_lock", "__weakref__")
+    __slots__ = ("_ptr", "_size", "__weakref__")
 
     def __init__(self, size: int) -> None:
         """Allocate ``size`` zeroed bytes; ``ENOMEM`` if secret memory is exhausted."""
@@ -61,7 +63,6 @@ class SecretBuffer:
             raise error(errno.ENOMEM, f"cannot allocate {size} bytes of secret memory")
         self._ptr: Any = ptr
         self._size = size
-        self._lock = threading.Lock()
 
     @classmethod
     def from_bytes(cls, data: Buffer) -> SecretBuffer:
@@ -139,12 +140,14 @@ class SecretBuffer:
 
     def wipe(self) -> None:
         """Zero and release the memory.  Idempotent."""
-        with self._lock:
+        with _WIPE_LOCK:  # two threads wiping at once must not free twice
             ptr, self._ptr = self._ptr, None
         if ptr is not None:
             lib.kt_secure_free(ptr, self._size)
 
     def __del__(self) -> None:
+        if self._ptr is None:
+            return
         try:
             self.wipe()
         except Exception:  # interpreter shutdown: the atexit wipe already ran

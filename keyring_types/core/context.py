@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 from keyring_types.errors import error
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["Caller", "current_caller", "calling", "enter_caller", "leave_caller"]
+__all__ = ["Caller", "CALLER", "current_caller", "calling"]
 
 
 class Caller(Protocol):
@@ -37,7 +37,9 @@ class Caller(Protocol):
         ...
 
 
-_current: ContextVar[Caller | None] = ContextVar("keyring_types_caller", default=None)
+#: The current caller; the core sets and resets it directly on its hot path.
+CALLER: ContextVar[Caller | None] = ContextVar("keyring_types_caller", default=None)
+_current = CALLER
 
 
 def current_caller() -> Caller:
@@ -46,15 +48,6 @@ def current_caller() -> Caller:
     if caller is None:
         raise error(errno.EINVAL, "no key operation is in progress")
     return caller
-
-
-def enter_caller(caller: Caller) -> Token[Caller | None]:
-    """Make ``caller`` current until :func:`leave_caller` (the cheap form of ``calling``)."""
-    return _current.set(caller)
-
-
-def leave_caller(token: Token[Caller | None]) -> None:
-    _current.reset(token)
 
 
 @contextmanager

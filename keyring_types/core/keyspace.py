@@ -14,6 +14,7 @@ import heapq
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ from keyring_types.constants import (
     OVERFLOW_GID,
 )
 from keyring_types.core.api import KeyspaceAPI
-from keyring_types.core.context import Caller, calling, enter_caller, leave_caller
+from keyring_types.core.context import CALLER, Caller, calling
 from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.perm import (
@@ -85,11 +86,21 @@ Clock = Callable[[], float]
 
 
 def _default_perm(ktype: KeyType) -> int:
-    """The mask add_key gives a new key (key_create_or_update)."""
+    """The mask add_key gives a new key (key_create_or_update), cached per type object."""
+    perm = _DEFAULT_PERMS.get(ktype)
+    if perm is None:
+        perm = _DEFAULT_PERMS[ktype] = _compute_default_perm(ktype)
+    return perm
+
+
+_DEFAULT_PERMS: "weakref.WeakKeyDictionary[KeyType, int]" = weakref.WeakKeyDictionary()
+
+
+def _compute_default_perm(ktype: KeyType) -> int:
     perm = KEY_POS_VIEW | KEY_POS_SEARCH | KEY_POS_LINK | KEY_POS_SETATTR | KEY_USR_VIEW
-    if ktype.has_read():
+    if ktype._has_read:
         perm |= KEY_POS_READ
-    if ktype.name == "keyring" or ktype.has_update():
+    if ktype.name == "keyring" or ktype._has_update:
         perm |= KEY_POS_WRITE
     return perm
 
@@ -182,12 +193,14 @@ class _World:
         """``key_alloc``: vet the description, charge the quota, take a serial."""
         if not description:
             raise error(errno.EINVAL, "a key needs a non-empty description")
-        ktype.vet_description(description)
+        if ktype._has_vet:
+            ktype.vet_description(description)
         user = self.key_user(uid)
         quotalen = len(description.encode()) + 1 + ktype.def_datalen
         if in_quota:
             user.charge_new_key(quotalen)
         rec = KeyRecord(self.new_serial(), ktype, description, uid, gid, perm, user, None, ktype.def_datalen, quotalen, in_quota)
+        rec.index_key = (ktype.name, description)
         user.nkeys += 1
         self.keys[rec.serial] = rec
         return rec
@@ -235,7 +248,7 @@ class _World:
         if old is not None:
             self.drop_link(ring, old, refund=False)
         ring.links[idx] = key
-        if key.is_keyring:
+        if key.links is not None:
             ring.rings[idx] = key
         key.parents[ring.serial] = ring
         return old
@@ -362,7 +375,7 @@ class Keyspace(KeyspaceAPI):
         assert _proc is not None
         self._world = _world
         self._proc = _proc
-        self._scope: _OpScope | None = None
+        self._scope = _OpScope(self)
 
     def __repr__(self) -> str:
         return f"<Keyspace uid={self.cred.uid} gid={self.cred.gid} keys={len(self._world.keys)}>"
@@ -441,7 +454,7 @@ class Keyspace(KeyspaceAPI):
 
     def _cred_rings(self) -> list[KeyRecord | None]:
         proc = self._proc
-        ses = proc.session
+        ses = proc._session if proc._session_from is None else proc.session
         if ses is None:
             rings = self._world.user_rings.get(self.cred.uid)
             ses = rings[1] if rings else None
@@ -485,15 +498,20 @@ class Keyspace(KeyspaceAPI):
         elif keyid == 0:
             raise error(errno.EINVAL, "key id 0 names no key")
         else:
-            rec = self._proc.session if keyid == KEY_SPEC_SESSION_KEYRING else None
+            proc = self._proc
+            rec = None
+            if keyid == KEY_SPEC_SESSION_KEYRING:
+                rec = proc._session if proc._session_from is None else proc.session
             if rec is None:
                 rec = self._special(keyid, create)
             possessed = True
         if need == _UNLINK:
             return rec, possessed
         if need != _DEFER:
-            rec.validate(self._world.now())
-            self._check(rec, possessed, need)
+            if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
+                rec.validate(self._world.now())
+            if not permitted(rec, self.cred, possessed, need):
+                raise self._denied(rec, possessed, need)
         return rec, possessed
 
     def _check(self, rec: KeyRecord, possessed: bool, need: int) -> None:
@@ -544,10 +562,7 @@ class Keyspace(KeyspaceAPI):
         )
 
     def _op(self) -> _OpScope:
-        scope = self._scope
-        if scope is None:
-            scope = self._scope = _OpScope(self)
-        return scope
+        return self._scope
 
     # -- the system calls --------------------------------------------------------
     def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
@@ -562,11 +577,11 @@ class Keyspace(KeyspaceAPI):
         data = payload or b""
         if len(data) > KEY_ADD_PAYLOAD_MAX:
             raise error(errno.EINVAL, f"payload of {len(data)} bytes exceeds add_key's limit of {KEY_ADD_PAYLOAD_MAX}")
-        with self._op():
+        with self._scope:
             w = self._world
             ring, ring_possessed = self._lookup(ringid, NEED_WRITE, create=True)
             ktype = lookup_key_type(type_name)
-            if not ring.is_keyring:
+            if ring.links is None:
                 raise error(errno.ENOTDIR, f"destination {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
             prep = ktype.preparse(data)
             try:
@@ -580,7 +595,7 @@ class Keyspace(KeyspaceAPI):
                 if reserved:
                     ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
                 try:
-                    if ktype.has_update() and existing is not None and not (existing.invalidated or existing.revoked):
+                    if ktype._has_update and existing is not None and not (existing.invalidated or existing.revoked):
                         self._check(existing, ring_possessed, NEED_WRITE)
                         ktype.update(existing, prep)
                         return existing.serial
@@ -625,7 +640,7 @@ class Keyspace(KeyspaceAPI):
         """``request_key(2)`` without an upcall; ENOKEY (also for an unknown type) / EKEYREVOKED / EACCES."""
         _check_type_name(type_name)
         _check_desc_size(description)
-        with self._op():
+        with self._scope:
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
             try:
@@ -644,7 +659,7 @@ class Keyspace(KeyspaceAPI):
 
     def sys_get_keyring_id(self, keyid: int, create: bool) -> int:
         """``KEYCTL_GET_KEYRING_ID``; ENOKEY when a special keyring is absent and not created."""
-        with self._op():
+        with self._scope:
             return self._lookup(keyid, NEED_SEARCH, create=create)[0].serial
 
     def sys_join_session_keyring(self, name: str | None) -> int:
@@ -652,7 +667,7 @@ class Keyspace(KeyspaceAPI):
 
         EPERM for names starting with '.', EDQUOT when a new keyring is over quota.
         """
-        with self._op():
+        with self._scope:
             w = self._world
             if name is None:
                 ring = w.new_keyring("_ses", self.cred.uid, self.cred.gid, _SES_PERM)
@@ -688,10 +703,10 @@ class Keyspace(KeyspaceAPI):
             raise error(
                 errno.EINVAL, f"update payload of {len(payload)} bytes exceeds one page ({KEY_UPDATE_PAYLOAD_MAX})"
             )
-        with self._op():
+        with self._scope:
             rec, _ = self._lookup(keyid, NEED_WRITE)
             ktype = rec.ktype
-            if not ktype.has_update():
+            if not ktype._has_update:
                 raise error(errno.EOPNOTSUPP, f"'{ktype.name}' keys cannot be updated (key {rec.serial})")
             prep = ktype.preparse(payload)
             try:
@@ -701,7 +716,7 @@ class Keyspace(KeyspaceAPI):
 
     def sys_revoke(self, keyid: int) -> None:
         """``KEYCTL_REVOKE``: needs WRITE or SETATTR; EKEYREVOKED if already revoked."""
-        with self._op():
+        with self._scope:
             try:
                 rec, _ = self._lookup(keyid, NEED_WRITE)
             except OSError as exc:
@@ -725,14 +740,14 @@ class Keyspace(KeyspaceAPI):
 
     def sys_invalidate(self, keyid: int) -> None:
         """``KEYCTL_INVALIDATE``: needs SEARCH; the key is unlinked everywhere at once."""
-        with self._op():
+        with self._scope:
             rec, _ = self._lookup(keyid, NEED_SEARCH)
             rec.invalidated = True
             self._world.unlink_everywhere(rec)
 
     def sys_set_timeout(self, keyid: int, timeout: int) -> None:
         """``KEYCTL_SET_TIMEOUT``: expire ``timeout`` s from now (0 clears); needs SETATTR."""
-        with self._op():
+        with self._scope:
             rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
             if timeout > 0:
                 rec.expiry = self._world.now() + timeout
@@ -744,7 +759,7 @@ class Keyspace(KeyspaceAPI):
         """``KEYCTL_SETPERM``: EINVAL for unknown bits; EACCES unless owner or sysadmin."""
         if perm < 0 or perm & ~KEY_PERM_MASK:
             raise error(errno.EINVAL, f"permission mask {perm:#x} has bits outside {KEY_PERM_MASK:#010x}")
-        with self._op():
+        with self._scope:
             rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
             if rec.uid != self.cred.uid and not self.cred.sysadmin:
                 raise error(
@@ -758,7 +773,7 @@ class Keyspace(KeyspaceAPI):
             return
         if uid < -1 or gid < -1:
             raise error(errno.EINVAL, f"invalid owner {uid}:{gid}")
-        with self._op():
+        with self._scope:
             w = self._world
             rec, _ = self._lookup(keyid, NEED_SETATTR, create=True, partial=True)
             privileged = (uid != -1 and uid != rec.uid) or (gid != -1 and gid != rec.gid and not self.cred.in_group(gid))
@@ -784,14 +799,14 @@ class Keyspace(KeyspaceAPI):
 
     def sys_describe(self, keyid: int) -> str:
         """``KEYCTL_DESCRIBE``: ``type;uid;gid;perm;description``; EACCES without VIEW."""
-        with self._op():
+        with self._scope:
             rec, _ = self._lookup(keyid, NEED_VIEW, partial=True)
             gid = OVERFLOW_GID if rec.gid is None else rec.gid
             return f"{rec.ktype.name};{rec.uid};{gid};{rec.perm:08x};{rec.description}"
 
     def sys_clear(self, ringid: int) -> None:
         """``KEYCTL_CLEAR``: unlink every key; ENOTDIR, EACCES without WRITE."""
-        with self._op():
+        with self._scope:
             ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
@@ -808,7 +823,7 @@ class Keyspace(KeyspaceAPI):
 
     def sys_link(self, keyid: int, ringid: int) -> None:
         """``KEYCTL_LINK``; EACCES, ENOTDIR, EDEADLK (cycle), ELOOP (too deep), EDQUOT."""
-        with self._op():
+        with self._scope:
             ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
             key, _ = self._lookup(keyid, NEED_LINK, create=True)
             self._link(ring, key)
@@ -854,7 +869,7 @@ class Keyspace(KeyspaceAPI):
 
     def sys_unlink(self, keyid: int, ringid: int) -> None:
         """``KEYCTL_UNLINK``: ENOENT if not linked, EACCES without WRITE on the keyring."""
-        with self._op():
+        with self._scope:
             ring, _ = self._lookup(ringid, NEED_WRITE)
             key, _ = self._lookup(keyid, _UNLINK, partial=True)
             if not ring.is_keyring:
@@ -871,7 +886,7 @@ class Keyspace(KeyspaceAPI):
         """``KEYCTL_SEARCH``; ENOKEY, EKEYREVOKED/EKEYEXPIRED/EACCES for unusable matches."""
         _check_type_name(type_name)
         _check_desc_size(description)
-        with self._op():
+        with self._scope:
             ring, possessed = self._lookup(ringid, NEED_SEARCH)
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
@@ -900,14 +915,15 @@ class Keyspace(KeyspaceAPI):
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
         if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
             raise self._denied(rec, possessed, NEED_READ)
-        if not rec.ktype.has_read():
+        if not rec.ktype._has_read:
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
-        rec.validate(self._world.now())
+        if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
+            rec.validate(self._world.now())
         return rec
 
     def sys_read(self, keyid: int) -> bytes:
         """``KEYCTL_READ``; ENOKEY, EACCES, EOPNOTSUPP, EKEYREVOKED, EKEYEXPIRED."""
-        with self._op():
+        with self._scope:
             rec = self._readable(keyid)
             return rec.ktype.read(rec)
 
@@ -917,7 +933,7 @@ class Keyspace(KeyspaceAPI):
         Types without a read op (logon) still hand their secret to in-process consumers,
         as the kernel hands logon keys to kernel consumers.
         """
-        with self._op():
+        with self._scope:
             try:
                 rec, possessed = self._lookup(keyid, _DEFER)
             except OSError as exc:
@@ -932,7 +948,7 @@ class Keyspace(KeyspaceAPI):
         """Lines as ``/proc/keys`` shows them, for keys the caller may VIEW."""
         from keyring_types.core.procfs import proc_keys_line
 
-        with self._op():
+        with self._scope:
             now = self._world.now()
             out = []
             for rec in sorted(self._world.keys.values(), key=lambda r: r.serial):
@@ -952,31 +968,43 @@ class Keyspace(KeyspaceAPI):
 
 
 class _OpScope:
-    """Hold the world lock, run GC, and make this view the current caller."""
+    """Hold the world lock, run due GC, and make the view the current caller.
 
-    # One scope per view, reused: the world lock serialises operations, and the token
-    # stack covers re-entry (a key type calling the API from inside an operation).
-    __slots__ = ("_ks", "_lock", "_tokens")
+    One per view, reused: the world lock serialises operations; re-entry (a key
+    type calling the API from inside an operation) stacks its tokens.
+    """
+
+    __slots__ = ("_ks", "_lock", "_world", "_token", "_nested")
 
     def __init__(self, ks: Keyspace) -> None:
         self._ks = ks
+        self._world = ks._world
         self._lock = ks._world.lock
-        self._tokens: list[Token[Caller | None]] = []
+        self._token: Token[Caller | None] | None = None
+        self._nested: list[Token[Caller | None]] = []
 
     def __enter__(self) -> None:
         self._lock.acquire()
         try:
-            w = self._ks._world
+            w = self._world
             if w.gc_heap and w.gc_heap[0][0] <= w.now():
                 w.gc()
-            self._tokens.append(enter_caller(self._ks))
+            token = CALLER.set(self._ks)
         except BaseException:
             self._lock.release()
             raise
+        if self._token is None:
+            self._token = token
+        else:
+            self._nested.append(token)
 
     def __exit__(self, *exc: object) -> None:
         try:
-            leave_caller(self._tokens.pop())
+            if self._nested:
+                CALLER.reset(self._nested.pop())
+            else:
+                CALLER.reset(self._token)  # type: ignore[arg-type]
+                self._token = None
         finally:
             self._lock.release()
 

@@ -63,11 +63,13 @@ class KeyType:
     # -- capability queries (derived from which ops the subclass overrides) --
     _has_update: ClassVar[bool] = False
     _has_read: ClassVar[bool] = False
+    _has_vet: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._has_update = cls.update is not KeyType.update
         cls._has_read = cls.read is not KeyType.read
+        cls._has_vet = cls.vet_description is not KeyType.vet_description
 
     @classmethod
     def has_update(cls) -> bool:
@@ -87,6 +89,8 @@ class KeyType:
 
     def free_preparse(self, prep: Preparsed) -> None:
         """Release whatever ``preparse`` made that instantiate/update did not consume."""
+        if prep.payload is None:
+            return
         wipe = getattr(prep.payload, "wipe", None)
         if callable(wipe):
             wipe()

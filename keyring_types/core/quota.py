@@ -38,14 +38,20 @@ class KeyUser:
 
     uid: int
     limits: QuotaLimits
+    #: This uid's limits, resolved once (root's differ).
+    maxkeys: int = attrs.field(init=False)
+    maxbytes: int = attrs.field(init=False)
     nkeys: int = 0
     nikeys: int = 0
     qnkeys: int = 0
     qnbytes: int = 0
 
+    def __attrs_post_init__(self) -> None:
+        self.maxkeys, self.maxbytes = self.limits.for_uid(self.uid)
+
     def charge_new_key(self, quotalen: int) -> None:
         """Account a new key of ``quotalen`` bytes; ``EDQUOT`` past either limit."""
-        maxkeys, maxbytes = self.limits.for_uid(self.uid)
+        maxkeys, maxbytes = self.maxkeys, self.maxbytes
         if self.qnkeys + 1 > maxkeys:
             raise error(
                 errno.EDQUOT,
@@ -66,7 +72,7 @@ class KeyUser:
     def reserve_bytes(self, delta: int) -> None:
         """Grow (or shrink, delta < 0) the byte charge; ``EDQUOT`` if growth would exceed it."""
         if delta > 0:
-            _, maxbytes = self.limits.for_uid(self.uid)
+            maxbytes = self.maxbytes
             if self.qnbytes + delta > maxbytes:
                 raise error(
                     errno.EDQUOT,

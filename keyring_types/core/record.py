@@ -54,10 +54,8 @@ class KeyRecord:
     parents: dict[int, KeyRecord] = attrs.Factory(dict)
     #: References other than links (credentials holding a special keyring).
     pins: int = 0
-
-    @property
-    def index_key(self) -> IndexKey:
-        return (self.ktype.name, self.description)
+    #: (type name, description): the slot a keyring holds this key in; set at allocation.
+    index_key: IndexKey = ("", "")
 
     @property
     def is_keyring(self) -> bool:
