@@ -1,0 +1,237 @@
+"""The native one-shot path (``_native/encrypted.c``) against the pure-Python reference.
+
+Random inputs for every format, every master length 1..300, odd and extreme data
+lengths: seal, export and unseal must agree with ``encrypted_blob``'s reference
+functions byte for byte; tampering must be refused without writing plaintext.
+Also the key type's behaviour that the native path changed: a loaded blob's pad is
+dropped (a read re-encrypts with a zero pad, as the kernel does), a ``user`` master
+is read in place, and parsed ``new`` payloads are reused without holding secrets.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+
+import pytest
+from conftest import kernel_keyring_reachable, require
+
+import keyring_types as kt
+from keyring_types.bindings._encrypted import ffi
+from keyring_types.secret import SecretBuffer
+from keyring_types.types import encrypted as enc
+from keyring_types.types import encrypted_blob as eb
+
+# (format word, data lengths to draw from); ecryptfs and enc32 have one legal length.
+FORMAT_LENGTHS = {
+    "default": [20, 21, 31, 32, 33, 47, 48, 64, 100, 255, 1000, 4095, 4096],
+    "enc32": [32],
+    "ecryptfs": [64],
+}
+MASTER_DESCS = ["user:kmk", "trusted:kmk", "user:a-much-longer-master-name.with.dots", "user:\u00e9t\u00e9"]
+
+
+def _datalen_words(n: int, rng: random.Random) -> str:
+    # The length word is MAC'd verbatim, so the native header must carry it as typed.
+    return rng.choice([str(n), f"+{n}", f"0{n}", f"{n}\n"])
+
+
+def _native_unseal(master: bytes, header: bytes, sealed: eb.Sealed, n: int) -> bytes:
+    out = SecretBuffer(n)
+    try:
+        eb.native_unseal_into(master, len(master), header, sealed.iv, sealed.ciphertext, sealed.mac, n, out.address)
+        return out.tobytes()
+    finally:
+        out.wipe()
+
+
+def _reference_unseal(master: bytes, fmt: str | None, mdesc: str, dstr: str, n: int, sealed: eb.Sealed) -> bytes:
+    buf = eb.unseal(master, fmt, mdesc, dstr, n, sealed)
+    try:
+        return buf.tobytes()
+    finally:
+        buf.wipe()
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMAT_LENGTHS))
+def test_native_matches_reference_for_every_master_length(fmt: str) -> None:
+    rng = random.Random(f"native-{fmt}")
+    for mlen in range(1, 301):
+        master = rng.randbytes(mlen)
+        n = rng.choice(FORMAT_LENGTHS[fmt])
+        mdesc = rng.choice(MASTER_DESCS)
+        dstr = _datalen_words(n, rng)
+        iv = rng.randbytes(eb.IV_SIZE)
+        data = rng.randbytes(n)
+
+        ref = eb.seal(master, fmt, mdesc, dstr, iv, data)
+        assert eb.native_seal(master, fmt, mdesc, dstr, iv, data) == ref, (mlen, n)
+
+        header = eb.datablob_header(fmt, mdesc, dstr)
+        exported = eb.native_export(master, mlen, header, iv, data, n)
+        assert exported == eb.export(fmt, mdesc, dstr, ref), (mlen, n)
+        assert len(exported) == eb.export_len(fmt, mdesc, dstr, n)
+
+        assert _native_unseal(master, header, ref, n) == data == _reference_unseal(master, fmt, mdesc, dstr, n, ref)
+
+
+def test_native_legacy_header_matches_reference() -> None:
+    # A format-less (legacy) blob MACs the header without the format row.
+    rng = random.Random("legacy")
+    for mlen in (1, 9, 23, 24, 32, 300):
+        master, iv, data = rng.randbytes(mlen), rng.randbytes(16), rng.randbytes(37)
+        ct = eb.encrypt(eb.derive_enc_key(master), iv, data)
+        legacy = eb.datablob_header(None, "user:kmk", "37")
+        sealed = eb.Sealed(iv, ct, eb.compute_hmac(eb.derive_auth_key(master), legacy, iv, ct))
+        assert _native_unseal(master, legacy, sealed, 37) == data
+        assert _reference_unseal(master, None, "user:kmk", "37", 37, sealed) == data
+        with pytest.raises(OSError) as info:  # the same MAC under the new-style header is wrong
+            _native_unseal(master, eb.datablob_header("default", "user:kmk", "37"), sealed, 37)
+        assert info.value.errno == errno.EINVAL
+
+
+def test_native_known_answer_vector() -> None:
+    # Vector 1 of test_encrypted_blob.py (a kernel-made blob).
+    master = bytes(range(32))
+    iv = bytes.fromhex("47d4c1c78ef6e53c6218feaad0494fe0")
+    plain = bytes.fromhex("7b50ba9ae6e6af1d9333449b301431a6fd54e01a7af7db48007e4e7f60c379af")
+    ct = "628929a14618fa17d58c0c83314367e650e963f485817f13da7637ac2c9c3a35"
+    mac = "148f153cd8bd81b894e5b8cf5ef0fcb2e0c5e7fc2432a0fd363761bbad9a767c"
+    header = eb.datablob_header("default", "user:kmk", "32")
+    assert eb.native_export(master, 32, header, iv, plain, 32) == f"default user:kmk 32 {iv.hex()}00{ct}{mac}".encode()
+    sealed = eb.Sealed(iv, bytes.fromhex(ct), bytes.fromhex(mac))
+    assert _native_unseal(master, header, sealed, 32) == plain
+
+
+def test_native_refuses_every_tampered_byte_and_writes_nothing() -> None:
+    rng = random.Random("tamper")
+    master, iv, data = rng.randbytes(32), rng.randbytes(16), rng.randbytes(33)
+    header = eb.datablob_header("default", "user:kmk", "33")
+    good = eb.seal(master, "default", "user:kmk", "33", iv, data)
+    fields = {"iv": good.iv, "ciphertext": good.ciphertext, "mac": good.mac}
+    out = SecretBuffer(33)
+    try:
+        for name, value in fields.items():
+            for i in range(len(value)):
+                bad = bytearray(value)
+                bad[i] ^= 1 << rng.randrange(8)
+                parts = dict(fields, **{name: bytes(bad)})
+                with pytest.raises(OSError) as info:
+                    eb.native_unseal_into(master, 32, header, parts["iv"], parts["ciphertext"], parts["mac"], 33, out.address)
+                assert info.value.errno == errno.EINVAL
+                assert out.tobytes() == bytes(33), f"plaintext written for a bad {name}"
+        for wrong in (master[:-1], master + b"\x00", bytes(32)):
+            with pytest.raises(OSError):
+                eb.native_unseal_into(wrong, len(wrong), header, good.iv, good.ciphertext, good.mac, 33, out.address)
+            assert out.tobytes() == bytes(33)
+    finally:
+        out.wipe()
+
+
+def test_native_size_checks() -> None:
+    master, iv = os.urandom(32), os.urandom(16)
+    header = eb.datablob_header("default", "user:kmk", "32")
+    with pytest.raises(OSError) as info:
+        eb.native_export(master, 32, header, iv[:15], bytes(32), 32)
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as info:
+        eb.native_export(master, 32, header, iv, bytes(4097), 4097)
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as info:
+        eb.native_unseal_into(master, 32, header, iv, bytes(31), bytes(32), 32, ffi.new("uint8_t[]", 32))
+    assert info.value.errno == errno.EINVAL
+
+
+def test_native_random_fills_secret_memory() -> None:
+    bufs = [SecretBuffer(64) for _ in range(4)]
+    try:
+        for b in bufs:
+            eb.native_random_into(b.address, 64)
+        values = {b.tobytes() for b in bufs}
+        assert len(values) == 4 and bytes(64) not in values
+    finally:
+        for b in bufs:
+            b.wipe()
+
+
+# -- the key type over the native path ------------------------------------------------------
+
+
+def _padded_blob(master: bytes, n: int, pad: bytes) -> tuple[bytes, bytes]:
+    """A ``default`` blob whose plaintext pad (after ``n`` data bytes) is ``pad``, not zeros."""
+    iv, data = os.urandom(16), os.urandom(n)
+    ct = eb.encrypt(eb.derive_enc_key(master), iv, data + pad)
+    header = eb.datablob_header("default", "user:kmk", str(n))
+    mac = eb.compute_hmac(eb.derive_auth_key(master), header, iv, ct)
+    return eb.export("default", "user:kmk", str(n), eb.Sealed(iv, ct, mac)), data
+
+
+def test_loaded_pad_is_dropped_and_read_reencrypts_with_zero_pad() -> None:
+    ks = kt.Keyspace()
+    master = os.urandom(32)
+    ks.add_key("user", "kmk", master, "@s")
+    blob, data = _padded_blob(master, 20, b"\xaa" * 12)
+    key = ks.add_key("encrypted", "padded", b"load " + blob, "@s")
+    with key.secret() as mv:
+        assert bytes(mv) == data
+    out = key.read()
+    assert out != blob  # the non-zero pad is not kept ...
+    iv = blob.split()[3][:32]
+    assert out == eb.export("default", "user:kmk", "20", eb.seal(master, "default", "user:kmk", "20", bytes.fromhex(iv.decode()), data))
+
+
+def test_loaded_pad_matches_the_kernel() -> None:
+    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+    here, kernel = kt.Keyspace(), kt.KernelKeyspace(new_session=True)
+    master = os.urandom(32)
+    for ks in (here, kernel):
+        ks.add_key("user", "kmk", master, "@s")
+    blob, _ = _padded_blob(master, 21, b"\x55" * 11)
+    ours = here.add_key("encrypted", "padded", b"load " + blob, "@s").read()
+    theirs = kernel.add_key("encrypted", "padded", b"load " + blob, "@s").read()
+    assert ours == theirs
+
+
+def test_master_is_read_in_place_and_follows_updates() -> None:
+    ks = kt.Keyspace()
+    m1, m2 = os.urandom(32), os.urandom(40)
+    mk = ks.add_key("user", "kmk", m1, "@s")
+    key = ks.add_key("encrypted", "ek", "new default user:kmk 32", "@s")
+    blob1 = key.read()
+    mk.update(m2)
+    blob2 = key.read()
+    assert blob1 != blob2
+    with key.secret() as mv:
+        data = bytes(mv)
+    iv = bytes.fromhex(blob1.split()[3][:32].decode())
+    for master, blob in ((m1, blob1), (m2, blob2)):
+        assert blob == eb.export("default", "user:kmk", "32", eb.seal(master, "default", "user:kmk", "32", iv, data))
+    # The master's own bytes are untouched by the borrow.
+    assert mk.read() == m2
+    mk.revoke()
+    with pytest.raises(OSError) as info:
+        key.read()
+    assert info.value.errno == errno.EKEYREVOKED
+
+
+def test_parsed_payload_reuse_is_bounded_and_never_holds_plaintext() -> None:
+    ks = kt.Keyspace()
+    ks.add_key("user", "kmk", os.urandom(32), "@s")
+    for i in range(enc._PARSED_MAX + 20):
+        # new never looks the master up, so any name makes a distinct, valid payload.
+        ks.add_key("encrypted", f"k{i}", f"new default user:kmk{i} {20 + i % 100}", "@s")
+    assert 0 < len(enc._parsed) <= enc._PARSED_MAX
+    assert all(c.command == "new" and c.plaintext_hex is None for c in enc._parsed.values())
+    old = enc.set_user_decrypted_data(True)
+    try:
+        payload = b"new default user:kmk 20 " + os.urandom(20).hex().encode()
+        ks.add_key("encrypted", "plain", payload, "@s")
+        assert payload not in enc._parsed
+    finally:
+        enc.set_user_decrypted_data(old)
+    # A reused parse is the same as a fresh one.
+    p = b"new enc32 user:kmk 32"
+    ks.add_key("encrypted", "e32", p, "@s")
+    assert enc._parsed[p] == enc.parse_payload(p)
+    assert enc._parsed[p].header == enc.parse_payload(p).header == b"enc32\x00user:kmk\x0032\x00"
