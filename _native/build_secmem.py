@@ -1,21 +1,17 @@
 """cffi build script for ``keyring_types.bindings._secmem`` (secret memory, ct compare)."""
 
 
+import sys
+from pathlib import Path
+
 from cffi import FFI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cdef import header_cdef  # noqa: E402
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(
-    """
-    void *kt_secure_alloc(size_t n);
-    void kt_secure_free(void *p, size_t n);
-    void kt_wipe(void *p, size_t n);
-    int kt_ct_memcmp(const void *a, const void *b, size_t n);
-    int kt_secure_is_locked(const void *p, size_t n);
-    void kt_secure_wipe_all(void);
-    size_t kt_secure_live_bytes(void);
-    """
-)
+ffibuilder.cdef(header_cdef("secmem.h"))
 ffibuilder.set_source(
     "keyring_types.bindings._secmem",
     '#include "secmem.h"',

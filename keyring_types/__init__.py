@@ -26,6 +26,7 @@ from keyring_types.core.keytype import (
 )
 from keyring_types.core.keyspace import Keyspace
 from keyring_types.core.quota import QuotaLimits
+from keyring_types import errors as _errors
 from keyring_types.errors import (
     InvalidKeyArgument,
     KeyAccessError,
@@ -101,14 +102,5 @@ __all__ = [
     "request_key",
     "key",
     "default_keyspace",
-    "KeyringError",
-    "KeyNotFoundError",
-    "KeyRevokedError",
-    "KeyExpiredError",
-    "KeyRejectedError",
-    "KeyAccessError",
-    "KeyQuotaError",
-    "KeyExistsError",
-    "InvalidKeyArgument",
-    "NotSupportedError",
+    *(n for n in _errors.__all__ if n != "error"),
 ] + [n for n in vars(_constants) if n.startswith("KEY")]

@@ -907,7 +907,7 @@ class Keyspace(KeyspaceAPI):
                 self._link(dest, found)
             return found.serial
 
-    def _readable(self, keyid: int) -> KeyRecord:
+    def _readable(self, keyid: int, need_read_op: bool = True) -> KeyRecord:
         """KEYCTL_READ's checks: READ or possession, a read op, a valid key."""
         try:
             rec, possessed = self._lookup(keyid, _DEFER)
@@ -915,7 +915,7 @@ class Keyspace(KeyspaceAPI):
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
         if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
             raise self._denied(rec, possessed, NEED_READ)
-        if not rec.ktype._has_read:
+        if need_read_op and not rec.ktype._has_read:
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
         if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
             rec.validate(self._world.now())
@@ -934,13 +934,7 @@ class Keyspace(KeyspaceAPI):
         as the kernel hands logon keys to kernel consumers.
         """
         with self._scope:
-            try:
-                rec, possessed = self._lookup(keyid, _DEFER)
-            except OSError as exc:
-                raise error(errno.ENOKEY, f"cannot use key {keyid}: {exc.strerror}") from None
-            if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
-                raise self._denied(rec, possessed, NEED_READ)
-            rec.validate(self._world.now())
+            rec = self._readable(keyid, need_read_op=False)
             return rec.ktype.secret(rec)
 
     # -- introspection (the /proc/keys and /proc/key-users views) ---------------
