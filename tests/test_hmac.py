@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import subprocess
 import sys
 import threading
@@ -118,6 +120,45 @@ def test_batch_matches_cryptography(key: bytes, msg_len: int, n: int, seed: byte
     finally:
         batch_lanes(was)
     assert tags == b"".join(ref_mac(key, buf[i * msg_len : (i + 1) * msg_len]) for i in range(n))
+
+
+@pytest.mark.parametrize("msg_len", [*range(1, 130), 191, 192, 255, 256, 284, 300, 511, 512])
+def test_every_tail_length_on_every_kernel(lanes: int, msg_len: int) -> None:
+    """Every remainder mod 64 (the AVX-512 kernel reads tails with masked loads
+    and pads them in registers; >= 56 needs an extra length block) and whole
+    groups of 16 plus leftovers for the narrower kernels."""
+    key = bytes(range(7, 7 + 45))
+    n = 35
+    buf = bytes((i * 131 + 17) % 251 for i in range(msg_len * n))
+    tags = HmacSha256(key).mac_batch(buf, msg_len)
+    assert tags == b"".join(ref_mac(key, buf[i * msg_len : (i + 1) * msg_len]) for i in range(n))
+
+
+def _guarded(size: int) -> tuple[mmap.mmap, memoryview]:
+    """``size`` writable bytes that end exactly where an inaccessible page begins."""
+    page = mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    m = mmap.mmap(-1, (pages + 1) * page)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert libc.mprotect(base + pages * page, page, 0) == 0  # PROT_NONE
+    return m, memoryview(m)[pages * page - size : pages * page]
+
+
+@pytest.mark.parametrize("msg_len", [1, 28, 55, 56, 63, 64, 284])
+def test_batch_never_reads_past_the_last_message(lanes: int, msg_len: int) -> None:
+    """The last message ends at a PROT_NONE page: a kernel reading one byte
+    too many would crash the test process."""
+    n = 32
+    m, view = _guarded(msg_len * n)
+    data = bytes((i * 7 + 3) % 256 for i in range(msg_len * n))
+    view[:] = data
+    key = b"guard" * 7
+    tags = HmacSha256(key).mac_batch(view, msg_len)
+    assert tags == b"".join(ref_mac(key, data[i * msg_len : (i + 1) * msg_len]) for i in range(n))
+    view.release()
+    m.close()
 
 
 def test_batch_into_out_buffer() -> None:
