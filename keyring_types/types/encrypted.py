@@ -43,6 +43,8 @@ _TRUSTED_PREFIX = "trusted:"
 #: strsep(" \t"): every single space or tab separates, so doubled ones make empty tokens.
 _SEPARATORS = re.compile("[ \t]")
 _HEX = re.compile("[0-9A-Fa-f]*")
+_COMMANDS = frozenset(("new", "load", "update"))
+_FORMAT_WORDS = frozenset(eb.FORMATS)
 
 # The kernel's module parameter encrypted_keys.user_decrypted_data (default
 # CONFIG_USER_DECRYPTED_DATA, off on the reference kernel).  A process-wide
@@ -138,12 +140,15 @@ def _quota_for(fmt: str, header_len: int, datalen: int) -> int:
 
 def _valid_master_desc(desc: str, orig: str | None = None) -> bool:
     # valid_master_desc(): a known prefix, a non-empty name, and (on update) the old prefix.
-    for prefix in (_TRUSTED_PREFIX, _USER_PREFIX):
-        if desc.startswith(prefix):
-            if len(desc) == len(prefix):
-                return False
-            return orig is None or orig.startswith(prefix)
-    return False
+    if desc.startswith(_USER_PREFIX):
+        prefix = _USER_PREFIX
+    elif desc.startswith(_TRUSTED_PREFIX):
+        prefix = _TRUSTED_PREFIX
+    else:
+        return False
+    if len(desc) == len(prefix):
+        return False
+    return orig is None or orig.startswith(prefix)
 
 
 def parse_payload(data: bytes) -> EncryptedCommand:
@@ -160,19 +165,20 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     text = (data if nul < 0 else data[:nul]).decode("utf-8", "surrogateescape")
     # str.split is the same cut as strsep(" \t") when there is no tab, and cheaper.
     tokens = _SEPARATORS.split(text) if "\t" in text else text.split(" ")
-
-    def tok(i: int) -> str | None:
-        return tokens[i] if i < len(tokens) else None
+    # Absent trailing tokens read as None, as strsep() returns NULL past the end.
+    ntok = len(tokens)
+    if ntok < 6:
+        tokens += [None] * (6 - ntok)  # type: ignore[list-item]
 
     command = tokens[0]
-    if command not in ("new", "load", "update"):
+    if command not in _COMMANDS:
         raise error(errno.EINVAL, f"encrypted key command must be new, load or update, got {command!r}")
-    word = tok(1)
+    word = tokens[1]
     if word is None:
         raise error(errno.EINVAL, "encrypted key payload has no master key")
-    if word in eb.FORMATS:
+    if word in _FORMAT_WORDS:
         fmt: str | None = word
-        master = tok(2)
+        master = tokens[2]
         i = 3
     else:
         # Not a format word: the kernel takes it as the master description.
@@ -185,10 +191,10 @@ def parse_payload(data: bytes) -> EncryptedCommand:
         # The rest of an update payload (a length, anything) is never looked at.
         return EncryptedCommand("update", fmt, master)
 
-    datalen_str = tok(i)
+    datalen_str = tokens[i]
     if datalen_str is None:
         raise error(errno.EINVAL, "encrypted key payload has no data length")
-    extra = tok(i + 1)
+    extra = tokens[i + 1]
     if command == "load" and extra is None:
         raise error(errno.EINVAL, "encrypted key 'load' needs the hex blob")
     # encrypted_key_alloc(): the length first, then user data, then per-format sizes.
