@@ -22,6 +22,7 @@ import errno
 import hashlib
 import re
 import struct
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives import hashes
@@ -373,10 +374,10 @@ def ecryptfs_key_view(tok: SecretBuffer) -> memoryview:
 # -- the native one-shot path (_native/encrypted.c) ---------------------------------
 
 #: A cffi pointer (e.g. ``SecretBuffer.address``) or a buffer.
-Memory = Bytes | object
+Memory = Any
 
 
-def _cptr(buf: Memory) -> object:
+def _cptr(buf: Memory) -> Any:
     # bytes go to C as they are; other buffers (bytearray, memoryview) need a cffi view.
     if isinstance(buf, (bytearray, memoryview)):
         return _nffi.from_buffer(buf)
