@@ -235,3 +235,51 @@ def test_parsed_payload_reuse_is_bounded_and_never_holds_plaintext() -> None:
     ks.add_key("encrypted", "e32", p, "@s")
     assert enc._parsed[p] == enc.parse_payload(p)
     assert enc._parsed[p].header == enc.parse_payload(p).header == b"enc32\x00user:kmk\x0032\x00"
+
+
+def _outcome(fn, data: bytes):  # type: ignore[no-untyped-def]
+    try:
+        cmd = fn(data)
+    except OSError as exc:
+        return ("error", exc.errno, str(exc))
+    return ("ok", cmd, cmd.header)
+
+
+def test_reused_parses_equal_a_fresh_parse_on_random_payloads() -> None:
+    # The reuse shortcuts (whole new payloads, load heads) must give exactly what
+    # parse_payload gives, errors included, on well-formed and malformed input.
+    rng = random.Random("parse-fuzz")
+    blob = (os.urandom(16).hex() + "00" + os.urandom(64).hex()).encode()
+    pools = [
+        [b"load", b"new", b"update", b"loa", b"LOAD"],
+        [b"default", b"enc32", b"ecryptfs", b"user:kmk", b"trusted:t", b"", b"user:"],
+        [b"user:kmk", b"trusted:t", b"user:", b"32", b"", b"kmk"],
+        [b"32", b"+32", b"032", b"20", b"64", b"4097", b"-1", b"", b"32\n", b"x"],
+        [blob, blob.upper(), blob[:-2], b"", b"zz" + blob[2:], b"32", b"\xc3\xa9" + blob[2:]],
+        [b"", blob, b"extra"],
+    ]
+    seps = [b" "] * 12 + [b"  ", b"\t"]
+    old = enc.set_user_decrypted_data(False)
+    try:
+        for _ in range(3000):
+            if rng.random() < 0.5:
+                # Mostly well-formed: "load [FORMAT] MASTER LEN BLOB [more]".
+                parts = [b"load"] + ([rng.choice(pools[1][:3])] if rng.random() < 0.7 else [])
+                parts += [rng.choice(pools[2][:2]), rng.choice(pools[3]), rng.choice(pools[4])]
+                parts += [rng.choice(pools[5])] if rng.random() < 0.2 else []
+            else:
+                parts = [rng.choice(pools[i]) for i in range(rng.randrange(1, 7))]
+            data = parts[0]
+            for part in parts[1:]:
+                data += rng.choice(seps) + part
+            if rng.random() < 0.05:
+                data += b"\x00" + rng.choice(pools[4])
+            if rng.random() < 0.05:
+                data += b" "
+            enc._parsed.clear()
+            enc._load_heads.clear()
+            fresh = _outcome(enc.parse_payload, data)
+            assert _outcome(enc._parse_reusable, data) == fresh, data  # first use fills the caches
+            assert _outcome(enc._parse_reusable, data) == fresh, data  # second use reads them
+    finally:
+        enc.set_user_decrypted_data(old)

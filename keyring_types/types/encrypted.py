@@ -215,22 +215,60 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     return EncryptedCommand(command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header)
 
 
-# Parsed ``new`` payloads without caller plaintext, by their bytes.  Applications
-# add many keys with one payload ("new default user:kmk 32"): parsing is a pure
-# function of the bytes, so the result is reused.  Never holds anything secret
-# (payloads carrying plaintext or a blob are not kept); bounded.
+# Parsing is a pure function of the payload bytes, and applications add many keys
+# with one payload ("new default user:kmk 32") or one head ("load default
+# user:kmk 32 <blob>"), so parses are reused: whole ``new`` payloads without
+# caller plaintext, and the head of ``load`` payloads (everything before the
+# blob, the last token).  Neither ever holds plaintext; both are bounded.
 _parsed: dict[bytes, EncryptedCommand] = {}
+_load_heads: dict[bytes, EncryptedCommand] = {}
 _PARSED_MAX = 256
 
 
+def _remember(cache: dict[bytes, EncryptedCommand], key: bytes, cmd: EncryptedCommand) -> None:
+    if len(cache) >= _PARSED_MAX:
+        cache.clear()
+    cache[key] = cmd
+
+
+def _parse_load_head(data: bytes) -> EncryptedCommand | None:
+    """:func:`parse_payload` of a ``load`` payload from the parse of its head, or None
+    where that shortcut does not apply (the caller then parses in full)."""
+    # Tabs and NULs change the token cut; leave them to the full parser.
+    if len(data) > MAX_PAYLOAD or b"\t" in data or b"\x00" in data:
+        return None
+    cut = data.rfind(b" ")
+    head = data[:cut]
+    tmpl = _load_heads.get(head)
+    if tmpl is None:
+        try:
+            # The head with an empty last token: if the parser takes that very token
+            # as the blob (the blob is token 4, or 3 without a format word, and the
+            # head has that many spaces), the full payload's blob is exactly the real
+            # last token and every other field is the same.
+            tmpl = parse_payload(head + b" ")
+        except OSError:
+            return None
+        blob_index = 4 if tmpl.format is not None else 3
+        if tmpl.command != "load" or tmpl.hex_blob != "" or head.count(b" ") != blob_index - 1:
+            return None
+        _remember(_load_heads, head, tmpl)
+    blob = data[cut + 1 :].decode("utf-8", "surrogateescape")
+    return EncryptedCommand("load", tmpl.format, tmpl.master_desc, tmpl.datalen_str, tmpl.datalen, blob, None, tmpl.header)
+
+
 def _parse_reusable(data: bytes) -> EncryptedCommand:
+    """:func:`parse_payload`, reusing earlier parses (same result, same errors)."""
     cmd = _parsed.get(data)
-    if cmd is None:
-        cmd = parse_payload(data)
-        if cmd.command == "new" and cmd.plaintext_hex is None:
-            if len(_parsed) >= _PARSED_MAX:
-                _parsed.clear()
-            _parsed[data] = cmd
+    if cmd is not None:
+        return cmd
+    if data.startswith(b"load "):
+        cmd = _parse_load_head(data)
+        if cmd is not None:
+            return cmd
+    cmd = parse_payload(data)
+    if cmd.command == "new" and cmd.plaintext_hex is None:
+        _remember(_parsed, data, cmd)
     return cmd
 
 
