@@ -357,13 +357,23 @@ def ecryptfs_auth_tok_empty(description: str) -> SecretBuffer:
     tok = SecretBuffer(ECRYPTFS_AUTH_TOK_SIZE)
     mv = tok.writable()
     try:
-        struct.pack_into("<HH", mv, 0, 0x0004, 0)  # version (major 0, minor 4), ECRYPTFS_PASSWORD
-        # password: bytes, hash_algo (PGP SHA-512), iterations, key bytes, flags (KEY_SET)
-        struct.pack_into("<IiIII", mv, 628, 0, 10, 0, ECRYPTFS_KEY_BYTES, 0x02)
+        mv[:] = _AUTH_TOK_FIXED
         mv[712:728] = description.encode("ascii")
     finally:
         mv.release()
     return tok
+
+
+def _auth_tok_fixed() -> bytes:
+    # The token's fields that are the same for every key (no secret in them).
+    tok = bytearray(ECRYPTFS_AUTH_TOK_SIZE)
+    struct.pack_into("<HH", tok, 0, 0x0004, 0)  # version (major 0, minor 4), ECRYPTFS_PASSWORD
+    # password: bytes, hash_algo (PGP SHA-512), iterations, key bytes, flags (KEY_SET)
+    struct.pack_into("<IiIII", tok, 628, 0, 10, 0, ECRYPTFS_KEY_BYTES, 0x02)
+    return bytes(tok)
+
+
+_AUTH_TOK_FIXED = _auth_tok_fixed()
 
 
 def ecryptfs_key_view(tok: SecretBuffer) -> memoryview:
