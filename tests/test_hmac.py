@@ -134,6 +134,18 @@ def test_every_tail_length_on_every_kernel(lanes: int, msg_len: int) -> None:
     assert tags == b"".join(ref_mac(key, buf[i * msg_len : (i + 1) * msg_len]) for i in range(n))
 
 
+@pytest.mark.parametrize("n", [16, 17, 31, 32, 48, 160, 163])
+def test_many_groups_of_rpmb_inputs(lanes: int, n: int) -> None:
+    """284-byte messages (the RPMB MAC input) in several groups of 16: the
+    AVX-512 kernel fetches each group's first block during the previous
+    group's outer hash, so every message must still get its own tag."""
+    key = b"rpmb-key" * 4
+    buf = b"".join(bytes([i % 256, (i >> 8) % 256]) * 142 for i in range(n))
+    tags = HmacSha256(key).mac_batch(buf, 284)
+    assert tags == b"".join(ref_mac(key, buf[i * 284 : (i + 1) * 284]) for i in range(n))
+    assert len(set(tags[i * 32 : (i + 1) * 32] for i in range(n))) == n
+
+
 def _guarded(size: int) -> tuple[mmap.mmap, memoryview]:
     """``size`` writable bytes that end exactly where an inaccessible page begins."""
     page = mmap.PAGESIZE
