@@ -478,13 +478,9 @@ class Keyspace(KeyspaceAPI):
             if ring.serial in parents and not (ring.revoked or ring.invalidated):
                 if permitted(ring, cred, True, NEED_SEARCH):
                     return True
-        now = self._world.now()
-
-        def ctx() -> SearchContext:
-            return SearchContext(
-                rec.index_key, self.cred, now, match=lambda k: k is rec, state_check=False, recurse=True
-            )
-
+        ctx = SearchContext(
+            rec.index_key, cred, self._world.now(), match=lambda k: k is rec, state_check=False, recurse=True
+        )
         found, _ = search_cred_keyrings(rings, ctx)
         return found is not None
 
@@ -620,11 +616,7 @@ class Keyspace(KeyspaceAPI):
 
     def _request(self, type_name: str, description: str) -> KeyRecord:
         """``request_key_and_link``'s search over the caller's keyrings (no upcall)."""
-        now = self._world.now()
-
-        def ctx() -> SearchContext:
-            return SearchContext((type_name, description), self.cred, now, skip_expired=True)
-
+        ctx = SearchContext((type_name, description), self.cred, self._world.now(), skip_expired=True)
         found, err = search_cred_keyrings(self._cred_rings(), ctx)
         if found is not None:
             return found

@@ -110,23 +110,21 @@ def _sub_keyrings(ring: KeyRecord) -> Iterable[KeyRecord]:
     return ring.rings.values()
 
 
-def search_cred_keyrings(
-    rings: Iterable[KeyRecord | None], make_ctx: Callable[[], SearchContext]
-) -> tuple[KeyRecord | None, int]:
+def search_cred_keyrings(rings: Iterable[KeyRecord | None], ctx: SearchContext) -> tuple[KeyRecord | None, int]:
     """``search_cred_keyrings_rcu`` over the caller's thread, process and session keyrings.
 
-    Each keyring is searched as possessed.  Returns (key, 0) or (None, errno) with
-    the kernel's priority: success > ENOKEY > EAGAIN > any other error.
+    ``ctx`` is reused for each keyring, searched as possessed.  Returns (key, 0) or
+    (None, errno) with the kernel's priority: success > ENOKEY > EAGAIN > any other error.
     """
     ret: int | None = None
     err = EAGAIN
     first = True
+    ctx.possessed = True
     for ring in rings:
         if ring is None:
             continue
-        ctx = make_ctx()
-        ctx.possessed = True
-        if not ring.is_keyring:
+        ctx.err = EAGAIN
+        if ring.links is None:
             res, code = None, errno.ENOTDIR
         elif ctx.check_perm and not permitted(ring, ctx.cred, True, NEED_SEARCH):
             res, code = None, errno.EACCES
