@@ -27,7 +27,7 @@ from keyring_types.core.keytype import (
 from keyring_types.core.keyspace import Keyspace
 from keyring_types.core.quota import QuotaLimits
 from keyring_types import errors as _errors
-from keyring_types.errors import (
+from keyring_types.errors import (  # noqa: F401  (re-exported through __all__)
     InvalidKeyArgument,
     KeyAccessError,
     KeyExistsError,

@@ -116,7 +116,7 @@ def test_default_masks(ks: kt.Keyspace) -> None:
     assert ks.add_key("user", "u", b"x", "@s").describe().split(";")[3] == "3f010000"
     assert ks.add_key("logon", "l:x", b"x", "@s").describe().split(";")[3] == "3d010000"
     assert ks.add_key("keyring", "r", None, "@s").describe().split(";")[3] == "3f010000"
-    assert ks.session.describe() == f"keyring;0;0;3f030000;_ses"
+    assert ks.session.describe() == "keyring;0;0;3f030000;_ses"
     assert ks.user_keyring.describe() == "keyring;0;65534;1f3f0000;_uid.0"
     assert ks.keyring("@us").describe() == "keyring;0;65534;1f3f0000;_uid_ses.0"
 

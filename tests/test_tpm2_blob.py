@@ -11,7 +11,6 @@ import subprocess
 import pytest
 from conftest import require
 
-from keyring_types.trust import tpm2_blob
 from keyring_types.trust.tpm2_blob import Tpm2Blob, decode, decode_old_format, decode_tpmkey, encode_tpmkey
 
 

@@ -1,0 +1,218 @@
+"""The state one Keyspace's views share: keys by serial, per-user quotas and keyrings, GC.
+
+The kernel's global key tables in miniature.  ``keyspace.py`` holds the views
+(credentials plus process keyrings) whose system calls act on a world; this
+module only allocates, links, unlinks, reaps and destroys.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import random
+import threading
+from collections.abc import Callable
+
+from keyring_types.constants import (
+    KEY_POS_ALL,
+    KEY_POS_SETATTR,
+    KEY_USR_ALL,
+    KEYQUOTA_LINK_BYTES,
+)
+from keyring_types.core.context import calling
+from keyring_types.core.cred import Cred
+from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
+from keyring_types.core.quota import KeyUser, QuotaLimits
+from keyring_types.core.record import KeyRecord
+from keyring_types.errors import error
+
+__all__ = ["World", "Clock", "NO_CALLER"]
+
+Clock = Callable[[], float]
+
+_UID_PERM = (KEY_POS_ALL & ~KEY_POS_SETATTR) | KEY_USR_ALL  # _uid.N and _uid_ses.N
+
+
+class World:
+    """Everything views of one Keyspace share."""
+
+    def __init__(self, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
+        self.lock = threading.RLock()
+        self.keys: dict[int, KeyRecord] = {}
+        self.users: dict[int, KeyUser] = {}
+        self.user_rings: dict[int, tuple[KeyRecord, KeyRecord]] = {}
+        self.limits = limits
+        self.clock = clock
+        self.gc_delay = gc_delay
+        self.rng = random.Random()
+        self._randbits = self.rng.getrandbits
+        self.gc_heap: list[tuple[int, int]] = []
+        on_unregister(self)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def key_user(self, uid: int) -> KeyUser:
+        user = self.users.get(uid)
+        if user is None:
+            user = self.users[uid] = KeyUser(uid, self.limits)
+        return user
+
+    def new_serial(self) -> int:
+        serial = self._randbits(31)
+        keys = self.keys
+        while serial < 3 or serial in keys:
+            serial = max(3, (serial + 1) & 0x7FFFFFFF)
+        return serial
+
+    # -- allocation and destruction ------------------------------------------
+    def alloc(
+        self, ktype: KeyType, description: str, uid: int, gid: int | None, perm: int, in_quota: bool = True
+    ) -> KeyRecord:
+        """``key_alloc``: vet the description, charge the quota, take a serial."""
+        if not description:
+            raise error(errno.EINVAL, "a key needs a non-empty description")
+        if ktype._has_vet:
+            ktype.vet_description(description)
+        user = self.key_user(uid)
+        quotalen = len(description.encode()) + 1 + ktype.def_datalen
+        if in_quota:
+            user.charge_new_key(quotalen)
+        rec = KeyRecord(self.new_serial(), ktype, description, uid, gid, perm, user, None, ktype.def_datalen, quotalen, in_quota)
+        rec.index_key = (ktype.name, description)
+        user.nkeys += 1
+        self.keys[rec.serial] = rec
+        return rec
+
+    def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
+        ktype = lookup_key_type("keyring")
+        rec = self.alloc(ktype, description, uid, gid, perm)
+        with calling(NO_CALLER):
+            ktype.instantiate(rec, ktype.preparse(b""))
+        rec.instantiated = True
+        rec.user.nikeys += 1
+        return rec
+
+    def maybe_destroy(self, rec: KeyRecord) -> None:
+        """Destroy ``rec`` if nothing links or pins it, cascading through keyrings."""
+        pending = [rec]
+        while pending:
+            r = pending.pop()
+            if r.pins or r.parents or r.serial not in self.keys:
+                continue
+            if r.links is not None:
+                for child in list(r.links.values()):
+                    self.drop_link(r, child, refund=False)
+                    pending.append(child)
+            self.destroy(r)
+
+    def destroy(self, rec: KeyRecord) -> None:
+        del self.keys[rec.serial]
+        rec.ktype.destroy(rec)
+        if rec.in_quota:
+            rec.user.release_key(rec.quotalen)
+        rec.user.nkeys -= 1
+        if rec.instantiated:
+            rec.user.nikeys -= 1
+        rec.dead = True
+
+    # -- links ------------------------------------------------------------------
+    def add_link(self, ring: KeyRecord, key: KeyRecord) -> KeyRecord | None:
+        """Install ``key`` in ``ring``, displacing a same-index key; returns the displaced one."""
+        assert ring.links is not None and ring.rings is not None
+        idx = key.index_key
+        old = ring.links.get(idx)
+        if old is key:
+            return None
+        if old is not None:
+            self.drop_link(ring, old, refund=False)
+        ring.links[idx] = key
+        if key.links is not None:
+            ring.rings[idx] = key
+        key.parents[ring.serial] = ring
+        return old
+
+    def drop_link(self, ring: KeyRecord, key: KeyRecord, refund: bool = True) -> None:
+        assert ring.links is not None and ring.rings is not None
+        idx = key.index_key
+        del ring.links[idx]
+        ring.rings.pop(idx, None)
+        del key.parents[ring.serial]
+        if refund:
+            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+
+    def unlink_everywhere(self, key: KeyRecord) -> None:
+        parents = key.parents
+        idx = key.index_key
+        for ring in list(parents.values()):
+            # drop_link() inlined: this is the invalidate hot path.
+            del ring.links[idx]  # type: ignore[index]
+            if key.links is not None:
+                ring.rings.pop(idx, None)  # type: ignore[union-attr]
+            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+        parents.clear()
+        if key.pins == 0:
+            if key.links is None:
+                self.destroy(key)
+            else:
+                self.maybe_destroy(key)
+
+    # -- garbage collection ---------------------------------------------------
+    def schedule_gc(self, when: int, key: KeyRecord) -> None:
+        heapq.heappush(self.gc_heap, (when, key.serial))
+
+    def gc(self) -> None:
+        """Reap revoked and expired keys whose grace period (gc_delay) has passed."""
+        now = self.now()
+        heap = self.gc_heap
+        while heap and heap[0][0] <= now:
+            _, serial = heapq.heappop(heap)
+            rec = self.keys.get(serial)
+            if rec is None:
+                continue
+            dead_at = None
+            if rec.revoked:
+                dead_at = rec.revoked_at + self.gc_delay
+            if rec.expiry:
+                exp = rec.expiry + self.gc_delay
+                dead_at = exp if dead_at is None else min(dead_at, exp)
+            if dead_at is not None and dead_at <= now:
+                self.unlink_everywhere(rec)
+
+    def type_unregistered(self, ktype: KeyType) -> None:
+        """Keys of an unregistered type die: payload freed, links dropped."""
+        with self.lock:
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                rec.dead = True
+                ktype.destroy(rec)
+                self.unlink_everywhere(rec)
+
+    def user_keyrings(self, uid: int) -> tuple[KeyRecord, KeyRecord]:
+        """``look_up_user_keyrings``: ``_uid.N`` and ``_uid_ses.N``, made on first use."""
+        rings = self.user_rings.get(uid)
+        if rings is None:
+            uid_ring = self.new_keyring(f"_uid.{uid}", uid, None, _UID_PERM)
+            uid_ring.pins += 1
+            try:
+                ses_ring = self.new_keyring(f"_uid_ses.{uid}", uid, None, _UID_PERM)
+            except OSError:
+                uid_ring.pins -= 1
+                self.maybe_destroy(uid_ring)
+                raise
+            ses_ring.pins += 1
+            ses_ring.payload_reserve(ses_ring.datalen + KEYQUOTA_LINK_BYTES)
+            self.add_link(ses_ring, uid_ring)
+            rings = self.user_rings[uid] = (uid_ring, ses_ring)
+        return rings
+
+
+class NoCaller:
+    """The caller seen by type operations run on behalf of no one (GC, destroy)."""
+
+    cred = Cred(0, 0)
+
+    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
+        raise error(errno.ENOKEY, f"no caller to look up {type_name}:{description} for")
+
+
+NO_CALLER = NoCaller()
