@@ -544,3 +544,15 @@ def test_secret_read_survives_payload_change(
         assert len(buf) == len(payload) and buf == payload
     finally:
         buf.wipe()
+
+
+def test_secret_of_a_sealed_kernel_key_is_refused(need_kernel_keyring: None) -> None:
+    # The kernel keeps an encrypted key's plaintext; secret() must not pass the blob off as it.
+    kk = KernelKeyspace(new_session=True)
+    kk.add_key("user", "kmk-secret-test", b"m" * 32, "@s")
+    k = kk.add_key("encrypted", "evm-secret-test", "new default user:kmk-secret-test 32", "@s")
+    with pytest.raises(OSError) as info:
+        with k.secret():
+            pass
+    assert info.value.errno == errno.EOPNOTSUPP
+    assert k.read().startswith(b"default user:kmk-secret-test 32 ")

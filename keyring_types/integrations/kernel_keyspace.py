@@ -168,9 +168,30 @@ class KernelKeyspace(KeyspaceAPI):
         """``KEYCTL_READ`` straight into a new SecretBuffer (the caller wipes it).
 
         The kernel gives user space no other way to the plaintext, so this has the
-        errno of ``read``: ``EOPNOTSUPP`` for logon keys, ``EACCES``, ``EKEYREVOKED``.
+        errno of ``read``: ``EOPNOTSUPP`` for logon keys, ``EACCES``, ``EKEYREVOKED``;
+        and ``EOPNOTSUPP`` for encrypted and trusted keys, whose plaintext stays in the
+        kernel (their read() is the blob).
         """
+        type_name = self._sealed_type(keyid)
+        if type_name is not None:
+            raise error(
+                errno.EOPNOTSUPP,
+                f"key {keyid} is a kernel '{type_name}' key: the kernel never hands its plaintext to "
+                "user space (read() gives the blob)",
+            )
         return self._call(sc.keyctl_read_secret, keyid)
+
+    def _sealed_type(self, keyid: int) -> str | None:
+        """The type name if ``keyid`` is a sealed type whose read() is a blob, not the secret."""
+        try:
+            type_name = self.sys_describe(keyid).split(";", 1)[0]
+        except OSError:
+            return None  # let the read itself report why
+        return type_name if type_name in _SEALED_TYPES else None
+
+
+#: Kernel key types whose KEYCTL_READ returns a sealed blob rather than the key material.
+_SEALED_TYPES = frozenset({"encrypted", "trusted"})
 
 
 # -- "errors a user can act on": a key that sits in an unreachable @u ---------
