@@ -2,7 +2,8 @@
 
 Each C function is declared once, in its header; the cffi build scripts take
 their cdef from there so the two cannot drift.  Comments and preprocessor lines
-are dropped (cdef does not run the preprocessor).
+are dropped (cdef does not run the preprocessor), except integer constants
+``#define NAME 42`` / ``#define NAME (-1)``, which cdef understands and exports.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+_INT_DEFINE = re.compile(r"#\s*define\s+([A-Za-z_]\w*)\s+\(?\s*(-?(?:0x[0-9A-Fa-f]+|\d+))[uUlL]*\s*\)?\s*$")
+
+
 def header_cdef(name: str) -> str:
-    """The declarations of ``_native/<name>`` without comments or ``#`` lines."""
+    """The declarations and integer constants of ``_native/<name>``."""
     text = (HERE / name).read_text()
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     text = re.sub(r"//[^\n]*", "", text)
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    out = []
+    for line in text.splitlines():
+        if not line.lstrip().startswith("#"):
+            out.append(line)
+        elif m := _INT_DEFINE.match(line.strip()):
+            out.append(f"#define {m.group(1)} {m.group(2)}")
+    return "\n".join(out)
