@@ -519,7 +519,8 @@ def test_user_facing_api(kk: KernelKeyspace) -> None:
         kk.keyring(k.serial)
     assert info.value.errno == errno.ENOTDIR
     k.invalidate()
-    assert errno_of(k.read) == errno.ENOKEY
+    # ENOKEY, or EACCES in the moment after the GC unlinked it and before it is freed.
+    assert errno_of(k.read) in (errno.ENOKEY, errno.EACCES)
 
 
 def test_thin_wrapper_read_size_matches_payload(kk: KernelKeyspace) -> None:
