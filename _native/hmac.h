@@ -25,7 +25,9 @@ void kt_hmac_mac_parts(const void *state, const uint8_t *const *parts, const siz
 void kt_hmac_mac_strided(const void *state, const uint8_t *base, size_t n, size_t stride,
                          size_t len, uint8_t *out);
 /* n independent MACs: message i is len bytes at base + i*in_stride, its tag goes to
- * out + i*out_stride. */
+ * out + i*out_stride.  The tags (32 bytes each, out_stride >= 32) must not overlap
+ * any message: the AVX-512 kernel reads ahead into later messages before it
+ * writes earlier tags. */
 void kt_hmac_batch(const void *state, const uint8_t *base, size_t n, size_t in_stride,
                    size_t len, uint8_t *out, size_t out_stride);
 /* Query (lanes < 0) or choose the batch kernel: 0 = the best this CPU has,
