@@ -2,8 +2,9 @@
 
 Each C function is declared once, in its header; the cffi build scripts take
 their cdef from there so the two cannot drift.  Comments and preprocessor lines
-are dropped (cdef does not run the preprocessor), except integer constants
-``#define NAME 42`` / ``#define NAME (-1)``, which cdef understands and exports.
+are dropped (cdef does not run the preprocessor), except object-like
+``#define``s: integer literals are kept as they are, and any other value becomes
+``#define NAME ...``, which cffi's API mode asks the C compiler for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 
 
 _INT_DEFINE = re.compile(r"#\s*define\s+([A-Za-z_]\w*)\s+\(?\s*(-?(?:0x[0-9A-Fa-f]+|\d+))[uUlL]*\s*\)?\s*$")
+_ANY_DEFINE = re.compile(r"#\s*define\s+([A-Za-z_]\w*)\s+\S")
 
 
 def header_cdef(name: str) -> str:
@@ -28,4 +30,6 @@ def header_cdef(name: str) -> str:
             out.append(line)
         elif m := _INT_DEFINE.match(line.strip()):
             out.append(f"#define {m.group(1)} {m.group(2)}")
+        elif m := _ANY_DEFINE.match(line.strip()):
+            out.append(f"#define {m.group(1)} ...")
     return "\n".join(out)
