@@ -166,6 +166,14 @@ out:
     return p;
 }
 
+void *kt_secure_dup(const void *src, size_t n)
+{
+    void *p = kt_secure_alloc(n);
+    if (p && n)
+        memcpy(p, src, n);
+    return p;
+}
+
 void kt_secure_free(void *p, size_t n)
 {
     if (!p)

@@ -66,10 +66,14 @@ class SecretBuffer:
 
     @classmethod
     def from_bytes(cls, data: Buffer) -> SecretBuffer:
-        """Copy ``data`` into a new secret buffer (the caller should drop ``data``)."""
-        buf = cls(len(data))
-        if data:
-            ffi.memmove(buf._ptr, ffi.from_buffer(data), len(data))
+        """Copy ``data`` into a new secret buffer (the caller should drop ``data``); ``ENOMEM``."""
+        n = len(data)
+        ptr = lib.kt_secure_dup(ffi.from_buffer(data), n) if n else lib.kt_secure_alloc(0)
+        if ptr == ffi.NULL:
+            raise error(errno.ENOMEM, f"cannot allocate {n} bytes of secret memory")
+        buf = cls.__new__(cls)
+        buf._ptr = ptr
+        buf._size = n
         return buf
 
     def __len__(self) -> int:
@@ -129,8 +133,9 @@ class SecretBuffer:
 
     def tobytes(self) -> bytes:
         """Copy the secret out into an ordinary ``bytes`` (for ``read()`` of plain types)."""
-        self._check()
-        return bytes(ffi.buffer(self._ptr, self._size))
+        if self._ptr is None:
+            self._check()
+        return ffi.unpack(ffi.cast("char *", self._ptr), self._size)
 
     @property
     def address(self) -> Any:

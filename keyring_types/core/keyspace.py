@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -85,14 +84,12 @@ _NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
 _PROC_PERM = KEY_POS_ALL | KEY_USR_VIEW  # thread and process keyrings
 
 def _default_perm(ktype: KeyType) -> int:
-    """The mask add_key gives a new key (key_create_or_update), cached per type object."""
-    perm = _DEFAULT_PERMS.get(ktype)
+    """The mask add_key gives a new key (key_create_or_update), cached on the type object."""
+    perm: int | None = getattr(ktype, "_add_key_perm", None)
     if perm is None:
-        perm = _DEFAULT_PERMS[ktype] = _compute_default_perm(ktype)
+        perm = _compute_default_perm(ktype)
+        ktype._add_key_perm = perm  # type: ignore[attr-defined]
     return perm
-
-
-_DEFAULT_PERMS: "weakref.WeakKeyDictionary[KeyType, int]" = weakref.WeakKeyDictionary()
 
 
 def _compute_default_perm(ktype: KeyType) -> int:
@@ -377,9 +374,11 @@ class Keyspace(KeyspaceAPI):
     # -- the system calls --------------------------------------------------------
     def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
         """``add_key(2)``; see :meth:`KeyspaceAPI.add_key` for the errno."""
-        _check_type_name(type_name)
+        if type_name not in _GOOD_TYPE_NAMES:
+            _check_type_name(type_name)
         if description is not None:
-            _check_desc_size(description)
+            if len(description) * 4 >= KEY_MAX_DESC_SIZE:
+                _check_desc_size(description)
             if not description:
                 description = None
             elif description.startswith(".") and type_name.startswith("keyring"):

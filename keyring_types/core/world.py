@@ -74,11 +74,14 @@ class World:
             raise error(errno.EINVAL, "a key needs a non-empty description")
         if ktype._has_vet:
             ktype.vet_description(description)
-        user = self.key_user(uid)
-        quotalen = len(description.encode()) + 1 + ktype.def_datalen
+        user = self.users.get(uid) or self.key_user(uid)
+        quotalen = (len(description) if description.isascii() else len(description.encode())) + 1 + ktype.def_datalen
         if in_quota:
             user.charge_new_key(quotalen)
-        rec = KeyRecord(self.new_serial(), ktype, description, uid, gid, perm, user, None, ktype.def_datalen, quotalen, in_quota)
+        serial = self._randbits(31)
+        if serial < 3 or serial in self.keys:
+            serial = self.new_serial()
+        rec = KeyRecord(serial, ktype, description, uid, gid, perm, user, None, ktype.def_datalen, quotalen, in_quota)
         rec.index_key = (ktype.name, description)
         user.nkeys += 1
         self.keys[rec.serial] = rec

@@ -54,6 +54,12 @@ class UserKeyType(KeyType):
         if old is not None:
             old.wipe()
 
+    def destroy(self, key: KeyRecord) -> None:
+        """Wipe the payload (the base class's generic version, without the lookups)."""
+        payload, key.payload = key.payload, None
+        if payload is not None:
+            payload.wipe()
+
     def secret(self, key: KeyRecord) -> SecretBuffer:
         payload: SecretBuffer = key.payload
         return SecretBuffer.from_bytes(payload.view())
