@@ -166,7 +166,7 @@ out:
     return p;
 }
 
-void *kt_secure_dup(const void *src, size_t n)
+void *kt_secure_dup(const char *src, size_t n)
 {
     void *p = kt_secure_alloc(n);
     if (p && n)

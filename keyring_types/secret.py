@@ -68,7 +68,9 @@ class SecretBuffer:
     def from_bytes(cls, data: Buffer) -> SecretBuffer:
         """Copy ``data`` into a new secret buffer (the caller should drop ``data``); ``ENOMEM``."""
         n = len(data)
-        ptr = lib.kt_secure_dup(ffi.from_buffer(data), n) if n else lib.kt_secure_alloc(0)
+        # cffi passes a bytes object to a char * without wrapping it; other buffers need from_buffer.
+        src = data if type(data) is bytes else ffi.from_buffer(data)
+        ptr = lib.kt_secure_dup(src, n) if n else lib.kt_secure_alloc(0)
         if ptr == ffi.NULL:
             raise error(errno.ENOMEM, f"cannot allocate {n} bytes of secret memory")
         buf = cls.__new__(cls)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+import threading
 from typing import TYPE_CHECKING, Protocol
 
 from keyring_types.errors import error
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["Caller", "CALLER", "current_caller", "calling"]
+__all__ = ["Caller", "SLOT", "current_caller", "calling"]
 
 
 class Caller(Protocol):
@@ -37,14 +37,23 @@ class Caller(Protocol):
         ...
 
 
-#: The current caller; the core sets and resets it directly on its hot path.
-CALLER: ContextVar[Caller | None] = ContextVar("keyring_types_caller", default=None)
-_current = CALLER
+class _Slot(threading.local):
+    """Per-thread slot for the current caller.
+
+    A key operation runs start to finish on one thread without yielding, so a
+    thread-local is enough, and it costs far less than a ContextVar on the hot path.
+    """
+
+    caller: Caller | None = None
+
+
+#: The current caller; the core reads and writes ``SLOT.caller`` directly.
+SLOT = _Slot()
 
 
 def current_caller() -> Caller:
     """The caller of the key operation in progress; ``EINVAL`` outside one."""
-    caller = _current.get()
+    caller = SLOT.caller
     if caller is None:
         raise error(errno.EINVAL, "no key operation is in progress")
     return caller
@@ -53,8 +62,8 @@ def current_caller() -> Caller:
 @contextmanager
 def calling(caller: Caller) -> Iterator[None]:
     """Run a block as ``caller`` (nests)."""
-    token = _current.set(caller)
+    prev, SLOT.caller = SLOT.caller, caller
     try:
         yield
     finally:
-        _current.reset(token)
+        SLOT.caller = prev

@@ -13,7 +13,6 @@ import errno
 import threading
 import time
 from collections.abc import Iterable
-from contextvars import Token
 from typing import TYPE_CHECKING
 
 from keyring_types.constants import (
@@ -45,7 +44,7 @@ from keyring_types.constants import (
     OVERFLOW_GID,
 )
 from keyring_types.core.api import KeyspaceAPI
-from keyring_types.core.context import CALLER, Caller
+from keyring_types.core.context import SLOT, Caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type
 from keyring_types.core.perm import (
@@ -770,17 +769,16 @@ class _OpScope:
     """Hold the world lock, run due GC, and make the view the current caller.
 
     One per view, reused: the world lock serialises operations; re-entry (a key
-    type calling the API from inside an operation) stacks its tokens.
+    type calling the API from inside an operation) stacks the callers it replaced.
     """
 
-    __slots__ = ("_ks", "_lock", "_world", "_token", "_nested")
+    __slots__ = ("_ks", "_lock", "_world", "_saved")
 
     def __init__(self, ks: Keyspace) -> None:
         self._ks = ks
         self._world = ks._world
         self._lock = ks._world.lock
-        self._token: Token[Caller | None] | None = None
-        self._nested: list[Token[Caller | None]] = []
+        self._saved: list[Caller | None] = []
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -788,24 +786,15 @@ class _OpScope:
             w = self._world
             if w.gc_heap and w.gc_heap[0][0] <= w.now():
                 w.gc()
-            token = CALLER.set(self._ks)
         except BaseException:
             self._lock.release()
             raise
-        if self._token is None:
-            self._token = token
-        else:
-            self._nested.append(token)
+        self._saved.append(SLOT.caller)
+        SLOT.caller = self._ks
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if self._nested:
-                CALLER.reset(self._nested.pop())
-            else:
-                CALLER.reset(self._token)  # type: ignore[arg-type]
-                self._token = None
-        finally:
-            self._lock.release()
+        SLOT.caller = self._saved.pop()
+        self._lock.release()
 
 
 def _search_type(type_name: str) -> None:
