@@ -9,7 +9,6 @@ kernel does for every ``keyctl``.
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -171,7 +170,7 @@ class Keyring(Key):
     def keys(self) -> list[Key]:
         """The keys linked here (``keyctl rlist``); needs READ or possession."""
         raw = self._ks.sys_read(self._serial)
-        serials = struct.unpack(f"{sys.byteorder[0] == 'l' and '<' or '>'}{len(raw) // 4}i", raw)
+        serials = struct.unpack(f"={len(raw) // 4}i", raw)  # native-endian, as KEYCTL_READ gives
         return [self._ks.handle(s) for s in serials]
 
     def clear(self) -> None:
