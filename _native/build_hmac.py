@@ -4,19 +4,13 @@ precomputed pads and RPMB frame packing/authentication, over OpenSSL's libcrypto
 import sys
 from pathlib import Path
 
-from cffi import FFI
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cdef import header_cdef  # noqa: E402
+from ffi_build import make_ffi  # noqa: E402
 
-ffibuilder = FFI()
-ffibuilder.cdef(header_cdef("hmac.h") + header_cdef("rpmb.h"))
-ffibuilder.set_source(
+ffibuilder = make_ffi(
     "keyring_types.bindings._hmac",
-    '#include "hmac.h"\n#include "rpmb.h"',
-    sources=["_native/hmac.c", "_native/rpmb.c"],
-    include_dirs=["_native"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+    headers=["hmac.h", "rpmb.h"],
+    sources=["hmac.c", "rpmb.c"],
     libraries=["crypto"],
 )
 

@@ -3,19 +3,11 @@
 import sys
 from pathlib import Path
 
-from cffi import FFI
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cdef import header_cdef  # noqa: E402
+from ffi_build import make_ffi  # noqa: E402
 
-ffibuilder = FFI()
-ffibuilder.cdef(header_cdef("keyctl.h"))
-ffibuilder.set_source(
-    "keyring_types.bindings._keyctl",
-    '#include "keyctl.h"',
-    sources=["_native/keyctl.c"],
-    include_dirs=["_native"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+ffibuilder = make_ffi(
+    "keyring_types.bindings._keyctl", headers=["keyctl.h"], sources=["keyctl.c"]
 )
 
 if __name__ == "__main__":
