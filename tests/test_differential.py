@@ -33,6 +33,7 @@ from conftest import IN_CI, kernel_keyring_reachable, require
 pytestmark = [pytest.mark.kernel]
 
 EXAMPLES = int(os.environ.get("KT_DIFF_EXAMPLES", "2000" if IN_CI else "300"))
+ENCRYPTED_EXAMPLES = int(os.environ.get("KT_DIFF_ENCRYPTED_EXAMPLES", "300" if IN_CI else "100"))
 
 Outcome = tuple[str, Any]
 
@@ -71,6 +72,12 @@ def _walk_order(order: Callable[[list[Any]], list[Any]]) -> Iterator[None]:
         yield
     finally:
         search_mod._sub_keyrings = original  # type: ignore[assignment]
+
+
+def _blob_shape(blob: bytes) -> tuple[bytes, int]:
+    """An encrypted key's blob without its random part: the words before the hex, and its length."""
+    head, _, hexpart = blob.rpartition(b" ")
+    return head, len(hexpart)
 
 
 def _proc_key_serials() -> set[int]:
@@ -217,10 +224,18 @@ class KeyringDifferential(RuleBasedStateMachine):
             return data
 
         mo, ko = self._both(actor, op)
+        if mo[0] == ko[0] == "ok" and self._is_encrypted(key):
+            # Random data and IV differ between the two; the header and the length must not.
+            mo = ("ok", _blob_shape(mo[1]))
+            ko = ("ok", _blob_shape(ko[1]))
         if mo[0] == ko[0] == "ok" and self._is_ring(key):
             mo = ("ok", sorted(self._serials(mo[1], model=True)))
             ko = ("ok", sorted(self._serials(ko[1], model=False)))
         self._same(f"read[{actor}]({key})", mo, ko)
+
+    def _is_encrypted(self, key: int) -> bool:
+        rec = self.model._world.keys.get(key)
+        return rec is not None and rec.ktype.name == "encrypted"
 
     def _is_ring(self, key: int) -> bool:
         rec = self.model._world.keys.get(key)
@@ -335,12 +350,110 @@ class KeyringDifferential(RuleBasedStateMachine):
         self._same("session contents", mo, ko)
 
 
+class EncryptedDifferential(KeyringDifferential):
+    """The same traffic plus encrypted keys under user masters (heavier: run with fewer examples)."""
+
+    keys = KeyringDifferential.keys
+    rings = KeyringDifferential.rings
+
+    @rule(
+        target=keys,
+        actor=st.integers(0, 2),
+        desc=st.sampled_from(DESCS),
+        master=st.sampled_from(DESCS),
+        length=st.sampled_from(["32", "19", "+32", "64"]),
+        fmt=st.sampled_from(["", "default ", "enc32 "]),
+        dest=rings,
+    )
+    def add_encrypted(self, actor: int, desc: str, master: str, length: str, fmt: str, dest: int) -> int:
+        """An encrypted key under a user master: the master is looked up later, on every read."""
+        payload = f"new {fmt}user:{master} {length}".encode()
+
+        def op(ks: kt.KeyspaceAPI, tr: Callable[[int], int]) -> int:
+            return ks.sys_add_key("encrypted", desc, payload, tr(dest))
+
+        mo, ko = self._map_serial(*self._both(actor, op))
+        self._same(f"add_encrypted[{actor}]({desc!r},{payload!r},{dest})", mo, ko)
+        return mo[1] if mo[0] == "ok" else 2
+
+    @rule(target=keys, actor=st.integers(0, 2), master=st.sampled_from(DESCS))
+    def add_master(self, actor: int, master: str) -> int:
+        """A 32-byte user key in the session, so encrypted keys find masters often."""
+
+        def op(ks: kt.KeyspaceAPI, tr: Callable[[int], int]) -> int:
+            return ks.sys_add_key("user", master, bytes(range(32)), -3)
+
+        mo, ko = self._map_serial(*self._both(actor, op))
+        self._same(f"add_master[{actor}]({master!r})", mo, ko)
+        return mo[1] if mo[0] == "ok" else 2
+
+    @rule(
+        target=keys,
+        actor=st.integers(0, 2),
+        master=st.sampled_from(DESCS),
+        desc=st.sampled_from(DESCS),
+        fmt=st.sampled_from(["", "default ", "enc32 "]),
+        dest=rings,
+    )
+    def encrypted_roundtrip(self, actor: int, master: str, desc: str, fmt: str, dest: int) -> int:
+        """Master, encrypted key, read, and load of that blob: each side reloads its own blob."""
+        reloaded = f"{desc}.reloaded"
+        what = f"encrypted_roundtrip[{actor}]({master!r},{desc!r},{fmt!r},{dest})"
+        steps: list[Callable[[kt.KeyspaceAPI, Callable[[int], int], Any], Any]] = [
+            lambda ks, tr, _: ks.sys_add_key("user", master, bytes(range(32)), -3),
+            lambda ks, tr, _: ks.sys_add_key("encrypted", desc, f"new {fmt}user:{master} 32".encode(), tr(dest)),
+            lambda ks, tr, serial: ks.sys_read(serial),
+            lambda ks, tr, blob: (ks.sys_add_key("encrypted", reloaded, b"load " + blob, tr(dest)), blob),
+            lambda ks, tr, made: ks.sys_read(made[0]) == made[1],
+        ]
+        m_prev: Any = None
+        k_prev: Any = None
+        made = 2
+        for n, step in enumerate(steps):
+            mo, ko = self._both(actor, lambda ks, tr, step=step: step(ks, tr, m_prev if ks is self.actors[actor][0] else k_prev))
+            if mo[0] == ko[0] == "ok" and n in (0, 1):
+                self._map_serial(mo, ko)
+                made = mo[1] if n == 1 else made
+                self._same(f"{what} step {n}", mo, ("ok", self.k2m.get(ko[1], ko[1])))
+            elif mo[0] == ko[0] == "ok" and n == 2:
+                self._same(f"{what} read", ("ok", _blob_shape(mo[1])), ("ok", _blob_shape(ko[1])))
+            elif mo[0] == ko[0] == "ok" and n == 3:
+                self._map_serial(("ok", mo[1][0]), ("ok", ko[1][0]))
+                self._same(f"{what} load", ("ok", mo[1][0]), ("ok", self.k2m.get(ko[1][0], ko[1][0])))
+            else:
+                self._same(f"{what} step {n}", mo, ko)
+            if mo[0] != "ok":
+                break
+            m_prev, k_prev = mo[1], ko[1]
+        return made
+
+    @rule(actor=st.integers(0, 2), key=keys, master=st.sampled_from(DESCS))
+    def update_encrypted_master(self, actor: int, key: int, master: str) -> None:
+        payload = f"update user:{master}".encode()
+        mo, ko = self._both(actor, lambda ks, tr: ks.sys_update(tr(key), payload))
+        self._same(f"update_encrypted[{actor}]({key},{payload!r})", mo, ko)
+
+
 def test_keyspace_matches_kernel() -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
     require(os.geteuid() == 0, "root (as_user steps change credentials in a child)")
     run = KeyringDifferential.TestCase
     run.settings = settings(
         max_examples=EXAMPLES,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    run().runTest()
+
+
+def test_keyspace_matches_kernel_with_encrypted_keys() -> None:
+    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+    require(os.geteuid() == 0, "root (as_user steps change credentials in a child)")
+    run = EncryptedDifferential.TestCase
+    run.settings = settings(
+        max_examples=ENCRYPTED_EXAMPLES,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=list(HealthCheck),
