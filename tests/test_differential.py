@@ -415,29 +415,23 @@ class EncryptedDifferential(KeyringDifferential):
         self._same(f"update_encrypted[{actor}]({key},{payload!r})", mo, ko)
 
 
-def test_keyspace_matches_kernel() -> None:
+def _run(machine: type[KeyringDifferential], examples: int) -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
     require(os.geteuid() == 0, "root (as_user steps change credentials in a child)")
-    run = KeyringDifferential.TestCase
+    run = machine.TestCase
     run.settings = settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,
     )
     run().runTest()
+
+
+def test_keyspace_matches_kernel() -> None:
+    _run(KeyringDifferential, EXAMPLES)
 
 
 def test_keyspace_matches_kernel_with_encrypted_keys() -> None:
-    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
-    require(os.geteuid() == 0, "root (as_user steps change credentials in a child)")
-    run = EncryptedDifferential.TestCase
-    run.settings = settings(
-        max_examples=ENCRYPTED_EXAMPLES,
-        stateful_step_count=25,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
-    run().runTest()
+    _run(EncryptedDifferential, ENCRYPTED_EXAMPLES)
