@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-import threading
 from typing import TYPE_CHECKING, Protocol
 
 from keyring_types.errors import error
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["Caller", "SLOT", "current_caller", "calling"]
+__all__ = ["Caller", "CallerSlot", "current_caller", "calling"]
 
 
 class Caller(Protocol):
@@ -37,33 +36,30 @@ class Caller(Protocol):
         ...
 
 
-class _Slot(threading.local):
-    """Per-thread slot for the current caller.
+class CallerSlot(Protocol):
+    """Where a keyspace keeps the caller of its operation in progress (its World)."""
 
-    A key operation runs start to finish on one thread without yielding, so a
-    thread-local is enough, and it costs far less than a ContextVar on the hot path.
+    caller: Caller | None
+
+
+def current_caller(key: KeyRecord) -> Caller:
+    """The caller of the operation in progress on ``key``'s keyspace; ``EINVAL`` outside one.
+
+    A keyspace runs one operation at a time under its lock, so the caller is
+    kept on the keyspace itself; the key a type operation was handed leads there
+    (through its owner's quota record).
     """
-
-    caller: Caller | None = None
-
-
-#: The current caller; the core reads and writes ``SLOT.caller`` directly.
-SLOT = _Slot()
-
-
-def current_caller() -> Caller:
-    """The caller of the key operation in progress; ``EINVAL`` outside one."""
-    caller = SLOT.caller
+    caller = key.user.world.caller
     if caller is None:
         raise error(errno.EINVAL, "no key operation is in progress")
     return caller
 
 
 @contextmanager
-def calling(caller: Caller) -> Iterator[None]:
-    """Run a block as ``caller`` (nests)."""
-    prev, SLOT.caller = SLOT.caller, caller
+def calling(slot: CallerSlot, caller: Caller) -> Iterator[None]:
+    """Run a block as ``caller`` on the keyspace that ``slot`` belongs to (nests)."""
+    prev, slot.caller = slot.caller, caller
     try:
         yield
     finally:
-        SLOT.caller = prev
+        slot.caller = prev

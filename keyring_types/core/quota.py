@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -13,6 +14,9 @@ from keyring_types.constants import (
     KEY_QUOTA_ROOT_MAXKEYS,
 )
 from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.context import CallerSlot
 
 __all__ = ["QuotaLimits", "KeyUser"]
 
@@ -38,6 +42,9 @@ class KeyUser:
 
     uid: int
     limits: QuotaLimits
+    #: The keyspace (World) this uid's keys live in; type operations find the
+    #: caller of the operation in progress through it (``context.current_caller``).
+    world: CallerSlot | None = attrs.field(default=None, repr=False)
     #: This uid's limits, resolved once (root's differ).
     maxkeys: int = attrs.field(init=False)
     maxbytes: int = attrs.field(init=False)

@@ -19,7 +19,7 @@ from keyring_types.constants import (
     KEY_USR_ALL,
     KEYQUOTA_LINK_BYTES,
 )
-from keyring_types.core.context import calling
+from keyring_types.core.context import Caller, calling
 from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.quota import KeyUser, QuotaLimits
@@ -47,6 +47,9 @@ class World:
         self.rng = random.Random()
         self._randbits = self.rng.getrandbits
         self.gc_heap: list[tuple[int, int]] = []
+        #: The view whose operation is in progress (under ``lock``), for key types
+        #: that act as the caller (``context.current_caller``); None between operations.
+        self.caller: Caller | None = None
         on_unregister(self)
 
     def now(self) -> int:
@@ -55,7 +58,7 @@ class World:
     def key_user(self, uid: int) -> KeyUser:
         user = self.users.get(uid)
         if user is None:
-            user = self.users[uid] = KeyUser(uid, self.limits)
+            user = self.users[uid] = KeyUser(uid, self.limits, self)
         return user
 
     def new_serial(self) -> int:
@@ -90,7 +93,7 @@ class World:
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
         ktype = lookup_key_type("keyring")
         rec = self.alloc(ktype, description, uid, gid, perm)
-        with calling(NO_CALLER):
+        with calling(self, NO_CALLER):
             ktype.instantiate(rec, ktype.preparse(b""))
         rec.instantiated = True
         rec.user.nikeys += 1
@@ -163,6 +166,11 @@ class World:
     # -- garbage collection ---------------------------------------------------
     def schedule_gc(self, when: int, key: KeyRecord) -> None:
         heapq.heappush(self.gc_heap, (when, key.serial))
+
+    def gc_due(self) -> None:
+        """Run :meth:`gc` if a scheduled reap is due (every operation starts with this)."""
+        if self.gc_heap and self.gc_heap[0][0] <= self.now():
+            self.gc()
 
     def gc(self) -> None:
         """Reap revoked and expired keys whose grace period (gc_delay) has passed."""

@@ -272,8 +272,8 @@ def _parse_reusable(data: bytes) -> EncryptedCommand:
     return cmd
 
 
-def master_key_secret(master_desc: str) -> SecretBuffer:
-    """The master key's bytes, found in the caller's keyrings (a new SecretBuffer to wipe).
+def master_key_secret(key: KeyRecord, master_desc: str) -> SecretBuffer:
+    """The master key's bytes, found in the keyrings of the caller acting on ``key`` (a new SecretBuffer to wipe).
 
     ``ENOKEY`` (absent or expired), ``EKEYREVOKED``, ``EACCES`` (not searchable) from
     the lookup; ``EOPNOTSUPP`` for ``trusted:`` while no trusted type is registered,
@@ -289,11 +289,11 @@ def master_key_secret(master_desc: str) -> SecretBuffer:
         type_name, name = "user", master_desc[len(_USER_PREFIX) :]
     else:
         raise error(errno.EINVAL, f"master key {master_desc!r} has no user: or trusted: prefix")
-    record = current_caller().lookup_key(type_name, name)
+    record = current_caller(key).lookup_key(type_name, name)
     return record.ktype.secret(record)
 
 
-def _master_material(master_desc: str) -> tuple[Any, int, SecretBuffer | None]:
+def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, SecretBuffer | None]:
     """The master key as ``(pointer, length, copy)``; the caller wipes ``copy`` if not None.
 
     A ``user`` master is used in place, as the kernel's ``request_user_key`` hands
@@ -303,11 +303,11 @@ def _master_material(master_desc: str) -> tuple[Any, int, SecretBuffer | None]:
     :func:`master_key_secret`.
     """
     if master_desc.startswith(_USER_PREFIX):
-        record = current_caller().lookup_key("user", master_desc[len(_USER_PREFIX) :])
+        record = current_caller(key).lookup_key("user", master_desc[len(_USER_PREFIX) :])
         payload = record.payload
         if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
             return payload.address, len(payload), None
-    copy = master_key_secret(master_desc)
+    copy = master_key_secret(key, master_desc)
     return copy.address, len(copy), copy
 
 
@@ -383,7 +383,7 @@ class EncryptedKeyType(KeyType):
             mac_header = header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
             data, out = _new_data(fmt, key.description, dlen)
             try:
-                mptr, mlen, copy = _master_material(cmd.master_desc)
+                mptr, mlen, copy = _master_material(key, cmd.master_desc)
                 try:
                     eb.native_unseal_into(mptr, mlen, mac_header, iv, ct, mac, dlen, out)
                 finally:
@@ -435,7 +435,7 @@ class EncryptedKeyType(KeyType):
         made on every read.
         """
         p: EncryptedPayload = key.payload
-        mptr, mlen, copy = _master_material(p.master_desc)
+        mptr, mlen, copy = _master_material(key, p.master_desc)
         try:
             # Deterministic (same IV, data and master give the same blob), so nothing is cached.
             return eb.native_export(mptr, mlen, p.header, p.iv, p.plaintext_address(), p.datalen)
