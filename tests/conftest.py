@@ -77,3 +77,21 @@ def tpm2_source(swtpm: object) -> _Iterator[object]:
 
 
 # ==== END swtpm / tpm2 fixtures ====
+
+
+@pytest.fixture
+def quiet_secret_memory() -> _Iterator[None]:
+    """Collect earlier tests' garbage and hold the cyclic GC off for the test.
+
+    Tests that compare ``live_secret_bytes()`` before and after need this: a dropped
+    Keyspace is a reference cycle (keyrings and their keys point at each other), so
+    its secrets are freed whenever the cyclic collector happens to run.
+    """
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

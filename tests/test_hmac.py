@@ -236,7 +236,7 @@ def test_empty_batch_and_parts() -> None:
     assert h.mac_parts([]) == ref_mac(b"key", b"")
 
 
-def test_key_state_lives_in_secret_memory_and_is_wiped() -> None:
+def test_key_state_lives_in_secret_memory_and_is_wiped(quiet_secret_memory: None) -> None:
     before = live_secret_bytes()
     h = HmacSha256(b"s" * 32)
     assert live_secret_bytes() > before
@@ -250,7 +250,7 @@ def test_key_state_lives_in_secret_memory_and_is_wiped() -> None:
     h.wipe()  # idempotent
 
 
-def test_destroying_the_object_frees_the_state() -> None:
+def test_destroying_the_object_frees_the_state(quiet_secret_memory: None) -> None:
     before = live_secret_bytes()
     h = HmacSha256(b"t" * 32)
     assert live_secret_bytes() > before

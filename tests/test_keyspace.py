@@ -213,7 +213,7 @@ def test_revoked_key_errors(ks: kt.Keyspace) -> None:
     assert k in ks.session, "a revoked key stays linked until the GC reaps it"
 
 
-def test_gc_reaps_revoked_and_expired_keys_after_the_delay_and_wipes_them(clock: Clock) -> None:
+def test_gc_reaps_revoked_and_expired_keys_after_the_delay_and_wipes_them(clock: Clock, quiet_secret_memory: None) -> None:
     ks = kt.Keyspace(uid=0, gid=0, clock=clock, gc_delay=300)
     base = live_secret_bytes()
     a = ks.add_key("user", "a", b"A" * 100, "@s")

@@ -129,8 +129,11 @@ class KeyspaceAPI(abc.ABC):
         keyring name starting with '.'), ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR``
         (bad destination), ``EACCES`` (no WRITE on it), ``EDQUOT`` (over quota).
         """
-        serial = self.sys_add_key(type_name, description, _payload_bytes(payload), self.resolve(keyring))
-        return self.handle(serial, type_name, description)
+        # The common argument types are converted inline: this is the hot path.
+        data = payload if type(payload) is bytes else _payload_bytes(payload)
+        ringid = KEY_SPEC_ALIASES.get(keyring) if type(keyring) is str else None
+        serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
+        return (Keyring if type_name == "keyring" else Key)(self, serial, type_name, description)
 
     def request_key(
         self,

@@ -84,11 +84,8 @@ _PROC_PERM = KEY_POS_ALL | KEY_USR_VIEW  # thread and process keyrings
 
 def _default_perm(ktype: KeyType) -> int:
     """The mask add_key gives a new key (key_create_or_update), cached on the type object."""
-    perm: int | None = getattr(ktype, "_add_key_perm", None)
-    if perm is None:
-        perm = _compute_default_perm(ktype)
-        ktype._add_key_perm = perm  # type: ignore[attr-defined]
-    return perm
+    ktype._add_key_perm = _compute_default_perm(ktype)  # type: ignore[misc]
+    return ktype._add_key_perm
 
 
 def _compute_default_perm(ktype: KeyType) -> int:
@@ -274,8 +271,10 @@ class Keyspace(KeyspaceAPI):
     def _possessed(self, rec: KeyRecord) -> bool:
         """Whether ``rec`` is reachable from the caller's keyrings (identity search)."""
         cred = self.cred
-        # Every path ends in the same check of the key's own possessor SEARCH bit.
-        if not permitted(rec, cred, True, NEED_SEARCH):
+        # Every path ends in the same check of the key's own possessor SEARCH bit.  A
+        # possessor bit grants whatever else the mask says, so it alone settles the
+        # common case without the full permitted() (likewise below).
+        if not rec.perm & KEY_POS_SEARCH and not permitted(rec, cred, True, NEED_SEARCH):
             return False
         rings = self._cred_rings()
         parents = rec.parents
@@ -286,7 +285,7 @@ class Keyspace(KeyspaceAPI):
                 return True
             # Linked directly in a caller keyring that may be searched: found without a walk.
             if ring.serial in parents and not (ring.revoked or ring.invalidated):
-                if permitted(ring, cred, True, NEED_SEARCH):
+                if ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH):
                     return True
         ctx = SearchContext(
             rec.index_key, cred, self._world.now(), match=lambda k: k is rec, state_check=False, recurse=True
@@ -316,7 +315,7 @@ class Keyspace(KeyspaceAPI):
         if need != _DEFER:
             if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
                 rec.validate(self._world.now())
-            if not permitted(rec, self.cred, possessed, need):
+            if not (possessed and (rec.perm >> 24) & need == need) and not permitted(rec, self.cred, possessed, need):
                 raise self._denied(rec, possessed, need)
         return rec, possessed
 
@@ -411,7 +410,8 @@ class Keyspace(KeyspaceAPI):
                         self._check(existing, ring_possessed, NEED_WRITE)
                         ktype.update(existing, prep)
                         return existing.serial
-                    rec = w.alloc(ktype, desc, self.cred.uid, self.cred.gid, _default_perm(ktype))
+                    perm = ktype._add_key_perm or _default_perm(ktype)
+                    rec = w.alloc(ktype, desc, self.cred.uid, self.cred.gid, perm)
                     try:
                         ktype.instantiate(rec, prep)
                     except BaseException:
@@ -428,7 +428,9 @@ class Keyspace(KeyspaceAPI):
                     w.maybe_destroy(displaced)
                 return rec.serial
             finally:
-                ktype.free_preparse(prep)
+                # The base free_preparse has nothing to do once instantiate took the payload.
+                if prep.payload is not None or ktype._has_free_preparse:
+                    ktype.free_preparse(prep)
         finally:
             w.caller = prev_caller
             w.lock.release()
@@ -732,7 +734,7 @@ class Keyspace(KeyspaceAPI):
             rec, possessed = self._lookup(keyid, _DEFER)
         except OSError as exc:
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
-        if not permitted(rec, self.cred, possessed, NEED_READ) and not possessed:
+        if not possessed and not permitted(rec, self.cred, False, NEED_READ):
             raise self._denied(rec, possessed, NEED_READ)
         if need_read_op and not rec.ktype._has_read:
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")

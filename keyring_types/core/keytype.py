@@ -64,12 +64,16 @@ class KeyType:
     _has_update: ClassVar[bool] = False
     _has_read: ClassVar[bool] = False
     _has_vet: ClassVar[bool] = False
+    _has_free_preparse: ClassVar[bool] = False
+    #: The core's cache of the permission mask add_key gives this type's keys (0: not yet known).
+    _add_key_perm: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._has_update = cls.update is not KeyType.update
         cls._has_read = cls.read is not KeyType.read
         cls._has_vet = cls.vet_description is not KeyType.vet_description
+        cls._has_free_preparse = cls.free_preparse is not KeyType.free_preparse
 
     @classmethod
     def has_update(cls) -> bool:
