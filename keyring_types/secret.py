@@ -71,7 +71,7 @@ class SecretBuffer:
         # cffi passes a bytes object to a char * without wrapping it; other buffers need from_buffer.
         src = data if type(data) is bytes else ffi.from_buffer(data)
         ptr = lib.kt_secure_dup(src, n) if n else lib.kt_secure_alloc(0)
-        if ptr == ffi.NULL:
+        if not ptr:  # NULL; cheaper than comparing with ffi.NULL
             raise error(errno.ENOMEM, f"cannot allocate {n} bytes of secret memory")
         buf = cls.__new__(cls)
         buf._ptr = ptr
@@ -137,7 +137,8 @@ class SecretBuffer:
         """Copy the secret out into an ordinary ``bytes`` (for ``read()`` of plain types)."""
         if self._ptr is None:
             self._check()
-        return ffi.unpack(ffi.cast("char *", self._ptr), self._size)
+        # One call for the copy (ffi.unpack would need a cast to char * first).
+        return ffi.buffer(self._ptr, self._size)[:]
 
     @property
     def address(self) -> Any:
@@ -147,8 +148,11 @@ class SecretBuffer:
 
     def wipe(self) -> None:
         """Zero and release the memory.  Idempotent."""
-        with _WIPE_LOCK:  # two threads wiping at once must not free twice
-            ptr, self._ptr = self._ptr, None
+        # Two threads wiping at once must not free twice; nothing between acquire
+        # and release can raise, so no with-block is needed.
+        _WIPE_LOCK.acquire()
+        ptr, self._ptr = self._ptr, None
+        _WIPE_LOCK.release()
         if ptr is not None:
             lib.kt_secure_free(ptr, self._size)
 

@@ -27,7 +27,7 @@ class UserKeyType(KeyType):
                 errno.EINVAL,
                 f"a {self.name} key payload must be 1..{USER_PAYLOAD_MAX} bytes, got {len(data)}",
             )
-        return Preparsed(data=b"", payload=SecretBuffer.from_bytes(data), quotalen=len(data))
+        return Preparsed(b"", SecretBuffer.from_bytes(data), len(data))  # data, payload, quotalen
 
     def update(self, key: KeyRecord, prep: Preparsed) -> None:
         """Replace the payload in place (same serial) and clear any timeout; EDQUOT."""
