@@ -512,3 +512,12 @@ def test_concurrent_operations_are_safe(ks: kt.Keyspace) -> None:
         t.join()
     assert not errors
     assert len(ks.session.keys()) == 4 * (200 - 67)
+
+
+def test_request_key_searches_thread_and_process_keyrings_before_the_session(ks: kt.Keyspace) -> None:
+    in_session = ks.add_key("user", "order", b"session", "@s")
+    assert ks.request_key("user", "order") == in_session
+    in_process = ks.add_key("user", "order", b"process", "@p")
+    assert ks.request_key("user", "order") == in_process
+    in_thread = ks.add_key("user", "order", b"thread", "@t")
+    assert ks.request_key("user", "order") == in_thread

@@ -101,3 +101,56 @@ def test_named_session_is_not_found_again_without_search(space: kt.KeyspaceAPI) 
     b = space.join_session_keyring(name)
     assert a != b
     assert b.describe().split(";")[3] == "3f130000"
+
+
+# Possession is "some search path from the caller's keyrings reaches the key", and
+# every keyring on the path must be searchable by the possessor.  The key's mask
+# below lets only a possessor read it (possessor VIEW|READ|SEARCH, owner VIEW), so
+# read() succeeds exactly when the key is possessed.
+_POSSESSOR_ONLY = 0x0B010000
+_RING_NO_POSSESSOR_SEARCH = 0x37210000  # possessor everything but SEARCH; owner VIEW|SETATTR (to undo it)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_possession_through_nested_keyrings(space: kt.KeyspaceAPI, depth: int) -> None:
+    ring: kt.Keyring = space.session
+    chain = []
+    for level in range(depth):
+        ring = space.add_key("keyring", f"pit:nest{level}", None, ring)  # type: ignore[assignment]
+        chain.append(ring)
+    k = space.add_key("user", "pit:deep", b"secret", ring)
+    k.set_perm(_POSSESSOR_ONLY)
+    assert k.read() == b"secret"
+    # Any keyring on the path that the possessor may not search breaks possession.
+    for blocked in chain:
+        blocked.set_perm(_RING_NO_POSSESSOR_SEARCH)
+        assert errno_of(k.read) == errno.EACCES
+        blocked.set_perm(0x3F010000)
+    assert k.read() == b"secret"
+
+
+def test_possession_survives_a_blocked_path_when_another_path_exists(space: kt.KeyspaceAPI) -> None:
+    blocked = space.add_key("keyring", "pit:blocked", None, "@s")
+    open_ = space.add_key("keyring", "pit:open", None, "@s")
+    k = space.add_key("user", "pit:two-paths", b"v", blocked)
+    open_.link(k)
+    k.set_perm(_POSSESSOR_ONLY)
+    blocked.set_perm(_RING_NO_POSSESSOR_SEARCH)
+    assert k.read() == b"v"
+    open_.unlink(k)
+    assert errno_of(k.read) == errno.EACCES
+
+
+def test_request_key_reports_the_session_keys_state(space: kt.KeyspaceAPI) -> None:
+    revoked = space.add_key("user", "pit:req-revoked", b"x", "@s")
+    revoked.revoke()
+    assert errno_of(space.request_key, "user", "pit:req-revoked") == errno.EKEYREVOKED
+    hidden = space.add_key("user", "pit:req-hidden", b"x", "@s")
+    hidden.set_perm(0x37010000)  # no SEARCH for possessor or owner
+    assert errno_of(space.request_key, "user", "pit:req-hidden") == errno.EACCES
+    # A searchable key one keyring down is found even though the direct lookup misses.
+    sub = space.add_key("keyring", "pit:req-sub", None, "@s")
+    below = space.add_key("user", "pit:req-below", b"y", sub)
+    assert space.request_key("user", "pit:req-below") == below
+    sub.set_perm(_RING_NO_POSSESSOR_SEARCH)
+    assert errno_of(space.request_key, "user", "pit:req-below") == errno.ENOKEY

@@ -278,15 +278,25 @@ class Keyspace(KeyspaceAPI):
             return False
         rings = self._cred_rings()
         parents = rec.parents
+        # Possession asks only whether some search path reaches the key.  Linked in a
+        # caller keyring, or in a keyring linked there, the search would find it at
+        # depth 0 or 1, so the common cases need no walk.  On the path every keyring
+        # must be live and searchable by the possessor.
         for ring in rings:
             if ring is None:
                 continue
             if ring is rec:
                 return True
-            # Linked directly in a caller keyring that may be searched: found without a walk.
-            if ring.serial in parents and not (ring.revoked or ring.invalidated):
-                if ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH):
-                    return True
+            if ring.revoked or ring.invalidated:
+                continue
+            if not (ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH)):
+                continue
+            if ring.serial in parents:
+                return True
+            for mid in parents.values():
+                if ring.serial in mid.parents and not (mid.revoked or mid.invalidated):
+                    if mid.perm & KEY_POS_SEARCH or permitted(mid, cred, True, NEED_SEARCH):
+                        return True
         ctx = SearchContext(
             rec.index_key, cred, self._world.now(), match=lambda k: k is rec, state_check=False, recurse=True
         )
@@ -437,8 +447,24 @@ class Keyspace(KeyspaceAPI):
 
     def _request(self, type_name: str, description: str) -> KeyRecord:
         """``request_key_and_link``'s search over the caller's keyrings (no upcall)."""
-        ctx = SearchContext((type_name, description), self.cred, self._world.now(), skip_expired=True)
-        found, err = search_cred_keyrings(self._cred_rings(), ctx)
+        rings = self._cred_rings()
+        thread_ring, process_ring, ses = rings
+        index = (type_name, description)
+        if thread_ring is None and process_ring is None and ses is not None and type_name != "keyring":
+            # Only the session keyring to search, and a usable key linked directly in it
+            # is what the search returns first (the keyring itself cannot match: not a
+            # keyring type).  Anything else takes the full search, errors included.
+            cand = ses.links.get(index) if ses.links is not None else None
+            if (
+                cand is not None
+                and not (ses.revoked or ses.invalidated or cand.dead or cand.revoked or cand.invalidated)
+                and not (cand.expiry and cand.expired_at(self._world.now()))
+                and (ses.perm & KEY_POS_SEARCH or permitted(ses, self.cred, True, NEED_SEARCH))
+                and (cand.perm & KEY_POS_SEARCH or permitted(cand, self.cred, True, NEED_SEARCH))
+            ):
+                return cand
+        ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
+        found, err = search_cred_keyrings(rings, ctx)
         if found is not None:
             return found
         if err in (EAGAIN, errno.ENOKEY):
