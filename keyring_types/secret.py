@@ -143,7 +143,8 @@ class SecretBuffer:
     @property
     def address(self) -> Any:
         """The cffi pointer, for native code that consumes the secret in place."""
-        self._check()
+        if self._ptr is None:
+            self._check()
         return self._ptr
 
     def wipe(self) -> None:

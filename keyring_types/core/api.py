@@ -131,7 +131,10 @@ class KeyspaceAPI(abc.ABC):
         """
         # The common argument types are converted inline: this is the hot path.
         data = payload if type(payload) is bytes else _payload_bytes(payload)
-        ringid = KEY_SPEC_ALIASES.get(keyring) if type(keyring) is str else None
+        if type(keyring) is str:
+            ringid = KEY_SPEC_ALIASES.get(keyring)
+        else:
+            ringid = keyring._serial if isinstance(keyring, Key) else None
         serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
         return (Keyring if type_name == "keyring" else Key)(self, serial, type_name, description)
 

@@ -327,12 +327,10 @@ class EncryptedKeyType(KeyType):
 
     def preparse(self, data: bytes) -> Preparsed:
         """Parse the payload (spec 1.2); ``EINVAL`` on bad input.  Nothing secret yet."""
-        cmd = _parse_reusable(bytes(data))
+        cmd = _parse_reusable(data if type(data) is bytes else bytes(data))
         # The kernel's type has no preparse, so nothing is charged before instantiate.
-        return Preparsed(data=b"", payload=cmd, quotalen=0)
-
-    def free_preparse(self, prep: Preparsed) -> None:
-        prep.payload = None
+        # The base free_preparse suffices: the command holds nothing secret.
+        return Preparsed(b"", cmd, 0)  # data, payload, quotalen
 
     def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
         """``new`` or ``load``: make the payload.

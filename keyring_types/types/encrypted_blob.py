@@ -387,6 +387,9 @@ def ecryptfs_key_view(tok: SecretBuffer) -> memoryview:
 Memory = Any
 
 
+_CDATA = type(_nffi.NULL)
+
+
 def _cptr(buf: Memory) -> Any:
     # bytes go to C as they are; other buffers (bytearray, memoryview) need a cffi view.
     if isinstance(buf, (bytearray, memoryview)):
@@ -445,7 +448,12 @@ def native_unseal_into(
     """
     if len(iv) != IV_SIZE or len(ciphertext) != padded_len(datalen) or len(mac) != HASH_SIZE:
         raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
-    rc = _nlib.kt_enc_unseal(_cptr(master), mlen, header, len(header), iv, ciphertext, mac, datalen, _cptr(out))
+    # Pointers (the usual case: SecretBuffer addresses) need no conversion.
+    if type(master) is not _CDATA:
+        master = _cptr(master)
+    if type(out) is not _CDATA:
+        out = _cptr(out)
+    rc = _nlib.kt_enc_unseal(master, mlen, header, len(header), iv, ciphertext, mac, datalen, out)
     if rc:
         raise _native_error(rc)
 
