@@ -63,6 +63,7 @@ from keyring_types.core.record import KeyRecord
 from keyring_types.core.search import (
     EAGAIN,
     SearchContext,
+    direct_hit,
     search_cred_keyrings,
     search_keyring_tree,
 )
@@ -451,18 +452,11 @@ class Keyspace(KeyspaceAPI):
         thread_ring, process_ring, ses = rings
         index = (type_name, description)
         if thread_ring is None and process_ring is None and ses is not None and type_name != "keyring":
-            # Only the session keyring to search, and a usable key linked directly in it
-            # is what the search returns first (the keyring itself cannot match: not a
-            # keyring type).  Anything else takes the full search, errors included.
-            cand = ses.links.get(index) if ses.links is not None else None
-            if (
-                cand is not None
-                and not (ses.revoked or ses.invalidated or cand.dead or cand.revoked or cand.invalidated)
-                and not (cand.expiry and cand.expired_at(self._world.now()))
-                and (ses.perm & KEY_POS_SEARCH or permitted(ses, self.cred, True, NEED_SEARCH))
-                and (cand.perm & KEY_POS_SEARCH or permitted(cand, self.cred, True, NEED_SEARCH))
-            ):
-                return cand
+            # Only the session keyring to search: a usable key linked directly in it is
+            # what the search returns first.  Anything else takes the full search.
+            found = direct_hit(ses, index, self.cred, self._world.now())
+            if found is not None:
+                return found
         ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
         found, err = search_cred_keyrings(rings, ctx)
         if found is not None:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from keyring_types.constants import KEYRING_SEARCH_MAX_DEPTH
+from keyring_types.constants import KEY_POS_SEARCH, KEYRING_SEARCH_MAX_DEPTH
 from keyring_types.core.perm import NEED_SEARCH, permitted
 
 if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import IndexKey, KeyRecord
 
-__all__ = ["SearchContext", "search_keyring_tree", "search_cred_keyrings", "EAGAIN"]
+__all__ = ["SearchContext", "search_keyring_tree", "search_cred_keyrings", "direct_hit", "EAGAIN"]
 
 #: "Nothing found" inside a search, before it is reported as ENOKEY.
 EAGAIN = errno.EAGAIN
@@ -108,6 +108,29 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
 def _sub_keyrings(ring: KeyRecord) -> Iterable[KeyRecord]:
     assert ring.rings is not None
     return ring.rings.values()
+
+
+def direct_hit(ring: KeyRecord, index: IndexKey, cred: Cred, now: int) -> KeyRecord | None:
+    """The key a ``skip_expired`` search from ``ring`` returns at once, if it is linked in ``ring``.
+
+    A shortcut for the commonest request: a usable key linked directly in the
+    keyring, which the search considers before any nested keyring.  None means
+    "not settled here" (absent, or unusable so that the full search must report
+    why); ``ring`` must not itself be a candidate (``index`` is not a keyring's).
+    """
+    if ring.revoked or ring.invalidated or ring.links is None:
+        return None
+    cand = ring.links.get(index)
+    if cand is None or cand.dead or cand.revoked or cand.invalidated:
+        return None
+    if cand.expiry and cand.expired_at(now):
+        return None
+    # Searched as possessed: a possessor SEARCH bit settles it without permitted().
+    if not (ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH)):
+        return None
+    if not (cand.perm & KEY_POS_SEARCH or permitted(cand, cred, True, NEED_SEARCH)):
+        return None
+    return cand
 
 
 def search_cred_keyrings(rings: Iterable[KeyRecord | None], ctx: SearchContext) -> tuple[KeyRecord | None, int]:
