@@ -295,9 +295,12 @@ class Keyspace(KeyspaceAPI):
             if ring.serial in parents:
                 return True
             for mid in parents.values():
-                if ring.serial in mid.parents and not (mid.revoked or mid.invalidated):
-                    if mid.perm & KEY_POS_SEARCH or permitted(mid, cred, True, NEED_SEARCH):
-                        return True
+                if (
+                    ring.serial in mid.parents
+                    and not (mid.revoked or mid.invalidated)
+                    and (mid.perm & KEY_POS_SEARCH or permitted(mid, cred, True, NEED_SEARCH))
+                ):
+                    return True
         ctx = SearchContext(
             rec.index_key, cred, self._world.now(), match=lambda k: k is rec, state_check=False, recurse=True
         )
