@@ -200,9 +200,6 @@ class Keyspace(KeyspaceAPI):
         return isinstance(other, Keyspace) and other._world is self._world
 
     # The Caller protocol, for key types that look up other keys (encrypted masters).
-    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
-        """In-kernel ``request_key`` without upcall: ENOKEY / EKEYREVOKED / EACCES."""
-        return self._request(type_name, description)
 
     # -- resolving ids (lookup_user_key) --------------------------------------
     def _thread_ring(self, create: bool) -> KeyRecord | None:
@@ -449,8 +446,12 @@ class Keyspace(KeyspaceAPI):
             w.caller = prev_caller
             w.lock.release()
 
-    def _request(self, type_name: str, description: str) -> KeyRecord:
-        """``request_key_and_link``'s search over the caller's keyrings (no upcall)."""
+    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
+        """``request_key_and_link``'s search over the caller's keyrings (no upcall).
+
+        Also the in-kernel ``request_key`` that key types use (:class:`Caller`):
+        ENOKEY / EKEYREVOKED / EACCES.
+        """
         rings = self._cred_rings()
         thread_ring, process_ring, ses = rings
         index = (type_name, description)
@@ -480,7 +481,7 @@ class Keyspace(KeyspaceAPI):
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
             try:
-                found = self._request(type_name, description)
+                found = self.lookup_key(type_name, description)
             except OSError as exc:
                 if exc.errno == errno.ENOKEY and callout is not None:
                     raise error(

@@ -68,10 +68,10 @@ class KeyRecord:
         """Set the payload size charged to the owner (``key_payload_reserve``); ``EDQUOT``."""
         delta = datalen - self.datalen
         if delta and self.in_quota:
-            if delta > 0:
-                self.user.reserve_bytes(delta)
-            else:
-                self.user.qnbytes += delta
+            user = self.user
+            if delta > 0 and user.qnbytes + delta > user.maxbytes:
+                user.reserve_bytes(delta)  # raises EDQUOT with the message
+            user.qnbytes += delta
             self.quotalen += delta
         self.datalen = datalen
 

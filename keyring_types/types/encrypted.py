@@ -79,6 +79,10 @@ class EncryptedCommand:
     #: The datablob rows of the effective format (what a read MACs), made once at
     #: parse time; derived from the fields above, so not part of equality.
     header: bytes = attrs.field(default=b"", repr=False, eq=False)
+    #: Derived at parse time too (0 for ``update``): the quota bytes instantiate
+    #: charges, and the length of a well-formed hex blob for ``datalen``.
+    quota: int = attrs.field(default=0, repr=False, eq=False)
+    blob_hex_len: int = attrs.field(default=0, repr=False, eq=False)
 
     @property
     def effective_format(self) -> str:
@@ -211,8 +215,12 @@ def parse_payload(data: bytes) -> EncryptedCommand:
         raise error(errno.EINVAL, f"ecryptfs keys must be {eb.ECRYPTFS_KEY_BYTES} bytes, got {dlen}")
     if fmt == "enc32" and dlen != eb.ENC32_KEY_BYTES:
         raise error(errno.EINVAL, f"enc32 keys must be {eb.ENC32_KEY_BYTES} bytes, got {dlen}")
-    header = eb.datablob_header(fmt if fmt is not None else "default", master, datalen_str)
-    return EncryptedCommand(command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header)
+    effective = fmt if fmt is not None else "default"
+    header = eb.datablob_header(effective, master, datalen_str)
+    return EncryptedCommand(
+        command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header,
+        _quota_for(effective, len(header), dlen), eb.hex_blob_len(dlen),
+    )
 
 
 # Parsing is a pure function of the payload bytes, and applications add many keys
@@ -231,9 +239,13 @@ def _remember(cache: dict[bytes, EncryptedCommand], key: bytes, cmd: EncryptedCo
     cache[key] = cmd
 
 
-def _parse_load_head(data: bytes) -> EncryptedCommand | None:
+def _parse_load_head(data: bytes) -> tuple[EncryptedCommand, bytes] | None:
     """:func:`parse_payload` of a ``load`` payload from the parse of its head, or None
-    where that shortcut does not apply (the caller then parses in full)."""
+    where that shortcut does not apply (the caller then parses in full).
+
+    Returns the head's parse, shared and with an empty ``hex_blob``, and the blob:
+    together they are the payload's parse.
+    """
     # Tabs and NULs change the token cut; leave them to the full parser.
     if len(data) > MAX_PAYLOAD or b"\t" in data or b"\x00" in data:
         return None
@@ -253,23 +265,26 @@ def _parse_load_head(data: bytes) -> EncryptedCommand | None:
         if tmpl.command != "load" or tmpl.hex_blob != "" or head.count(b" ") != blob_index - 1:
             return None
         _remember(_load_heads, head, tmpl)
-    blob = data[cut + 1 :].decode("utf-8", "surrogateescape")
-    return EncryptedCommand("load", tmpl.format, tmpl.master_desc, tmpl.datalen_str, tmpl.datalen, blob, None, tmpl.header)
+    return tmpl, data[cut + 1 :]
 
 
-def _parse_reusable(data: bytes) -> EncryptedCommand:
-    """:func:`parse_payload`, reusing earlier parses (same result, same errors)."""
+def _parse_reusable(data: bytes) -> tuple[EncryptedCommand, bytes]:
+    """:func:`parse_payload`, reusing earlier parses (same result, same errors).
+
+    Returns the parse and, for a ``load`` whose head was reused, the blob, which
+    the shared parse leaves empty (else ``b""``).
+    """
     cmd = _parsed.get(data)
     if cmd is not None:
-        return cmd
+        return cmd, b""
     if data.startswith(b"load "):
-        cmd = _parse_load_head(data)
-        if cmd is not None:
-            return cmd
+        reused = _parse_load_head(data)
+        if reused is not None:
+            return reused
     cmd = parse_payload(data)
     if cmd.command == "new" and cmd.plaintext_hex is None:
         _remember(_parsed, data, cmd)
-    return cmd
+    return cmd, b""
 
 
 def master_key_secret(key: KeyRecord, master_desc: str) -> SecretBuffer:
@@ -327,10 +342,11 @@ class EncryptedKeyType(KeyType):
 
     def preparse(self, data: bytes) -> Preparsed:
         """Parse the payload (spec 1.2); ``EINVAL`` on bad input.  Nothing secret yet."""
-        cmd = _parse_reusable(data if type(data) is bytes else bytes(data))
+        cmd, blob = _parse_reusable(data if type(data) is bytes else bytes(data))
         # The kernel's type has no preparse, so nothing is charged before instantiate.
-        # The base free_preparse suffices: the command holds nothing secret.
-        return Preparsed(b"", cmd, 0)  # data, payload, quotalen
+        # The base free_preparse suffices: the command holds nothing secret.  A load's
+        # blob rides in ``data`` when the (shared) parse of its head was reused.
+        return Preparsed(blob, cmd, 0)  # data, payload, quotalen
 
     def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
         """``new`` or ``load``: make the payload.
@@ -343,27 +359,29 @@ class EncryptedKeyType(KeyType):
         if cmd.command == "update":
             raise error(errno.EINVAL, "'update' is only valid for an existing encrypted key")
         assert cmd.datalen_str is not None
-        fmt = cmd.effective_format
+        fmt = cmd.format if cmd.format is not None else "default"  # cmd.effective_format, inline
         header = cmd.header or eb.datablob_header(fmt, cmd.master_desc, cmd.datalen_str)
         old_reserved = key.datalen
-        key.payload_reserve(_quota_for(fmt, len(header), cmd.datalen))
+        key.payload_reserve(cmd.quota or _quota_for(fmt, len(header), cmd.datalen))
         try:
-            payload = self._make_payload(key, cmd, fmt, header)
+            payload = self._make_payload(key, cmd, fmt, header, prep.data)
         except BaseException:
             key.payload_reserve(old_reserved)
             raise
         key.payload = payload
         prep.payload = None
 
-    def _make_payload(self, key: KeyRecord, cmd: EncryptedCommand, fmt: str, header: bytes) -> EncryptedPayload:
+    def _make_payload(
+        self, key: KeyRecord, cmd: EncryptedCommand, fmt: str, header: bytes, blob: bytes
+    ) -> EncryptedPayload:
         assert cmd.datalen_str is not None
         dlen = cmd.datalen
         if fmt == "ecryptfs" and not eb.valid_ecryptfs_desc(key.description):
             raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {key.description!r}")
         if cmd.command == "load":
-            hx = cmd.hex_blob
-            assert hx is not None
-            if hx.isascii() and len(hx) == eb.hex_blob_len(dlen):
+            # The blob as preparse left it: apart (head parse reused) or in the command.
+            hx = blob or (cmd.hex_blob or "").encode("utf-8", "surrogateescape")
+            if hx.isascii() and len(hx) == (cmd.blob_hex_len or eb.hex_blob_len(dlen)):
                 # The IV, the two separator characters (skipped unchecked, as the
                 # kernel does), then ciphertext || MAC.
                 try:
@@ -375,7 +393,7 @@ class EncryptedKeyType(KeyType):
                 ct, mac = rest[:ctlen], rest[ctlen:]
             else:
                 # Only malformed text gets here; the reference parser names the fault.
-                sealed = eb.parse_hex_blob(hx.encode("utf-8", "surrogateescape"), dlen)
+                sealed = eb.parse_hex_blob(hx, dlen)
                 iv, ct, mac = sealed.iv, sealed.ciphertext, sealed.mac
             # A format-less blob carries the legacy HMAC (no format row).
             mac_header = header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
