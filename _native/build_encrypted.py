@@ -1,5 +1,6 @@
 """cffi build script for ``keyring_types.bindings._encrypted``: one-shot seal and
-unseal of the kernel's ``encrypted`` key blob over OpenSSL's libcrypto."""
+unseal of the kernel's ``encrypted`` key blob over OpenSSL's libcrypto, and the
+buffered random bytes new keys are made from."""
 
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from ffi_build import make_ffi  # noqa: E402
 
 ffibuilder = make_ffi(
     "keyring_types.bindings._encrypted",
-    headers=["encrypted.h"],
-    sources=["encrypted.c"],
+    headers=["encrypted.h", "rand.h"],
+    sources=["encrypted.c", "rand.c"],
     libraries=["crypto", "pthread"],
 )
 

@@ -30,7 +30,6 @@
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/random.h>
 
 static const uint8_t kt_enc_label[] = "ENC_KEY";   /* with its NUL: 8 bytes */
 static const uint8_t kt_auth_label[] = "AUTH_KEY"; /* with its NUL: 9 bytes */
@@ -273,20 +272,4 @@ out:
     kt_wipe(auth, sizeof(auth));
     kt_wipe(want, sizeof(want));
     return rc;
-}
-
-int kt_enc_random(uint8_t *out, size_t n)
-{
-    size_t done = 0;
-
-    while (done < n) {
-        ssize_t got = getrandom(out + done, n - done, 0);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        done += (size_t)got;
-    }
-    return 0;
 }

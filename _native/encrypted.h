@@ -48,7 +48,4 @@ int kt_enc_unseal(const uint8_t *master, size_t mlen, const uint8_t *header, siz
                   const uint8_t *iv, const uint8_t *ct, const uint8_t *mac, size_t datalen,
                   uint8_t *plain_out);
 
-/* n bytes from the OS CSPRNG (getrandom(2)); 0, or -1 with errno set. */
-int kt_enc_random(uint8_t *out, size_t n);
-
 #endif

@@ -156,6 +156,42 @@ def test_native_random_fills_secret_memory() -> None:
             b.wipe()
 
 
+def test_random_pool_hands_out_each_byte_once_across_refills() -> None:
+    # 300 draws of 32 bytes span two refills of the 4 KiB buffer.
+    out = ffi.new("uint8_t[]", 32)
+    seen = set()
+    for _ in range(300):
+        iv = eb.native_new_material(out, 32)
+        seen.add(iv)
+        seen.add(ffi.buffer(out)[:])
+    assert len(seen) == 600 and bytes(16) not in seen and bytes(32) not in seen
+
+
+def test_random_pool_gives_a_forked_child_other_bytes_than_its_parent() -> None:
+    out = ffi.new("uint8_t[]", 32)
+    eb.native_random_into(out, 32)  # the buffer is now full of bytes not yet handed out
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next draw
+        try:
+            eb.native_random_into(out, 32)
+            os.write(write_end, ffi.buffer(out)[:])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = b""
+    while len(child) < 32:
+        chunk = os.read(read_end, 32)
+        if not chunk:
+            break
+        child += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    eb.native_random_into(out, 32)
+    parent = ffi.buffer(out)[:]
+    assert len(child) == 32 and child != parent, "a forked child must not repeat its parent's random bytes"
+
+
 # -- the key type over the native path ------------------------------------------------------
 
 

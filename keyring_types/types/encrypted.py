@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import errno
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -409,14 +408,12 @@ class EncryptedKeyType(KeyType):
                 data.wipe()
                 raise
         else:
-            iv = os.urandom(eb.IV_SIZE)
             data, out = _new_data(fmt, key.description, dlen)
             try:
+                iv = eb.native_new_material(out, dlen)
                 if cmd.plaintext_hex is not None:
-                    plain = bytes.fromhex(cmd.plaintext_hex)
-                    _ffi.memmove(out, plain, dlen)
-                else:
-                    eb.native_random_into(out, dlen)
+                    # Caller-supplied data replaces the random bytes.
+                    _ffi.memmove(out, bytes.fromhex(cmd.plaintext_hex), dlen)
             except BaseException:
                 data.wipe()
                 raise

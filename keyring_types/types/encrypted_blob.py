@@ -70,6 +70,7 @@ __all__ = [
     "native_export",
     "native_unseal_into",
     "native_random_into",
+    "native_new_material",
 ]
 
 IV_SIZE = 16
@@ -459,7 +460,17 @@ def native_unseal_into(
 
 
 def native_random_into(out: Memory, n: int) -> None:
-    """Fill ``n`` bytes at ``out`` from the OS CSPRNG (getrandom), e.g. a SecretBuffer's
-    memory, with no copy on the Python heap.  ``EIO`` if the OS refuses."""
-    if n and _nlib.kt_enc_random(_cptr(out), n) != 0:
+    """Fill ``n`` bytes at ``out`` (e.g. a SecretBuffer's memory) with random bytes
+    from the kernel CSPRNG (buffered in C, ``_native/rand.h``), with no copy on the
+    Python heap.  ``EIO`` if the OS refuses."""
+    if n and _nlib.kt_rand_fill(_cptr(out), n) != 0:
         raise error(errno.EIO, f"the OS RNG could not supply {n} bytes")
+
+
+def native_new_material(out: Memory, n: int) -> bytes:
+    """A new key's random IV (returned) and ``n`` random data bytes written at
+    ``out``, in one C call (see :func:`native_random_into`); ``EIO``."""
+    iv = _nffi.new("uint8_t[]", IV_SIZE)
+    if _nlib.kt_rand_fill2(iv, IV_SIZE, out, n) != 0:
+        raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
+    return _nffi.buffer(iv)[:]
