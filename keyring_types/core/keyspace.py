@@ -46,7 +46,7 @@ from keyring_types.constants import (
 from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
-from keyring_types.core.keytype import KeyType, lookup_key_type
+from keyring_types.core.keytype import KeyType, lookup_key_type, registered_type
 from keyring_types.core.perm import (
     NEED_LINK,
     NEED_NAMES,
@@ -402,7 +402,7 @@ class Keyspace(KeyspaceAPI):
             if w.gc_heap:
                 w.gc_due()
             ring, ring_possessed = self._lookup(ringid, NEED_WRITE, create=True)
-            ktype = lookup_key_type(type_name)
+            ktype = registered_type(type_name) or lookup_key_type(type_name)
             if ring.links is None:
                 raise error(errno.ENOTDIR, f"destination {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
             prep = ktype.preparse(data)

@@ -172,6 +172,11 @@ def unregister_key_type(name: str) -> None:
         hook.type_unregistered(ktype)
 
 
+#: The registered type called ``name`` or None: a plain dict read, for hot paths
+#: that fall back to :func:`lookup_key_type` for the error.
+registered_type = _registry.get
+
+
 def lookup_key_type(name: str) -> KeyType:
     """The registered type called ``name``; ``ENODEV`` if none."""
     ktype = _registry.get(name)  # a dict read is atomic; writers hold the lock

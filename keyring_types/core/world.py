@@ -80,7 +80,11 @@ class World:
         user = self.users.get(uid) or self.key_user(uid)
         quotalen = (len(description) if description.isascii() else len(description.encode())) + 1 + ktype.def_datalen
         if in_quota:
-            user.charge_new_key(quotalen)
+            if user.qnkeys >= user.maxkeys or user.qnbytes + quotalen > user.maxbytes:
+                user.charge_new_key(quotalen)  # raises EDQUOT with the message
+            # charge_new_key()'s accounting, inline: this runs for every new key.
+            user.qnkeys += 1
+            user.qnbytes += quotalen
         serial = self._randbits(31)
         if serial < 3 or serial in self.keys:
             serial = self.new_serial()

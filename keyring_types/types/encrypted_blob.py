@@ -447,7 +447,8 @@ def native_unseal_into(
     zero pad is dropped in C.  ``EINVAL`` for a bad HMAC or field sizes, ``ENOMEM``
     if libcrypto fails; on error nothing is written to ``out``.
     """
-    if len(iv) != IV_SIZE or len(ciphertext) != padded_len(datalen) or len(mac) != HASH_SIZE:
+    # padded_len(datalen), inline: this runs on every load.
+    if len(iv) != IV_SIZE or len(ciphertext) != -(-datalen // BLOCK_SIZE) * BLOCK_SIZE or len(mac) != HASH_SIZE:
         raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
     # Pointers (the usual case: SecretBuffer addresses) need no conversion.
     if type(master) is not _CDATA:
