@@ -325,13 +325,10 @@ def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, Secret
     return copy.address, len(copy), copy
 
 
-def _new_data(fmt: str, description: str, datalen: int) -> tuple[SecretBuffer, Any]:
-    """The payload's secret buffer and a pointer to where its ``datalen`` data bytes go."""
-    if fmt == "ecryptfs":
-        tok = eb.ecryptfs_auth_tok_empty(description)
-        return tok, _ffi.cast("uint8_t *", tok.address) + eb.ECRYPTFS_KEY_OFFSET
-    buf = SecretBuffer(datalen)
-    return buf, buf.address
+def _ecryptfs_data(description: str) -> tuple[SecretBuffer, Any]:
+    """An ecryptfs key's payload (an empty auth token) and a pointer to where its key bytes go."""
+    tok = eb.ecryptfs_auth_tok_empty(description)
+    return tok, _ffi.cast("uint8_t *", tok.address) + eb.ECRYPTFS_KEY_OFFSET
 
 
 class EncryptedKeyType(KeyType):
@@ -341,11 +338,16 @@ class EncryptedKeyType(KeyType):
 
     def preparse(self, data: bytes) -> Preparsed:
         """Parse the payload (spec 1.2); ``EINVAL`` on bad input.  Nothing secret yet."""
-        cmd, blob = _parse_reusable(data if type(data) is bytes else bytes(data))
+        if type(data) is not bytes:
+            data = bytes(data)
         # The kernel's type has no preparse, so nothing is charged before instantiate.
-        # The base free_preparse suffices: the command holds nothing secret.  A load's
-        # blob rides in ``data`` when the (shared) parse of its head was reused.
-        return Preparsed(blob, cmd, 0)  # data, payload, quotalen
+        # The base free_preparse suffices: the command holds nothing secret.
+        cmd = _parsed.get(data)  # the commonest case, a "new" payload seen before
+        if cmd is not None:
+            return Preparsed(b"", cmd, 0)  # data, payload, quotalen
+        # A load's blob rides in ``data`` when the (shared) parse of its head was reused.
+        cmd, blob = _parse_reusable(data)
+        return Preparsed(blob, cmd, 0)
 
     def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
         """``new`` or ``load``: make the payload.
@@ -377,46 +379,47 @@ class EncryptedKeyType(KeyType):
         dlen = cmd.datalen
         if fmt == "ecryptfs" and not eb.valid_ecryptfs_desc(key.description):
             raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {key.description!r}")
-        if cmd.command == "load":
-            # The blob as preparse left it: apart (head parse reused) or in the command.
-            hx = blob or (cmd.hex_blob or "").encode("utf-8", "surrogateescape")
-            if hx.isascii() and len(hx) == (cmd.blob_hex_len or eb.hex_blob_len(dlen)):
-                # The IV, the two separator characters (skipped unchecked, as the
-                # kernel does), then ciphertext || MAC.
-                try:
-                    iv = binascii.unhexlify(hx[: 2 * eb.IV_SIZE])
-                    rest = binascii.unhexlify(hx[2 * eb.IV_SIZE + 2 :])
-                except (binascii.Error, ValueError):
-                    raise error(errno.EINVAL, "encrypted key blob contains a non-hex character") from None
-                ctlen = len(rest) - eb.HASH_SIZE
-                ct, mac = rest[:ctlen], rest[ctlen:]
-            else:
-                # Only malformed text gets here; the reference parser names the fault.
-                sealed = eb.parse_hex_blob(hx, dlen)
-                iv, ct, mac = sealed.iv, sealed.ciphertext, sealed.mac
-            # A format-less blob carries the legacy HMAC (no format row).
-            mac_header = header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
-            data, out = _new_data(fmt, key.description, dlen)
-            try:
+        if fmt == "ecryptfs":
+            data, out = _ecryptfs_data(key.description)
+        else:
+            data = SecretBuffer(dlen)
+            out = data.address
+        try:
+            if cmd.command == "load":
+                # The blob as preparse left it: apart (head parse reused) or in the command.
+                hx = blob or (cmd.hex_blob or "").encode("utf-8", "surrogateescape")
+                if hx.isascii() and len(hx) == (cmd.blob_hex_len or eb.hex_blob_len(dlen)):
+                    # The IV, the two separator characters (skipped unchecked, as the
+                    # kernel does), then ciphertext || MAC.
+                    try:
+                        iv = binascii.unhexlify(hx[: 2 * eb.IV_SIZE])
+                        rest = binascii.unhexlify(hx[2 * eb.IV_SIZE + 2 :])
+                    except (binascii.Error, ValueError):
+                        raise error(errno.EINVAL, "encrypted key blob contains a non-hex character") from None
+                    ctlen = len(rest) - eb.HASH_SIZE
+                    ct, mac = rest[:ctlen], rest[ctlen:]
+                else:
+                    # Only malformed text gets here; the reference parser names the fault.
+                    sealed = eb.parse_hex_blob(hx, dlen)
+                    iv, ct, mac = sealed.iv, sealed.ciphertext, sealed.mac
+                # A format-less blob carries the legacy HMAC (no format row).
+                mac_header = (
+                    header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
+                )
                 mptr, mlen, copy = _master_material(key, cmd.master_desc)
                 try:
                     eb.native_unseal_into(mptr, mlen, mac_header, iv, ct, mac, dlen, out)
                 finally:
                     if copy is not None:
                         copy.wipe()
-            except BaseException:
-                data.wipe()
-                raise
-        else:
-            data, out = _new_data(fmt, key.description, dlen)
-            try:
+            else:
                 iv = eb.native_new_material(out, dlen)
                 if cmd.plaintext_hex is not None:
                     # Caller-supplied data replaces the random bytes.
                     _ffi.memmove(out, bytes.fromhex(cmd.plaintext_hex), dlen)
-            except BaseException:
-                data.wipe()
-                raise
+        except BaseException:
+            data.wipe()
+            raise
         return EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, dlen, iv, data, header)
 
     def update(self, key: KeyRecord, prep: Preparsed) -> None:
