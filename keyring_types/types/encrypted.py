@@ -83,10 +83,6 @@ class EncryptedCommand:
     quota: int = attrs.field(default=0, repr=False, eq=False)
     blob_hex_len: int = attrs.field(default=0, repr=False, eq=False)
 
-    @property
-    def effective_format(self) -> str:
-        return self.format if self.format is not None else "default"
-
 
 @attrs.define(eq=False, repr=False)
 class EncryptedPayload:
@@ -360,7 +356,7 @@ class EncryptedKeyType(KeyType):
         if cmd.command == "update":
             raise error(errno.EINVAL, "'update' is only valid for an existing encrypted key")
         assert cmd.datalen_str is not None
-        fmt = cmd.format if cmd.format is not None else "default"  # cmd.effective_format, inline
+        fmt = cmd.format if cmd.format is not None else "default"
         header = cmd.header or eb.datablob_header(fmt, cmd.master_desc, cmd.datalen_str)
         old_reserved = key.datalen
         key.payload_reserve(cmd.quota or _quota_for(fmt, len(header), cmd.datalen))
