@@ -59,7 +59,7 @@ class SecretBuffer:
         if size < 0:
             raise error(errno.EINVAL, f"secret buffer size must not be negative, got {size}")
         ptr = lib.kt_secure_alloc(size)
-        if ptr == ffi.NULL:
+        if not ptr:  # NULL; cheaper than comparing with ffi.NULL
             raise error(errno.ENOMEM, f"cannot allocate {size} bytes of secret memory")
         self._ptr: Any = ptr
         self._size = size

@@ -280,6 +280,13 @@ def _reused_parse(data: bytes) -> enc.EncryptedCommand:
     return attrs.evolve(cmd, hex_blob=blob.decode("utf-8", "surrogateescape")) if blob else cmd
 
 
+def _preparsed(data: bytes) -> enc.EncryptedCommand:
+    """The same for the type's ``preparse``, which has its own inline copy of the load-head reuse."""
+    prep = enc.EncryptedKeyType().preparse(data)
+    cmd = prep.payload
+    return attrs.evolve(cmd, hex_blob=prep.data.decode("utf-8", "surrogateescape")) if prep.data else cmd
+
+
 def _outcome(fn, data: bytes):  # type: ignore[no-untyped-def]
     try:
         cmd = fn(data)
@@ -324,5 +331,16 @@ def test_reused_parses_equal_a_fresh_parse_on_random_payloads() -> None:
             fresh = _outcome(enc.parse_payload, data)
             assert _outcome(_reused_parse, data) == fresh, data  # first use fills the caches
             assert _outcome(_reused_parse, data) == fresh, data  # second use reads them
+            assert _outcome(_preparsed, data) == fresh, data  # preparse, caches filled
+            enc._parsed.clear()
+            enc._load_heads.clear()
+            assert _outcome(_preparsed, data) == fresh, data  # preparse, caches empty
+            assert _outcome(_preparsed, data) == fresh, data
+            # The same head seen before in a clean payload (no NUL, no tab) must not
+            # make the shortcut take a payload the full parser cuts differently.
+            clean = data.split(b"\x00")[0].replace(b"\t", b" ")
+            _outcome(_preparsed, clean)
+            _outcome(_preparsed, data[: data.rfind(b" ")].replace(b"\t", b" ") + b" " + blob)
+            assert _outcome(_preparsed, data) == fresh, data
     finally:
         enc.set_user_decrypted_data(old)

@@ -452,15 +452,17 @@ class Keyspace(KeyspaceAPI):
         Also the in-kernel ``request_key`` that key types use (:class:`Caller`):
         ENOKEY / EKEYREVOKED / EACCES.
         """
-        rings = self._cred_rings()
-        thread_ring, process_ring, ses = rings
         index = (type_name, description)
-        if thread_ring is None and process_ring is None and ses is not None and type_name != "keyring":
+        proc = self._proc
+        if not proc.threads and proc.process is None and type_name != "keyring":
             # Only the session keyring to search: a usable key linked directly in it is
             # what the search returns first.  Anything else takes the full search.
-            found = direct_hit(ses, index, self.cred, self._world.now())
-            if found is not None:
-                return found
+            ses = proc._session if proc._session_from is None else proc.session
+            if ses is not None:
+                found = direct_hit(ses, index, self.cred, self._world.now)
+                if found is not None:
+                    return found
+        rings = self._cred_rings()
         ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
         found, err = search_cred_keyrings(rings, ctx)
         if found is not None:

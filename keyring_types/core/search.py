@@ -110,7 +110,7 @@ def _sub_keyrings(ring: KeyRecord) -> Iterable[KeyRecord]:
     return ring.rings.values()
 
 
-def direct_hit(ring: KeyRecord, index: IndexKey, cred: Cred, now: int) -> KeyRecord | None:
+def direct_hit(ring: KeyRecord, index: IndexKey, cred: Cred, now: Callable[[], int]) -> KeyRecord | None:
     """The key a ``skip_expired`` search from ``ring`` returns at once, if it is linked in ``ring``.
 
     A shortcut for the commonest request: a usable key linked directly in the
@@ -123,7 +123,8 @@ def direct_hit(ring: KeyRecord, index: IndexKey, cred: Cred, now: int) -> KeyRec
     cand = ring.links.get(index)
     if cand is None or cand.dead or cand.revoked or cand.invalidated:
         return None
-    if cand.expiry and cand.expired_at(now):
+    # The clock is read only for a key that can expire.
+    if cand.expiry and cand.expired_at(now()):
         return None
     # Searched as possessed: a possessor SEARCH bit settles it without permitted().
     if not (ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH)):

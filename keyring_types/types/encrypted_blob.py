@@ -471,7 +471,8 @@ def native_random_into(out: Memory, n: int) -> None:
 def native_new_material(out: Memory, n: int) -> bytes:
     """A new key's random IV (returned) and ``n`` random data bytes written at
     ``out``, in one C call (see :func:`native_random_into`); ``EIO``."""
-    iv = _nffi.new("uint8_t[]", IV_SIZE)
-    if _nlib.kt_rand_fill2(iv, IV_SIZE, out, n) != 0:
+    # A char array, so that ffi.unpack copies it out as bytes in one call.
+    iv = _nffi.new("char[16]")
+    if _nlib.kt_rand_fill2(iv, IV_SIZE, out, n):
         raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
-    return _nffi.buffer(iv)[:]
+    return _nffi.unpack(iv, IV_SIZE)
