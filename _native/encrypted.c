@@ -17,8 +17,12 @@
  *    header || IV || one zero byte || ciphertext.
  *
  * SHA-256 goes through OpenSSL's low-level SHA256_* functions (deprecated in
- * OpenSSL 3 but exported, and without EVP's per-call fetch and dispatch); AES
- * through EVP with the cipher fetched once, which reaches AES-NI.
+ * OpenSSL 3 but exported, and without EVP's per-call fetch and dispatch).
+ * AES-256-CBC uses the AES-NI instructions directly where the CPU has them:
+ * every call has a new key and one to a few blocks, and EVP's context
+ * allocation, provider dispatch and key setup cost ~400 ns of the ~1 us an
+ * unseal takes, against ~40 ns here.  Elsewhere it goes through EVP with the
+ * cipher fetched once.  Both paths are held to the `cryptography` reference.
  */
 #define _GNU_SOURCE
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -30,6 +34,11 @@
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KT_AESNI_BUILD 1
+#endif
 
 static const uint8_t kt_enc_label[] = "ENC_KEY";   /* with its NUL: 8 bytes */
 static const uint8_t kt_auth_label[] = "AUTH_KEY"; /* with its NUL: 9 bytes */
@@ -129,6 +138,147 @@ static int kt_datablob_mac(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *h
     return ok ? 0 : -1;
 }
 
+#ifdef KT_AESNI_BUILD
+/* 1 when the CPU has AES-NI and the direct path is enabled (kt_enc_set_aesni). */
+static int kt_aesni;
+static pthread_once_t kt_aesni_once = PTHREAD_ONCE_INIT;
+
+static void kt_aesni_detect(void)
+{
+    kt_aesni = __builtin_cpu_supports("aes") ? 1 : 0;
+}
+
+#define KT_AESNI __attribute__((target("aes,sse2")))
+
+/* One step of the AES-256 key schedule (FIPS-197 5.2): each word of the new
+ * round key is the word 8 back xor the previous new word, i.e. the prefix xor
+ * of the round key two back, xor the transformed word (broadcast in t). */
+KT_AESNI static inline __m128i kt_aes_step(__m128i two_back, __m128i t)
+{
+    two_back = _mm_xor_si128(two_back, _mm_slli_si128(two_back, 4));
+    two_back = _mm_xor_si128(two_back, _mm_slli_si128(two_back, 8));
+    return _mm_xor_si128(two_back, t);
+}
+
+/* Round keys 2j and 2j+1.  AESKEYGENASSIST gives SubWord of dwords 1 and 3 and
+ * RotWord(SubWord) ^ rcon of them; the even key takes RotWord(SubWord(w3)) ^ rcon
+ * (dword 3, shuffle 0xff), the odd one SubWord(w3) of the even key (dword 2,
+ * shuffle 0xaa).  The immediate must be a constant, hence a macro. */
+#define KT_AES_PAIR(rk, j, rcon)                                                                    \
+    do {                                                                                            \
+        rk[2 * (j)] = kt_aes_step(rk[2 * (j) - 2],                                                  \
+                                  _mm_shuffle_epi32(_mm_aeskeygenassist_si128(rk[2 * (j) - 1], rcon), 0xff)); \
+        if ((j) < 7)                                                                                \
+            rk[2 * (j) + 1] = kt_aes_step(rk[2 * (j) - 1],                                          \
+                                          _mm_shuffle_epi32(_mm_aeskeygenassist_si128(rk[2 * (j)], 0), 0xaa)); \
+    } while (0)
+
+/* The 15 encryption round keys of AES-256. */
+KT_AESNI static void kt_aes256_expand(const uint8_t key[32], __m128i rk[15])
+{
+    rk[0] = _mm_loadu_si128((const __m128i *)key);
+    rk[1] = _mm_loadu_si128((const __m128i *)(key + 16));
+    KT_AES_PAIR(rk, 1, 0x01);
+    KT_AES_PAIR(rk, 2, 0x02);
+    KT_AES_PAIR(rk, 3, 0x04);
+    KT_AES_PAIR(rk, 4, 0x08);
+    KT_AES_PAIR(rk, 5, 0x10);
+    KT_AES_PAIR(rk, 6, 0x20);
+    KT_AES_PAIR(rk, 7, 0x40);
+}
+
+KT_AESNI static inline __m128i kt_aes256_enc_block(const __m128i rk[15], __m128i x)
+{
+    x = _mm_xor_si128(x, rk[0]);
+    for (int r = 1; r < 14; r++)
+        x = _mm_aesenc_si128(x, rk[r]);
+    return _mm_aesenclast_si128(x, rk[14]);
+}
+
+KT_AESNI static int kt_cbc_encrypt_aesni(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *iv,
+                                         const uint8_t *data, size_t datalen, uint8_t *ct)
+{
+    __m128i rk[15], chain = _mm_loadu_si128((const __m128i *)iv), blk;
+    uint8_t last[KT_ENC_BLOCK];
+    size_t off;
+
+    kt_aes256_expand(key, rk);
+    for (off = 0; off + KT_ENC_BLOCK <= datalen; off += KT_ENC_BLOCK) {
+        blk = _mm_loadu_si128((const __m128i *)(data + off));
+        chain = kt_aes256_enc_block(rk, _mm_xor_si128(blk, chain));
+        _mm_storeu_si128((__m128i *)(ct + off), chain);
+    }
+    if (off != datalen) {
+        /* The partial last block, zero-padded in a stack copy that is wiped. */
+        memset(last, 0, sizeof(last));
+        memcpy(last, data + off, datalen - off);
+        blk = _mm_loadu_si128((const __m128i *)last);
+        chain = kt_aes256_enc_block(rk, _mm_xor_si128(blk, chain));
+        _mm_storeu_si128((__m128i *)(ct + off), chain);
+        OPENSSL_cleanse(last, sizeof(last));
+    }
+    OPENSSL_cleanse(rk, sizeof(rk));
+    return 0;
+}
+
+KT_AESNI static int kt_cbc_decrypt_aesni(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *iv,
+                                         const uint8_t *ct, size_t datalen, uint8_t *plain)
+{
+    __m128i rk[15], dk[15], chain = _mm_loadu_si128((const __m128i *)iv), c, x;
+    uint8_t last[KT_ENC_BLOCK];
+    size_t padded = kt_enc_padded_len(datalen);
+
+    kt_aes256_expand(key, rk);
+    /* The equivalent inverse cipher: round keys reversed, the inner ones through InvMixColumns. */
+    dk[0] = rk[14];
+    for (int r = 1; r < 14; r++)
+        dk[r] = _mm_aesimc_si128(rk[14 - r]);
+    dk[14] = rk[0];
+    for (size_t off = 0; off < padded; off += KT_ENC_BLOCK) {
+        c = _mm_loadu_si128((const __m128i *)(ct + off));
+        x = _mm_xor_si128(c, dk[0]);
+        for (int r = 1; r < 14; r++)
+            x = _mm_aesdec_si128(x, dk[r]);
+        x = _mm_xor_si128(_mm_aesdeclast_si128(x, dk[14]), chain);
+        chain = c;
+        if (off + KT_ENC_BLOCK <= datalen) {
+            _mm_storeu_si128((__m128i *)(plain + off), x);
+        } else {
+            /* Only datalen bytes leave: the zero pad stays on the stack, then is wiped. */
+            _mm_storeu_si128((__m128i *)last, x);
+            memcpy(plain + off, last, datalen - off);
+            OPENSSL_cleanse(last, sizeof(last));
+        }
+    }
+    OPENSSL_cleanse(rk, sizeof(rk));
+    OPENSSL_cleanse(dk, sizeof(dk));
+    return 0;
+}
+
+static int kt_use_aesni(void)
+{
+    pthread_once(&kt_aesni_once, kt_aesni_detect);
+    return kt_aesni;
+}
+
+/* A test switch: not meant to be flipped while other threads seal. */
+int kt_enc_set_aesni(int on)
+{
+    int was = kt_use_aesni();
+    if (on == 0)
+        kt_aesni = 0;
+    else if (on > 0)
+        kt_aesni_detect();
+    return was;
+}
+#else
+int kt_enc_set_aesni(int on)
+{
+    (void)on;
+    return 0;
+}
+#endif
+
 /* AES-256-CBC of data zero-padded to the block; ct gets padded_len(datalen) bytes. */
 static int kt_cbc_encrypt(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *iv, const uint8_t *data,
                           size_t datalen, uint8_t *ct)
@@ -138,6 +288,10 @@ static int kt_cbc_encrypt(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *iv
     EVP_CIPHER_CTX *ctx;
     int outl, ok = 1;
 
+#ifdef KT_AESNI_BUILD
+    if (kt_use_aesni())
+        return kt_cbc_encrypt_aesni(key, iv, data, datalen, ct);
+#endif
     pthread_once(&kt_cipher_once, kt_cipher_init);
     ctx = EVP_CIPHER_CTX_new();
     if (!ctx)
@@ -170,6 +324,10 @@ static int kt_cbc_decrypt(const uint8_t key[KT_ENC_HASH_SIZE], const uint8_t *iv
     EVP_CIPHER_CTX *ctx;
     int outl, ok = 1;
 
+#ifdef KT_AESNI_BUILD
+    if (kt_use_aesni())
+        return kt_cbc_decrypt_aesni(key, iv, ct, datalen, plain);
+#endif
     pthread_once(&kt_cipher_once, kt_cipher_init);
     ctx = EVP_CIPHER_CTX_new();
     if (!ctx)

@@ -48,4 +48,9 @@ int kt_enc_unseal(const uint8_t *master, size_t mlen, const uint8_t *header, siz
                   const uint8_t *iv, const uint8_t *ct, const uint8_t *mac, size_t datalen,
                   uint8_t *plain_out);
 
+/* The AES-NI path for AES-256-CBC (used when the CPU has it): 1 to use it where
+ * available, 0 to force the libcrypto EVP path, -1 to only ask.  Returns whether
+ * it was in use before the call.  For tests that hold both paths to the reference. */
+int kt_enc_set_aesni(int on);
+
 #endif

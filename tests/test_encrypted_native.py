@@ -13,13 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import random
+from collections.abc import Iterator
 
 import attrs
 import pytest
 from conftest import kernel_keyring_reachable, require
 
 import keyring_types as kt
-from keyring_types.bindings._encrypted import ffi
+from keyring_types.bindings._encrypted import ffi, lib
 from keyring_types.secret import SecretBuffer
 from keyring_types.types import encrypted as enc
 from keyring_types.types import encrypted_blob as eb
@@ -55,7 +56,20 @@ def _reference_unseal(master: bytes, fmt: str | None, mdesc: str, dstr: str, n: 
         buf.wipe()
 
 
+@pytest.fixture(params=["aes-ni", "evp"])
+def aes_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on each AES-256-CBC path of the native code: AES-NI and libcrypto's EVP."""
+    was = lib.kt_enc_set_aesni(1 if request.param == "aes-ni" else 0)
+    try:
+        if request.param == "aes-ni" and not lib.kt_enc_set_aesni(-1):
+            pytest.skip("this CPU has no AES-NI, so only the EVP path runs")
+        yield request.param
+    finally:
+        lib.kt_enc_set_aesni(was)
+
+
 @pytest.mark.parametrize("fmt", sorted(FORMAT_LENGTHS))
+@pytest.mark.usefixtures("aes_path")
 def test_native_matches_reference_for_every_master_length(fmt: str) -> None:
     rng = random.Random(f"native-{fmt}")
     for mlen in range(1, 301):
@@ -77,6 +91,7 @@ def test_native_matches_reference_for_every_master_length(fmt: str) -> None:
         assert _native_unseal(master, header, ref, n) == data == _reference_unseal(master, fmt, mdesc, dstr, n, ref)
 
 
+@pytest.mark.usefixtures("aes_path")
 def test_native_legacy_header_matches_reference() -> None:
     # A format-less (legacy) blob MACs the header without the format row.
     rng = random.Random("legacy")
@@ -92,6 +107,7 @@ def test_native_legacy_header_matches_reference() -> None:
         assert info.value.errno == errno.EINVAL
 
 
+@pytest.mark.usefixtures("aes_path")
 def test_native_known_answer_vector() -> None:
     # Vector 1 of test_encrypted_blob.py (a kernel-made blob).
     master = bytes(range(32))
@@ -105,6 +121,7 @@ def test_native_known_answer_vector() -> None:
     assert _native_unseal(master, header, sealed, 32) == plain
 
 
+@pytest.mark.usefixtures("aes_path")
 def test_native_refuses_every_tampered_byte_and_writes_nothing() -> None:
     rng = random.Random("tamper")
     master, iv, data = rng.randbytes(32), rng.randbytes(16), rng.randbytes(33)
