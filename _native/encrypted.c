@@ -431,3 +431,14 @@ out:
     kt_wipe(want, sizeof(want));
     return rc;
 }
+
+int kt_enc_unseal_joined(const uint8_t *master, size_t mlen, const uint8_t *header, size_t hlen,
+                         const uint8_t *iv, const uint8_t *ctmac, size_t ctmaclen, size_t datalen,
+                         uint8_t *plain_out)
+{
+    size_t ctlen = kt_enc_padded_len(datalen);
+
+    if (datalen > KT_ENC_MAX_DATA || ctmaclen != ctlen + KT_ENC_HASH_SIZE)
+        return KT_ENC_ERR_SIZE;
+    return kt_enc_unseal(master, mlen, header, hlen, iv, ctmac, ctmac + ctlen, datalen, plain_out);
+}

@@ -48,6 +48,12 @@ int kt_enc_unseal(const uint8_t *master, size_t mlen, const uint8_t *header, siz
                   const uint8_t *iv, const uint8_t *ct, const uint8_t *mac, size_t datalen,
                   uint8_t *plain_out);
 
+/* kt_enc_unseal with the ciphertext and MAC adjacent, as they are in the blob:
+ * ctmac is padded_len(datalen) + 32 bytes (KT_ENC_ERR_SIZE otherwise). */
+int kt_enc_unseal_joined(const uint8_t *master, size_t mlen, const uint8_t *header, size_t hlen,
+                         const uint8_t *iv, const uint8_t *ctmac, size_t ctmaclen, size_t datalen,
+                         uint8_t *plain_out);
+
 /* The AES-NI path for AES-256-CBC (used when the CPU has it): 1 to use it where
  * available, 0 to force the libcrypto EVP path, -1 to only ask.  Returns whether
  * it was in use before the call.  For tests that hold both paths to the reference. */

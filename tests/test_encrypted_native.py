@@ -147,6 +147,33 @@ def test_native_refuses_every_tampered_byte_and_writes_nothing() -> None:
         out.wipe()
 
 
+@pytest.mark.usefixtures("aes_path")
+def test_native_unseal_joined_matches_and_refuses_like_the_separate_form() -> None:
+    rng = random.Random("joined")
+    for n in (20, 32, 33, 64, 4096):
+        master, iv, data = rng.randbytes(rng.randrange(1, 80)), rng.randbytes(16), rng.randbytes(n)
+        header = eb.datablob_header("default", "user:kmk", str(n))
+        good = eb.seal(master, "default", "user:kmk", str(n), iv, data)
+        joined = good.ciphertext + good.mac
+        out = SecretBuffer(n)
+        try:
+            eb.native_unseal_joined_into(master, len(master), header, iv, joined, n, out.address)
+            assert out.tobytes() == data
+            mv = out.writable()
+            mv[:] = bytes(n)
+            mv.release()
+            for bad in (joined[:-1], joined + b"\x00", bytes([joined[0] ^ 0x80]) + joined[1:], joined[:-1] + bytes([joined[-1] ^ 1])):
+                with pytest.raises(OSError) as info:
+                    eb.native_unseal_joined_into(master, len(master), header, iv, bad, n, out.address)
+                assert info.value.errno == errno.EINVAL
+                assert out.tobytes() == bytes(n)
+            with pytest.raises(OSError) as info:
+                eb.native_unseal_joined_into(master, len(master), header, iv[:15], joined, n, out.address)
+            assert info.value.errno == errno.EINVAL
+        finally:
+            out.wipe()
+
+
 def test_native_size_checks() -> None:
     master, iv = os.urandom(32), os.urandom(16)
     header = eb.datablob_header("default", "user:kmk", "32")

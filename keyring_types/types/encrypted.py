@@ -317,8 +317,10 @@ def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, Secret
         record = current_caller(key).lookup_key("user", master_desc[len(_USER_PREFIX) :])
         payload = record.payload
         if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
-            # A user key's datalen is its payload's length (user_instantiate/update).
-            return payload.address, record.datalen, None
+            # A user key's datalen is its payload's length (user_instantiate/update);
+            # its buffer is live while it is the payload (address checks, in a call).
+            ptr = payload._ptr
+            return (ptr if ptr is not None else payload.address), record.datalen, None
     copy = master_key_secret(key, master_desc)
     return copy.address, len(copy), copy
 
@@ -369,7 +371,12 @@ class EncryptedKeyType(KeyType):
         old_reserved = key.datalen
         key.payload_reserve(cmd.quota or _quota_for(fmt, len(header), cmd.datalen))
         try:
-            payload = self._make_payload(key, cmd, fmt, header, prep.data)
+            if cmd.command == "new" and fmt != "ecryptfs" and cmd.plaintext_hex is None:
+                # The commonest instantiation, inline: random data and IV, nothing to check.
+                data, iv = eb.native_new_secret(cmd.datalen)
+                payload = EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen, iv, data, header)
+            else:
+                payload = self._make_payload(key, cmd, fmt, header, prep.data)
         except BaseException:
             key.payload_reserve(old_reserved)
             raise
@@ -396,23 +403,21 @@ class EncryptedKeyType(KeyType):
                     # The IV, the two separator characters (skipped unchecked, as the
                     # kernel does), then ciphertext || MAC.
                     try:
-                        iv = binascii.unhexlify(hx[: 2 * eb.IV_SIZE])
-                        rest = binascii.unhexlify(hx[2 * eb.IV_SIZE + 2 :])
+                        iv = binascii.unhexlify(hx[:32])  # 2 * IV_SIZE
+                        ctmac = binascii.unhexlify(hx[34:])  # ciphertext || MAC
                     except (binascii.Error, ValueError):
                         raise error(errno.EINVAL, "encrypted key blob contains a non-hex character") from None
-                    ctlen = len(rest) - eb.HASH_SIZE
-                    ct, mac = rest[:ctlen], rest[ctlen:]
                 else:
                     # Only malformed text gets here; the reference parser names the fault.
                     sealed = eb.parse_hex_blob(hx, dlen)
-                    iv, ct, mac = sealed.iv, sealed.ciphertext, sealed.mac
+                    iv, ctmac = sealed.iv, sealed.ciphertext + sealed.mac
                 # A format-less blob carries the legacy HMAC (no format row).
                 mac_header = (
                     header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
                 )
                 mptr, mlen, copy = _master_material(key, cmd.master_desc)
                 try:
-                    eb.native_unseal_into(mptr, mlen, mac_header, iv, ct, mac, dlen, out)
+                    eb.native_unseal_joined_into(mptr, mlen, mac_header, iv, ctmac, dlen, out)
                 finally:
                     if copy is not None:
                         copy.wipe()

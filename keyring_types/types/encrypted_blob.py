@@ -69,8 +69,10 @@ __all__ = [
     "native_seal",
     "native_export",
     "native_unseal_into",
+    "native_unseal_joined_into",
     "native_random_into",
     "native_new_material",
+    "native_new_secret",
 ]
 
 IV_SIZE = 16
@@ -460,12 +462,40 @@ def native_unseal_into(
         raise _native_error(rc)
 
 
+def native_unseal_joined_into(master: Memory, mlen: int, header: bytes, iv: bytes, ctmac: bytes, datalen: int, out: Memory) -> None:
+    """:func:`native_unseal_into` with ciphertext and MAC in one buffer, as the blob has
+    them (``padded_len(datalen) + 32`` bytes); ``master``/``out`` are cffi pointers.
+
+    ``EINVAL`` for a bad HMAC or field sizes, ``ENOMEM`` if libcrypto fails; on error
+    nothing is written to ``out``.
+    """
+    if len(iv) != IV_SIZE:
+        raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
+    rc = _nlib.kt_enc_unseal_joined(master, mlen, header, len(header), iv, ctmac, len(ctmac), datalen, out)
+    if rc:
+        if rc == _nlib.KT_ENC_ERR_SIZE and datalen <= MAX_DATA_SIZE:
+            raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
+        raise _native_error(rc)
+
+
 def native_random_into(out: Memory, n: int) -> None:
     """Fill ``n`` bytes at ``out`` (e.g. a SecretBuffer's memory) with random bytes
     from the kernel CSPRNG (buffered in C, ``_native/rand.h``), with no copy on the
     Python heap.  ``EIO`` if the OS refuses."""
     if n and _nlib.kt_rand_fill(_cptr(out), n) != 0:
         raise error(errno.EIO, f"the OS RNG could not supply {n} bytes")
+
+
+def native_new_secret(n: int) -> tuple[SecretBuffer, bytes]:
+    """A new key's ``n`` random data bytes in a new SecretBuffer, and its random IV,
+    from one C call (see :func:`native_random_into`); ``ENOMEM``, ``EIO``."""
+    data = SecretBuffer(n)
+    iv = _nffi.new("char[16]")
+    # data._ptr rather than data.address: the buffer was made just above.
+    if _nlib.kt_rand_fill2(iv, IV_SIZE, data._ptr, n):
+        data.wipe()
+        raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
+    return data, _nffi.unpack(iv, IV_SIZE)
 
 
 def native_new_material(out: Memory, n: int) -> bytes:
