@@ -154,3 +154,24 @@ def test_request_key_reports_the_session_keys_state(space: kt.KeyspaceAPI) -> No
     assert space.request_key("user", "pit:req-below") == below
     sub.set_perm(_RING_NO_POSSESSOR_SEARCH)
     assert errno_of(space.request_key, "user", "pit:req-below") == errno.ENOKEY
+
+
+@pytest.mark.parametrize("how", ["unsearchable", "revoked", "invalidated"])
+def test_possession_through_the_session_keyring_needs_it_live_and_searchable(space: kt.KeyspaceAPI, how: str) -> None:
+    ses = space.session
+    k = space.add_key("user", "pit:in-session", b"s", ses)
+    k.set_perm(_POSSESSOR_ONLY)
+    assert k.read() == b"s"
+    if how == "unsearchable":
+        ses.set_perm(_RING_NO_POSSESSOR_SEARCH)
+    elif how == "revoked":
+        ses.revoke()
+    else:
+        ses.invalidate()
+    if how == "revoked":
+        # Revoking a keyring also clears it (keyring_revoke), so the key loses its only
+        # link: the kernel frees it after an RCU grace period (EACCES until then,
+        # ENOKEY after), the Keyspace at once.
+        assert errno_of(k.read) in (errno.EACCES, errno.ENOKEY)
+    else:
+        assert errno_of(k.read) == errno.EACCES

@@ -274,8 +274,19 @@ class Keyspace(KeyspaceAPI):
         # common case without the full permitted() (likewise below).
         if not rec.perm & KEY_POS_SEARCH and not permitted(rec, cred, True, NEED_SEARCH):
             return False
-        rings = self._cred_rings()
         parents = rec.parents
+        # The commonest case first, without building the list of caller keyrings: a key
+        # linked directly in a live session keyring its possessor may search.
+        proc = self._proc
+        ses = proc._session if proc._session_from is None else proc.session
+        if (
+            ses is not None
+            and ses.serial in parents
+            and not (ses.revoked or ses.invalidated)
+            and (ses.perm & KEY_POS_SEARCH or permitted(ses, cred, True, NEED_SEARCH))
+        ):
+            return True
+        rings = self._cred_rings()
         # Possession asks only whether some search path reaches the key.  Linked in a
         # caller keyring, or in a keyring linked there, the search would find it at
         # depth 0 or 1, so the common cases need no walk.  On the path every keyring
