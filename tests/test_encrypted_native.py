@@ -262,6 +262,22 @@ def test_loaded_pad_is_dropped_and_read_reencrypts_with_zero_pad() -> None:
     assert out == eb.export("default", "user:kmk", "20", eb.seal(master, "default", "user:kmk", "20", bytes.fromhex(iv.decode()), data))
 
 
+def test_payload_iv_is_the_blobs_for_new_and_load() -> None:
+    # A new key keeps its IV in the cffi array it was drawn into, a loaded key as
+    # bytes; read() seals with either in place, and iv_bytes() gives the same bytes.
+    ks = kt.Keyspace()
+    ks.add_key("user", "kmk", os.urandom(32), "@s")
+    made = ks.add_key("encrypted", "made", "new user:kmk 32", "@s")
+    blob = made.read()
+    loaded = ks.add_key("encrypted", "loaded", b"load " + blob, "@s")
+    assert loaded.read() == blob
+    for key in (made, loaded):
+        payload = ks._world.keys[key.serial].payload
+        iv = payload.iv_bytes()
+        assert type(iv) is bytes and iv.hex().encode() == blob.split()[3][:32]
+    assert isinstance(ks._world.keys[made.serial].payload.iv, ffi.CData)
+
+
 def test_loaded_pad_matches_the_kernel() -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
     here, kernel = kt.Keyspace(), kt.KernelKeyspace(new_session=True)

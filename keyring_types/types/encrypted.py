@@ -82,6 +82,8 @@ class EncryptedCommand:
     #: charges, and the length of a well-formed hex blob for ``datalen``.
     quota: int = attrs.field(default=0, repr=False, eq=False)
     blob_hex_len: int = attrs.field(default=0, repr=False, eq=False)
+    #: ``new`` of random data in a format other than ecryptfs: instantiate's inline case.
+    plain_new: bool = attrs.field(default=False, repr=False, eq=False)
 
 
 @attrs.define(eq=False, repr=False)
@@ -93,7 +95,9 @@ class EncryptedPayload:
     #: The length token exactly as typed ("+32", "032", "32\\n" survive); it is MAC'd and re-emitted.
     datalen_str: str
     datalen: int
-    iv: bytes
+    #: 16 bytes; for a key made by ``new``, the cffi ``char[16]`` they were drawn into
+    #: (the native seal reads either in place; :meth:`iv_bytes` copies it out).
+    iv: Any
     #: The kernel's payload: the decrypted data (``datalen`` bytes; the zero pad
     #: of a loaded blob is dropped, as the kernel drops it), or for ecryptfs the
     #: 740-byte auth token that holds the 64 decrypted bytes.
@@ -105,6 +109,10 @@ class EncryptedPayload:
 
     def __repr__(self) -> str:
         return f"<EncryptedPayload {self.format} {self.master_desc} {self.datalen_str!r}>"
+
+    def iv_bytes(self) -> bytes:
+        """The IV as ``bytes``, whichever form it is held in."""
+        return bytes(_ffi.buffer(self.iv)) if isinstance(self.iv, _ffi.CData) else self.iv
 
     def plaintext(self) -> memoryview:
         """A read-only view of the decrypted data (inside the auth token for ecryptfs)."""
@@ -215,6 +223,7 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     return EncryptedCommand(
         command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header,
         _quota_for(effective, len(header), dlen), eb.hex_blob_len(dlen),
+        command == "new" and plaintext_hex is None and effective != "ecryptfs",
     )
 
 
@@ -371,7 +380,7 @@ class EncryptedKeyType(KeyType):
         old_reserved = key.datalen
         key.payload_reserve(cmd.quota or _quota_for(fmt, len(header), cmd.datalen))
         try:
-            if cmd.command == "new" and fmt != "ecryptfs" and cmd.plaintext_hex is None:
+            if cmd.plain_new:
                 # The commonest instantiation, inline: random data and IV, nothing to check.
                 data, iv = eb.native_new_secret(cmd.datalen)
                 payload = EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen, iv, data, header)

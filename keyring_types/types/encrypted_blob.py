@@ -422,9 +422,10 @@ def native_seal(master: Bytes, fmt: str, master_desc: str, datalen_str: str, iv:
     return Sealed(iv, _nffi.buffer(ct, padded_len(n))[:], _nffi.buffer(mac, HASH_SIZE)[:])
 
 
-def native_export(master: Memory, mlen: int, header: bytes, iv: bytes, data: Memory, datalen: int) -> bytes:
+def native_export(master: Memory, mlen: int, header: bytes, iv: bytes | Any, data: Memory, datalen: int) -> bytes:
     """Seal and format in one native call: the bytes of :func:`export` for ``header``'s
     format, master and length (``header`` from :func:`datablob_header`, never legacy).
+    ``iv`` is 16 bytes, or the cffi ``char[16]`` from :func:`native_new_secret`.
 
     ``master``/``data`` may be cffi pointers (``SecretBuffer.address``) so that no
     secret is copied.  ``EINVAL`` for data over 4096 bytes, ``ENOMEM`` if libcrypto fails.
@@ -486,16 +487,20 @@ def native_random_into(out: Memory, n: int) -> None:
         raise error(errno.EIO, f"the OS RNG could not supply {n} bytes")
 
 
-def native_new_secret(n: int) -> tuple[SecretBuffer, bytes]:
+def native_new_secret(n: int) -> tuple[SecretBuffer, Any]:
     """A new key's ``n`` random data bytes in a new SecretBuffer, and its random IV,
-    from one C call (see :func:`native_random_into`); ``ENOMEM``, ``EIO``."""
+    from one C call (see :func:`native_random_into`); ``ENOMEM``, ``EIO``.
+
+    The IV comes back as the cffi ``char[16]`` it was drawn into: the native seal
+    reads it in place, and ``bytes(ffi.buffer(iv))`` copies it out.
+    """
     data = SecretBuffer(n)
     iv = _nffi.new("char[16]")
     # data._ptr rather than data.address: the buffer was made just above.
     if _nlib.kt_rand_fill2(iv, IV_SIZE, data._ptr, n):
         data.wipe()
         raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
-    return data, _nffi.unpack(iv, IV_SIZE)
+    return data, iv
 
 
 def native_new_material(out: Memory, n: int) -> bytes:
