@@ -287,6 +287,7 @@ class Keyspace(KeyspaceAPI):
         ):
             return True
         rings = self._cred_rings()
+        keys = self._world.keys
         # Possession asks only whether some search path reaches the key.  Linked in a
         # caller keyring, or in a keyring linked there, the search would find it at
         # depth 0 or 1, so the common cases need no walk.  On the path every keyring
@@ -302,7 +303,8 @@ class Keyspace(KeyspaceAPI):
                 continue
             if ring.serial in parents:
                 return True
-            for mid in parents.values():
+            for mid_serial in parents:
+                mid = keys[mid_serial]
                 if (
                     ring.serial in mid.parents
                     and not (mid.revoked or mid.invalidated)

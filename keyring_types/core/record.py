@@ -50,8 +50,10 @@ class KeyRecord:
     links: dict[IndexKey, KeyRecord] | None = None
     #: The keyring-type subset of ``links``, so searches descend without scanning every key.
     rings: dict[IndexKey, KeyRecord] | None = None
-    #: Keyrings that hold a link to this key (keyring serial -> record).
-    parents: dict[int, KeyRecord] = attrs.Factory(dict)
+    #: Serials of the keyrings that hold a link to this key (as dict keys; the values
+    #: are None).  Serials rather than records: a dict of ints is not tracked by
+    #: Python's cyclic GC, which otherwise traverses one more container per key.
+    parents: dict[int, None] = attrs.Factory(dict)
     #: References other than links (credentials holding a special keyring).
     pins: int = 0
     #: (type name, description): the slot a keyring holds this key in; set at allocation.

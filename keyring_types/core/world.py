@@ -139,7 +139,7 @@ class World:
         ring.links[idx] = key
         if key.links is not None:
             ring.rings[idx] = key
-        key.parents[ring.serial] = ring
+        key.parents[ring.serial] = None
         return old
 
     def drop_link(self, ring: KeyRecord, key: KeyRecord, refund: bool = True) -> None:
@@ -154,7 +154,9 @@ class World:
     def unlink_everywhere(self, key: KeyRecord) -> None:
         parents = key.parents
         idx = key.index_key
-        for ring in list(parents.values()):
+        keys = self.keys
+        for serial in list(parents):
+            ring = keys[serial]  # a linking keyring is live: destroy() unlinks its keys first
             # drop_link() inlined: this is the invalidate hot path.
             del ring.links[idx]  # type: ignore[index]
             if key.links is not None:
