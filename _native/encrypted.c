@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "encrypted.h"
+#include "rand.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -441,4 +442,13 @@ int kt_enc_unseal_joined(const uint8_t *master, size_t mlen, const uint8_t *head
     if (datalen > KT_ENC_MAX_DATA || ctmaclen != ctlen + KT_ENC_HASH_SIZE)
         return KT_ENC_ERR_SIZE;
     return kt_enc_unseal(master, mlen, header, hlen, iv, ctmac, ctmac + ctlen, datalen, plain_out);
+}
+
+int kt_enc_ecryptfs_new(void *tok, const uint8_t *fixed, const char *sig, uint8_t *iv)
+{
+    uint8_t *t = tok;
+
+    memcpy(t, fixed, KT_ECRYPTFS_AUTH_TOK_SIZE);
+    memcpy(t + KT_ECRYPTFS_SIG_OFFSET, sig, KT_ECRYPTFS_SIG_SIZE);
+    return kt_rand_fill2(iv, KT_ENC_IV_SIZE, t + KT_ECRYPTFS_KEY_OFFSET, KT_ECRYPTFS_KEY_BYTES);
 }

@@ -54,6 +54,18 @@ int kt_enc_unseal_joined(const uint8_t *master, size_t mlen, const uint8_t *head
                          const uint8_t *iv, const uint8_t *ctmac, size_t ctmaclen, size_t datalen,
                          uint8_t *plain_out);
 
+/* An ecryptfs key's auth token (struct ecryptfs_auth_tok) written into tok (740
+ * bytes): the fixed fields copied from fixed (740 bytes, key and signature zero),
+ * the 16-character signature at offset 712, 64 random key bytes at 648; and the
+ * key's random IV (16 bytes) into iv.  Random bytes from the buffered CSPRNG
+ * (rand.h).  0, or -1 if the OS refused random bytes. */
+#define KT_ECRYPTFS_AUTH_TOK_SIZE 740
+#define KT_ECRYPTFS_KEY_OFFSET 648
+#define KT_ECRYPTFS_KEY_BYTES 64
+#define KT_ECRYPTFS_SIG_OFFSET 712
+#define KT_ECRYPTFS_SIG_SIZE 16
+int kt_enc_ecryptfs_new(void *tok, const uint8_t *fixed, const char *sig, uint8_t *iv);
+
 /* The AES-NI path for AES-256-CBC (used when the CPU has it): 1 to use it where
  * available, 0 to force the libcrypto EVP path, -1 to only ask.  Returns whether
  * it was in use before the call.  For tests that hold both paths to the reference. */

@@ -6,6 +6,8 @@ import errno
 import hashlib
 import hmac
 import os
+import random
+import re
 import struct
 
 import pytest
@@ -287,6 +289,15 @@ def test_ecryptfs_description_rule(desc: str) -> None:
     with pytest.raises(OSError) as ei:
         eb.ecryptfs_auth_tok(desc, bytes(64))
     assert ei.value.errno == errno.EINVAL
+
+
+def test_ecryptfs_description_rule_is_sixteen_hex_digits_on_random_strings() -> None:
+    # The rule as the regex [0-9A-Fa-f]{16} states it, against the cheaper check.
+    rng = random.Random("ecryptfs-desc")
+    alphabet = "0123456789abcdefABCDEF" * 4 + "gGzZ \t\n-+\u00e9\u0660\uff10x"
+    for _ in range(5000):
+        desc = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 15, 16, 16, 16, 17, 32])))
+        assert eb.valid_ecryptfs_desc(desc) == (re.fullmatch("[0-9A-Fa-f]{16}", desc) is not None), desc
 
 
 def test_ecryptfs_description_accepts_either_case() -> None:

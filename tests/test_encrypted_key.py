@@ -222,6 +222,11 @@ def test_ecryptfs_secret_and_auth_token(ks: kt.Keyspace) -> None:
     assert raw == eb.ecryptfs_auth_tok(ECRYPTFS_DESC, key).tobytes()
     assert len(raw) == eb.ECRYPTFS_AUTH_TOK_SIZE and raw[648:712] == key
     assert raw[712:729] == ECRYPTFS_DESC.encode() + b"\x00"
+    # The key's own payload is that token (the kernel keeps the token as the payload),
+    # whether the key was made by new or by load.
+    assert ks._world.keys[k.serial].payload.data.tobytes() == raw
+    loaded = add(sp, b"load " + blob, "abcdef0123456789")
+    assert ks._world.keys[loaded.serial].payload.data.tobytes() == eb.ecryptfs_auth_tok("abcdef0123456789", key).tobytes()
     # Not an ecryptfs key, or not an encrypted key: EINVAL.
     assert errno_of(enc.ecryptfs_auth_token, add(sp, "new user:kmk 32", "ek32")) == errno.EINVAL
     assert errno_of(enc.ecryptfs_auth_token, sp.ks.request_key("user", "kmk")) == errno.EINVAL

@@ -206,7 +206,7 @@ def test_random_pool_hands_out_each_byte_once_across_refills() -> None:
     seen = set()
     for _ in range(300):
         iv = eb.native_new_material(out, 32)
-        seen.add(iv)
+        seen.add(bytes(ffi.buffer(iv)))
         seen.add(ffi.buffer(out)[:])
     assert len(seen) == 600 and bytes(16) not in seen and bytes(32) not in seen
 

@@ -82,7 +82,7 @@ class EncryptedCommand:
     #: charges, and the length of a well-formed hex blob for ``datalen``.
     quota: int = attrs.field(default=0, repr=False, eq=False)
     blob_hex_len: int = attrs.field(default=0, repr=False, eq=False)
-    #: ``new`` of random data in a format other than ecryptfs: instantiate's inline case.
+    #: ``new`` of random data: instantiate's inline case.
     plain_new: bool = attrs.field(default=False, repr=False, eq=False)
 
 
@@ -223,7 +223,7 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     return EncryptedCommand(
         command, fmt, master, datalen_str, dlen, extra if command == "load" else None, plaintext_hex, header,
         _quota_for(effective, len(header), dlen), eb.hex_blob_len(dlen),
-        command == "new" and plaintext_hex is None and effective != "ecryptfs",
+        command == "new" and plaintext_hex is None,
     )
 
 
@@ -381,8 +381,12 @@ class EncryptedKeyType(KeyType):
         key.payload_reserve(cmd.quota or _quota_for(fmt, len(header), cmd.datalen))
         try:
             if cmd.plain_new:
-                # The commonest instantiation, inline: random data and IV, nothing to check.
-                data, iv = eb.native_new_secret(cmd.datalen)
+                # The commonest instantiation, inline: random data and IV, nothing else
+                # to check but an ecryptfs description (EINVAL).
+                if fmt == "ecryptfs":
+                    data, iv = eb.native_new_ecryptfs(key.description)
+                else:
+                    data, iv = eb.native_new_secret(cmd.datalen)
                 payload = EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen, iv, data, header)
             else:
                 payload = self._make_payload(key, cmd, fmt, header, prep.data)
@@ -397,9 +401,8 @@ class EncryptedKeyType(KeyType):
     ) -> EncryptedPayload:
         assert cmd.datalen_str is not None
         dlen = cmd.datalen
-        if fmt == "ecryptfs" and not eb.valid_ecryptfs_desc(key.description):
-            raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {key.description!r}")
         if fmt == "ecryptfs":
+            # EINVAL for a description that is not 16 hex digits.
             data, out = _ecryptfs_data(key.description)
         else:
             data = SecretBuffer(dlen)
