@@ -3,8 +3,9 @@
 
 Three operations, each timed on ``keyring_types.Keyspace()`` and on
 ``KernelKeyspace(new_session=True)`` (the kernel's own ``encrypted`` type via
-add_key/keyctl) through the same public API, interleaved in rounds so that
-drift on the machine hits both alike:
+add_key/keyctl) through the same public API.  In every round each operation runs
+on the two sides back to back, the side that goes first alternating, so that both
+figures of a pair see the machine in the same state:
 
 * ``new``:  ``add_key("encrypted", d, "new user:kmk 32", "@s")``
 * ``read``: ``key.read()`` of a key made by ``new`` (master looked up, blob made)
@@ -18,11 +19,12 @@ share of the ``encrypted`` type itself.
 
 Prints µs/op (the median over rounds: the machine this runs on is a noisy shared
 VM, and one disturbed round should not move the figure) and the ratio ours/kernel
-(goal <= 1.0 for ``new`` and ``load``).
+as the median over rounds of each round's pair (goal <= 1.0 for ``new`` and
+``load``).
 Keys go into a keyring linked from ``@s`` (the master sits in ``@s``), which is
 cleared between rounds, outside the timed region.
 
-Usage: python benchmarks/encrypted.py [--keys 2000] [--rounds 6] [--format default]
+Usage: python benchmarks/encrypted.py [--keys 2000] [--rounds 15] [--format default]
 """
 
 from __future__ import annotations
@@ -44,38 +46,61 @@ import keyring_types as kt  # noqa: E402
 OPS = ("new", "read", "load", "user add", "user read")
 
 
-def one_round(ks: kt.KeyspaceAPI, ring: kt.Keyring, tag: str, count: int, new_payload: str, blob: bytes, desc_of) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Time ``count`` of each operation; nanoseconds per operation name."""
-    add = ks.add_key
+def one_round(spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]], order: list[str], tag: str, count: int, new_payload: str, blob: bytes, desc_of) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Time ``count`` of each operation on each side: nanoseconds per side and operation.
+
+    Each operation runs on both sides back to back (in ``order``) before the next
+    operation starts, so that the two figures of a pair see the same machine: on the
+    shared VM this runs on, speed changes by half between states that last a fraction
+    of a second, longer than a pair takes.
+    """
     descs = [desc_of(tag, i) for i in range(count)]
-    t0 = time.perf_counter_ns()
-    keys = [add("encrypted", d, new_payload, ring) for d in descs]
-    t1 = time.perf_counter_ns()
-    for k in keys:
-        k.read()
-    t2 = time.perf_counter_ns()
+    load_descs = [d + "L" if len(d) != 16 else d[:-1] + "f" for d in descs]
     load_payload = b"load " + blob
-    t3 = time.perf_counter_ns()
-    for d in descs:
-        add("encrypted", d + "L" if len(d) != 16 else d[:-1] + "f", load_payload, ring)
-    t4 = time.perf_counter_ns()
-    # The floor every key type pays in this keyspace: add_key + read of a 32-byte user key.
     secret = b"u" * 32
-    t5 = time.perf_counter_ns()
-    ukeys = [add("user", d, secret, ring) for d in descs]
-    t6 = time.perf_counter_ns()
-    for k in ukeys:
-        k.read()
-    t7 = time.perf_counter_ns()
-    # Untimed: empty the benchmark keyring (the master stays in @s).
-    ring.clear()
-    return {"new": t1 - t0, "read": t2 - t1, "load": t4 - t3, "user add": t6 - t5, "user read": t7 - t6}
+    ns: dict[str, dict[str, int]] = {side: {} for side in order}
+    keys: dict[str, list[kt.Key]] = {}
+    ukeys: dict[str, list[kt.Key]] = {}
+    for side in order:
+        ks, ring = spaces[side]
+        add = ks.add_key
+        t0 = time.perf_counter_ns()
+        keys[side] = [add("encrypted", d, new_payload, ring) for d in descs]
+        ns[side]["new"] = time.perf_counter_ns() - t0
+    for side in order:
+        t0 = time.perf_counter_ns()
+        for k in keys[side]:
+            k.read()
+        ns[side]["read"] = time.perf_counter_ns() - t0
+    for side in order:
+        ks, ring = spaces[side]
+        add = ks.add_key
+        t0 = time.perf_counter_ns()
+        for d in load_descs:
+            add("encrypted", d, load_payload, ring)
+        ns[side]["load"] = time.perf_counter_ns() - t0
+    # The floor every key type pays in this keyspace: add_key + read of a 32-byte user key.
+    for side in order:
+        ks, ring = spaces[side]
+        add = ks.add_key
+        t0 = time.perf_counter_ns()
+        ukeys[side] = [add("user", d, secret, ring) for d in descs]
+        ns[side]["user add"] = time.perf_counter_ns() - t0
+    for side in order:
+        t0 = time.perf_counter_ns()
+        for k in ukeys[side]:
+            k.read()
+        ns[side]["user read"] = time.perf_counter_ns() - t0
+    # Untimed: empty the benchmark keyrings (the masters stay in @s).
+    for side in order:
+        spaces[side][1].clear()
+    return ns
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, default=2000, help="keys per round and operation")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--format", choices=("default", "enc32", "ecryptfs"), default="default")
     args = ap.parse_args()
 
@@ -93,47 +118,50 @@ def main() -> None:
     master = os.urandom(32)
     ours = kt.Keyspace()
     kernel = kt.KernelKeyspace(new_session=True)
-    rings: dict[int, kt.Keyring] = {}
-    for ks in (ours, kernel):
+    spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]] = {}
+    for side, ks in (("ours", ours), ("kernel", kernel)):
         ks.add_key("user", "kmk", master, "@s")
         ring = ks.add_key("keyring", "bench", None, "@s")
         assert isinstance(ring, kt.Keyring)
-        rings[id(ks)] = ring
+        spaces[side] = (ks, ring)
     # The blob to load: made by the kernel, so both sides load the same bytes.
     proto = kernel.add_key("encrypted", desc_of("aa", 0), new_payload, "@s")
     blob = proto.read()
     kernel.session.unlink(proto)
 
     warm = max(50, args.keys // 10)
-    for ks in (ours, kernel):
-        one_round(ks, rings[id(ks)], "bb", warm, new_payload, blob, desc_of)
+    one_round(spaces, ["ours", "kernel"], "bb", warm, new_payload, blob, desc_of)
 
     per_round: dict[str, dict[str, list[float]]] = {side: {op: [] for op in OPS} for side in ("ours", "kernel")}
     for r in range(args.rounds):
-        order = [("ours", ours), ("kernel", kernel)]
-        if r % 2:
-            order.reverse()
-        for side, ks in order:
-            gc.collect()
-            res = one_round(ks, rings[id(ks)], f"{r:02x}" if fmt == "ecryptfs" else f"r{r}", args.keys, new_payload, blob, desc_of)
+        # Alternate which side goes first in each pair.
+        order = ["ours", "kernel"] if r % 2 == 0 else ["kernel", "ours"]
+        gc.collect()
+        res = one_round(spaces, order, f"{r:02x}" if fmt == "ecryptfs" else f"r{r}", args.keys, new_payload, blob, desc_of)
+        for side in order:
             for op in OPS:
-                per_round[side][op].append(res[op] / args.keys / 1000)
+                per_round[side][op].append(res[side][op] / args.keys / 1000)
+    for side in per_round:
+        per_round[side]["new+read"] = [a + b for a, b in zip(per_round[side]["new"], per_round[side]["read"])]
 
-    us = {side: {op: statistics.median(per_round[side][op]) for op in OPS} for side in per_round}
-    for side in us:
-        us[side]["new+read"] = us[side]["new"] + us[side]["read"]
+    us = {side: {op: statistics.median(v) for op, v in per_round[side].items()} for side in per_round}
+    # The ratio of each pair, then the median over rounds: robust to the machine's
+    # changes of speed, which hit both figures of a pair alike.
+    ratio = {
+        op: statistics.median(a / b for a, b in zip(per_round["ours"][op], per_round["kernel"][op]))
+        for op in per_round["ours"]
+    }
 
-    print(f"encrypted keys, format {fmt} ({n} bytes), {args.rounds} rounds x {args.keys} keys, median µs/op over rounds")
+    print(f"encrypted keys, format {fmt} ({n} bytes), {args.rounds} rounds x {args.keys} keys")
     print(f"python {platform.python_version()}, kernel {platform.release()}, {os.cpu_count()} CPUs")
+    print("µs/op: median over rounds; ratio: median over rounds of ours / kernel in the same round")
     print(f"{'operation':<10} {'ours µs':>10} {'kernel µs':>10} {'ratio':>7}")
     for op in ("new", "read", "new+read", "load"):
-        a, b = us["ours"][op], us["kernel"][op]
-        print(f"{op:<10} {a:>10.2f} {b:>10.2f} {a / b:>6.2f}x")
+        print(f"{op:<10} {us['ours'][op]:>10.2f} {us['kernel'][op]:>10.2f} {ratio[op]:>6.2f}x")
     print("goal: ratio <= 1.00 for new and load (ours / kernel, same public API)")
     print("reference: a 32-byte user key through the same keyspaces (the per-call floor)")
     for op in ("user add", "user read"):
-        a, b = us["ours"][op], us["kernel"][op]
-        print(f"{op:<10} {a:>10.2f} {b:>10.2f} {a / b:>6.2f}x")
+        print(f"{op:<10} {us['ours'][op]:>10.2f} {us['kernel'][op]:>10.2f} {ratio[op]:>6.2f}x")
     print("the encrypted type's own share, ours (us): "
           f"new {us['ours']['new'] - us['ours']['user add']:.2f}, "
           f"read {us['ours']['read'] - us['ours']['user read']:.2f}, "
