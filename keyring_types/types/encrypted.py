@@ -326,8 +326,10 @@ def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, Secret
         record = current_caller(key).lookup_key("user", master_desc[len(_USER_PREFIX) :])
         payload = record.payload
         if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
-            # A user key's datalen is its payload's length (user_instantiate/update);
-            # its buffer is live while it is the payload (address checks, in a call).
+            # A user key's datalen is its payload's length (user_instantiate/update).
+            # The slot is read directly (a property call costs as much as the rest of
+            # this branch); a wiped buffer, which a live payload never is, would take
+            # the property and its EKEYREVOKED.
             ptr = payload._ptr
             return (ptr if ptr is not None else payload.address), record.datalen, None
     copy = master_key_secret(key, master_desc)
