@@ -59,38 +59,32 @@ def one_round(spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]], order: list[
     load_payload = b"load " + blob
     secret = b"u" * 32
     ns: dict[str, dict[str, int]] = {side: {} for side in order}
-    keys: dict[str, list[kt.Key]] = {}
-    ukeys: dict[str, list[kt.Key]] = {}
-    for side in order:
-        ks, ring = spaces[side]
-        add = ks.add_key
-        t0 = time.perf_counter_ns()
-        keys[side] = [add("encrypted", d, new_payload, ring) for d in descs]
-        ns[side]["new"] = time.perf_counter_ns() - t0
-    for side in order:
-        t0 = time.perf_counter_ns()
-        for k in keys[side]:
+
+    def pair(op: str, run) -> dict[str, list[kt.Key]]:  # type: ignore[no-untyped-def]
+        """Run ``run(keyspace, ring, side)`` on each side in turn, timing each; its results by side."""
+        out = {}
+        for side in order:
+            ks, ring = spaces[side]
+            t0 = time.perf_counter_ns()
+            out[side] = run(ks, ring, side)
+            ns[side][op] = time.perf_counter_ns() - t0
+        return out
+
+    def read_all(keys: list[kt.Key]) -> list[kt.Key]:
+        for k in keys:
             k.read()
-        ns[side]["read"] = time.perf_counter_ns() - t0
-    for side in order:
-        ks, ring = spaces[side]
+        return []
+
+    def add_all(ks: kt.KeyspaceAPI, ring: kt.Keyring, type_name: str, names: list[str], payload: str | bytes) -> list[kt.Key]:
         add = ks.add_key
-        t0 = time.perf_counter_ns()
-        for d in load_descs:
-            add("encrypted", d, load_payload, ring)
-        ns[side]["load"] = time.perf_counter_ns() - t0
+        return [add(type_name, d, payload, ring) for d in names]
+
+    keys = pair("new", lambda ks, ring, side: add_all(ks, ring, "encrypted", descs, new_payload))
+    pair("read", lambda ks, ring, side: read_all(keys[side]))
+    pair("load", lambda ks, ring, side: add_all(ks, ring, "encrypted", load_descs, load_payload))
     # The floor every key type pays in this keyspace: add_key + read of a 32-byte user key.
-    for side in order:
-        ks, ring = spaces[side]
-        add = ks.add_key
-        t0 = time.perf_counter_ns()
-        ukeys[side] = [add("user", d, secret, ring) for d in descs]
-        ns[side]["user add"] = time.perf_counter_ns() - t0
-    for side in order:
-        t0 = time.perf_counter_ns()
-        for k in ukeys[side]:
-            k.read()
-        ns[side]["user read"] = time.perf_counter_ns() - t0
+    ukeys = pair("user add", lambda ks, ring, side: add_all(ks, ring, "user", descs, secret))
+    pair("user read", lambda ks, ring, side: read_all(ukeys[side]))
     # Untimed: empty the benchmark keyrings (the masters stay in @s).
     for side in order:
         spaces[side][1].clear()
