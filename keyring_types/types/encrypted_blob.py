@@ -510,7 +510,8 @@ def native_new_ecryptfs(description: str) -> tuple[SecretBuffer, Any]:
     # valid_ecryptfs_desc(), inline.
     if len(description) != 16 or description.strip(_HEX_DIGITS):
         raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {description!r}")
-    # C fills the whole token: fixed fields, signature, random key bytes.
+    # C fills the whole token: fixed fields, signature, random key bytes (at tok._ptr,
+    # not tok.address: the buffer is made just below).
     tok = SecretBuffer(ECRYPTFS_AUTH_TOK_SIZE)
     iv = _nffi.new("char[16]")
     if _nlib.kt_enc_ecryptfs_new(tok._ptr, _AUTH_TOK_FIXED, description.encode("ascii"), iv):
