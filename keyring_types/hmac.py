@@ -43,7 +43,7 @@ def cbuf_writable(out: Any, need: int, what: str) -> Any:
     """Like :func:`cbuf` for a buffer the C code writes into; ``EINVAL`` when
     ``out`` is read-only, not contiguous, or shorter than ``need`` bytes."""
     try:
-        p = ffi.from_buffer(out, require_writable=True)
+        p = ffi.from_buffer("char[]", out, True)  # positional: cheaper than the keyword
     except (TypeError, BufferError) as exc:
         raise error(errno.EINVAL, f"{what} must be a writable contiguous buffer ({exc})") from None
     n = len(p)

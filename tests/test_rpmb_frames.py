@@ -119,6 +119,24 @@ def test_write_request_matches_reference(key: bytes, data: bytes, counter: int, 
     assert F.verify(HmacSha256(key), bytes(got))
 
 
+# The C side copies the covered regions into a 4 KiB buffer and hashes it
+# whenever it fills: 14 regions fit, the 15th straddles the first refill, and
+# 64 frames refill four times with a region split at each.
+@pytest.mark.parametrize("n", [1, 14, 15, 16, 28, 29, 30, 64, 65, 200])
+def test_sign_and_verify_across_the_gather_buffer(n: int) -> None:
+    key = bytes(range(32))
+    frames = bytes((i * 131 + (i >> 9)) & 0xFF for i in range(512 * n))
+    buf = bytearray(frames)
+    F.sign(key, buf)
+    assert bytes(buf) == ref_sign(key, frames)
+    assert F.verify(key, buf)
+    assert HmacSha256(key).mac_parts(bytes(buf[i + 228 : i + 512]) for i in range(0, 512 * n, 512)) == (
+        ref_mac(key, frames)
+    )
+    buf[512 * (n // 2) + 300] ^= 1
+    assert not F.verify(key, buf)
+
+
 @settings(max_examples=100, deadline=None)
 @given(key=keys, data=data_blocks(), nonce=nonces, address=st.integers(0, 0xFFF0), result=st.sampled_from([0, 0x80]))
 def test_read_response_matches_reference_and_checks(

@@ -318,7 +318,8 @@ def iter_frames(buf: Buffer) -> Iterator[Frame]:
 def _frames_ptr(buf: Any, writable: bool, what: str = "RPMB buffer") -> tuple[Any, int]:
     """One cffi view of ``buf`` and its frame count (the hot path takes one view only)."""
     try:
-        p = ffi.from_buffer(buf, require_writable=writable)
+        # Positional: the keyword form costs ~200 ns more per call here.
+        p = ffi.from_buffer("char[]", buf, writable)
     except (TypeError, BufferError) as exc:
         kind = "writable contiguous buffer" if writable else "contiguous bytes-like object"
         raise error(errno.EINVAL, f"{what} must be a {kind} ({exc})") from None
@@ -332,7 +333,11 @@ def _frames_ptr(buf: Any, writable: bool, what: str = "RPMB buffer") -> tuple[An
 def _run(key_or_hmac: Any, fn: Any, p: Any, n: int) -> int:
     """Call ``fn(state, p, n)`` with the key's native state, wiping a key made here."""
     if type(key_or_hmac) is HmacSha256:
-        return int(fn(key_or_hmac.state_address, p, n) or 0)
+        # The state_address property, read inline (~150 ns a call).
+        st = key_or_hmac._state
+        if st is None:
+            raise error(errno.EKEYREVOKED, "HMAC key has been wiped")
+        return int(fn(st, p, n) or 0)
     h, owned = _resolve_key(key_or_hmac)
     try:
         return int(fn(h.state_address, p, n) or 0)
