@@ -380,11 +380,13 @@ KT_SHANI static void kt_mac_x2(const struct kt_hmac_state *st, const uint8_t *m0
  * the six compressions of a 284-byte MAC.  Everything else (loads and
  * transposes, padding, the outer block's set-up, storing tags) is hidden
  * inside the rounds or amortised over the batch.  Going further needs fewer
- * compressions' worth of vector work per MAC, e.g. running SHA256RNDS2 for
- * extra messages in the shadow of the AVX-512 rounds: the two overlap almost
- * perfectly only if the AVX-512 code keeps out of zmm0-15 (with their upper
- * halves dirty every legacy-SSE SHA instruction cost ~200 ns here), which
- * GCC's register allocation cannot be told for intrinsics code.
+ * compressions' worth of vector work per MAC.  SHA256RNDS2 for extra
+ * messages in the shadow of the AVX-512 rounds does not provide it: with the
+ * rounds compiled to keep out of zmm0-15 (-ffixed-xmm0..15, so that the
+ * legacy-SSE SHA instructions see clean upper halves), each SHA-NI block
+ * interleaved with a sixteen-lane block added ~50 ns to it, against ~18 ns
+ * per AVX-512 lane.  Here SHA256RNDS2 issues once per 3 cycles with a
+ * latency of 4, and the SHA-NI bookkeeping competes for the same two ports.
  */
 #define KT_AVX512 __attribute__((target("avx512f,avx512bw")))
 
