@@ -191,10 +191,11 @@ class HmacSha256:
         p = cbuf(data)
         return bool(lib.kt_hmac_verify(st, p, len(p), t))
 
-    @property
-    def state_address(self) -> Any:
-        """The native key state, for other ``_native`` code (the RPMB frame functions)."""
-        return self._st()
+    # The property calls _st itself rather than a getter that calls it: one
+    # Python call less on every RPMB frame operation.
+    state_address = property(
+        _st, doc="The native key state, for other ``_native`` code (the RPMB frame functions)."
+    )
 
 
 def batch_lanes(lanes: int | None = None) -> int:
