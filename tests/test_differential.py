@@ -19,7 +19,7 @@ import random
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,6 +28,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 import keyring_types as kt
 import keyring_types.core.search as search_mod
+import keyring_types.integrations.kernel_syscalls as kt_sys
 from conftest import IN_CI, kernel_keyring_reachable, require
 
 pytestmark = [pytest.mark.kernel]
@@ -74,6 +75,17 @@ def _walk_order(order: Callable[[list[Any]], list[Any]]) -> Iterator[None]:
         search_mod._sub_keyrings = original  # type: ignore[assignment]
 
 
+def _own_user_keyrings() -> bytes:
+    """The caller's @u and @us serials (made if missing), packed: an as_user child returns bytes."""
+    return struct.pack("=ii", *(kt_sys.keyctl_get_keyring_id(spec, True) for spec in (-4, -5)))
+
+
+def _invalidate_packed(serials: bytes) -> None:
+    """KEYCTL_INVALIDATE each serial of a ``_own_user_keyrings`` reply, as the caller."""
+    for (serial,) in struct.iter_unpack("=i", serials):
+        kt_sys.keyctl_invalidate(serial)
+
+
 def _blob_shape(blob: bytes) -> tuple[bytes, int]:
     """An encrypted key's blob without its random part: the words before the hex, and its length."""
     head, _, hexpart = blob.rpartition(b" ")
@@ -85,6 +97,8 @@ class KeyringDifferential(RuleBasedStateMachine):
 
     keys = Bundle("keys")
     rings = Bundle("rings")
+    # Every fresh user of the run, so that _run can check that none is left behind.
+    uids_used: ClassVar[list[int]] = []
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,12 +118,33 @@ class KeyringDifferential(RuleBasedStateMachine):
         self.k2m: dict[int, int] = {}
         self.session_serial = self.model.sys_get_keyring_id(-3, False)
         self._pair(self.session_serial, self.kern.sys_get_keyring_id(-3, False))
+        self.user_rings: list[tuple[kt.KernelKeyspace, bytes]] = []
+        KeyringDifferential.uids_used.extend((self.u1, self.u2))
         for m, k in self.actors[1:]:
-            for spec in (-4, -5):
-                self._pair(m.sys_get_keyring_id(spec, True), k.sys_get_keyring_id(spec, True))
+            assert isinstance(k, kt.KernelKeyspace)
+            # One child per user for both lookups (and one for teardown's invalidations):
+            # forks are most of this test's time.
+            both = k._call(_own_user_keyrings)
+            self.user_rings.append((k, both))
+            for spec, kserial in zip((-4, -5), struct.unpack("=ii", both)):
+                self._pair(m.sys_get_keyring_id(spec, True), kserial)
         self.uids = [-1, 0, self.u1, self.u2]
         self.gids = [-1, 0, self.g1, self.g2]
         self.log: list[str] = []
+
+    def teardown(self) -> None:
+        """Have each user invalidate its own @u and @us.
+
+        The kernel registers a uid's user keyrings in its user namespace and never
+        frees them by itself, so without this every example would leave two keyrings
+        and a /proc/key-users row per fresh user until reboot.  The rules never touch
+        these keyrings' permissions, so their owners can always do it; anything that
+        stays is reported by _run's check, not here, so that a failing example's own
+        error is what hypothesis shows.
+        """
+        for view, both in self.user_rings:
+            with contextlib.suppress(OSError):
+                view._call(_invalidate_packed, both)
 
     # -- bookkeeping ---------------------------------------------------------
     def _pair(self, m: int, k: int) -> None:
@@ -146,8 +181,8 @@ class KeyringDifferential(RuleBasedStateMachine):
         ones in its GC worker (which walks every key on the system); the model does both
         at once.  KEYCTL_UNLINK looks its key up without validating it, so unlinking a
         serial from root's own user keyring answers ENOKEY only once the key is freed,
-        whatever its state or permissions.  (/proc/keys and /proc/key-users are not read:
-        on a machine that has run many tests they take a tenth of a second each.)
+        whatever its state or permissions.  (/proc/keys and /proc/key-users are not read
+        per step: they list every key and key user on the machine.)
         """
         world = self.model._world.keys
         dead = [self.m2k[s] for s in before if s not in world and s in self.m2k]
@@ -415,6 +450,25 @@ class EncryptedDifferential(KeyringDifferential):
         self._same(f"update_encrypted[{actor}]({key},{payload!r})", mo, ko)
 
 
+def _users_with_keys() -> set[int]:
+    """The uids /proc/key-users lists, i.e. that still own at least one key."""
+    with open("/proc/key-users") as f:
+        return {int(line.split(":", 1)[0]) for line in f if ":" in line}
+
+
+def _assert_users_released(uids: set[int], within: float = 60.0) -> None:
+    """Wait for the kernel's GC to free every key the run's fresh users owned."""
+    deadline = time.monotonic() + within
+    left = uids & _users_with_keys()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left &= _users_with_keys()
+    assert not left, (
+        f"{len(left)} of the run's {len(uids)} fresh users still own kernel keys after {within:.0f} s "
+        f"(e.g. uid {min(left)}); their user keyrings would stay until reboot"
+    )
+
+
 def _run(machine: type[KeyringDifferential], examples: int) -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
     require(os.geteuid() == 0, "root (as_user steps change credentials in a child)")
@@ -426,7 +480,12 @@ def _run(machine: type[KeyringDifferential], examples: int) -> None:
         suppress_health_check=list(HealthCheck),
         database=None,
     )
+    used = KeyringDifferential.uids_used
+    used.clear()
     run().runTest()
+    # The last example's session (and the users' keys linked there) goes with a new one.
+    kt.KernelKeyspace().sys_join_session_keyring(None)
+    _assert_users_released(set(used))
 
 
 def test_keyspace_matches_kernel() -> None:
