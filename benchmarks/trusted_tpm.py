@@ -1,28 +1,39 @@
 #!/usr/bin/env python3
-"""Trusted keys on swtpm: seal + unseal through the ``tpm2`` source against its peers.
+"""Trusted keys on swtpm, through the public API, against raw tpm2-pytss.
 
 One private swtpm (fresh state, loopback) with an ECC P-256 storage primary at
-0x81000001 serves all three in the same run.  One cycle = seal a 32-byte key, then
-unseal it (TPM2_Create; TPM2_Load + TPM2_Unseal + TPM2_FlushContext):
+0x81000001 serves every peer in the same run.  The library is used the way a
+user uses it: ``KEYRING_TYPES_TPM2_TCTI`` names the swtpm,
+``KEYRING_TYPES_TRUST_SOURCE=tpm2``, and one cycle on a ``keyring_types.Keyspace()``
+is
 
-* ours  - ``Tpm2Source.seal`` + ``Tpm2Source.unseal`` (kernel TPMKey blob
-  encode/decode, option checks, secret memory included);
-* raw   - the minimal tpm2-pytss sequence for the same TPM commands on one
-  ESAPI context, structures prepared once, no blob format;
-* tools - the tpm2-tools process chain ``tpm2_create`` -> ``tpm2_load`` ->
-  ``tpm2_unseal`` -> ``tpm2_flushcontext -t`` (the flush, which the other two
-  also do, keeps swtpm's three object slots free).
+* seal   - ``ks.add_key("trusted", desc, "new 32 keyhandle=0x81000001", "@s")``
+* read   - ``key.read()`` (the hex blob, what ``keyctl pipe`` prints; no TPM command)
+* load   - ``ks.add_key("trusted", desc2, "load <hex blob> keyhandle=0x81000001", "@s")``
 
-Ours and raw alternate cycle by cycle (each cycle timed on its own, the
-order swapped every cycle) and one tpm2-tools chain runs every
+(both keys are invalidated after the cycle, outside the timed part).  Its peer,
+``raw``, is the shortest tpm2-pytss code that sends the TPM the commands the
+kernel's ``trusted_tpm2.c`` sends for the same seal and unseal, with password
+sessions (``CONFIG_TCG_TPM2_HMAC=n``) and the key from the OS RNG, as ours:
+
+* seal   - TPM2_Create of a KEYEDHASH sealed-data object (userWithAuth) under the parent;
+* load   - TPM2_Load + TPM2_Unseal + TPM2_FlushContext.
+
+Its structures are prepared once, and it writes no blob: it is a floor, not a
+library.  ``tools`` is the tpm2-tools process chain ``tpm2_create`` ->
+``tpm2_load`` -> ``tpm2_unseal`` -> ``tpm2_flushcontext -t``.
+
+Ours and raw alternate cycle by cycle (the side that goes first swaps every
+cycle), each operation timed on its own; one tpm2-tools chain runs every
 ``cycles / tools-cycles`` cycles, so load from other processes on the machine
-hits all peers alike.  Each peer's figure is the median of its per-cycle
-times (a burst of load moves a few samples, not the median); the 10th and
-90th percentiles are printed to show the spread.
+hits all peers alike.  Figures are medians of per-cycle times (a burst of load
+moves a few samples, not the median); p10/p90 show the spread.
 
-Goals printed: ours <= 1.25 x raw, and tools >= 30 x ours (ratios of medians).
+Goals printed: ours <= 1.25 x raw for the cycle (seal + read + load against
+seal + load), and tools >= 30 x ours.  With ``--profile FILE`` the ours side is
+also run under cProfile afterwards and the top functions are printed.
 
-Usage: python benchmarks/trusted_tpm.py [--cycles 1000] [--tools-cycles 30]
+Usage: python benchmarks/trusted_tpm.py [--cycles 1000] [--tools-cycles 30] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # Run from a checkout: prefer the package next to this script over whatever is installed.
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,29 +57,41 @@ sys.path.insert(0, str(ROOT / "tests"))  # swtpm_util: the same swtpm launcher t
 
 from swtpm_util import Swtpm, create_primary, start_swtpm  # noqa: E402
 
-from keyring_types.secret import SecretBuffer  # noqa: E402
-from keyring_types.trust.base import TrustedOptions  # noqa: E402
-from keyring_types.trust.tpm2 import Tpm2Source  # noqa: E402
-
 PARENT = 0x81000001
 KEY_LEN = 32
+NEW_PAYLOAD = f"new {KEY_LEN} keyhandle={PARENT:#x}"
+OPS = ("seal", "read", "load")
 
 
-def bench_ours(source: Tpm2Source, count: int) -> int:
-    key = SecretBuffer.from_bytes(os.urandom(KEY_LEN))
-    seal_opts = TrustedOptions(keyhandle=PARENT, given=frozenset({"keyhandle"}))
-    load_opts = TrustedOptions()
-    t0 = time.perf_counter_ns()
-    for _ in range(count):
-        out = source.unseal(source.seal(key, seal_opts), load_opts)
-        out.secret.wipe()
-    elapsed = time.perf_counter_ns() - t0
-    key.wipe()
-    return elapsed
+class Ours:
+    """The public API: one Keyspace, keys in its session keyring."""
+
+    def __init__(self) -> None:
+        import keyring_types as kt
+
+        self.ks = kt.Keyspace()
+        self.n = 0
+
+    def cycle(self) -> dict[str, int]:
+        """One seal + read + load; nanoseconds per operation."""
+        add = self.ks.add_key
+        self.n += 1
+        desc, desc2 = f"bench:{self.n}", f"bench-load:{self.n}"
+        clock = time.perf_counter_ns
+        t0 = clock()
+        key = add("trusted", desc, NEW_PAYLOAD, "@s")
+        t1 = clock()
+        blob = key.read()
+        t2 = clock()
+        loaded = add("trusted", desc2, b"load " + blob + b" keyhandle=0x81000001", "@s")
+        t3 = clock()
+        key.invalidate()
+        loaded.invalidate()
+        return {"seal": t1 - t0, "read": t2 - t1, "load": t3 - t2}
 
 
-class RawPytss:
-    """The fewest tpm2-pytss calls for one seal + unseal of the same object."""
+class Raw:
+    """The TPM commands of the kernel's trusted_tpm2 seal/unseal, through tpm2-pytss directly."""
 
     def __init__(self, tcti: str) -> None:
         from tpm2_pytss import ESAPI
@@ -76,50 +100,58 @@ class RawPytss:
 
         self.esapi = ESAPI(tcti)
         self.parent = self.esapi.tr_from_tpmpublic(PARENT)
-        self.esapi.tr_set_auth(self.parent, b"\x00" * 20)
         template = TPMT_PUBLIC(type=TPM2_ALG.KEYEDHASH, nameAlg=TPM2_ALG.SHA256, objectAttributes=0x40)
         template.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
         self.public = TPM2B_PUBLIC(publicArea=template)
         self.password = ESYS_TR.PASSWORD
 
-    def run(self, count: int) -> int:
+    def cycle(self) -> dict[str, int]:
         from tpm2_pytss.types import TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPMS_SENSITIVE_CREATE
 
         esapi, parent, public, pw = self.esapi, self.parent, self.public, self.password
+        clock = time.perf_counter_ns
+        t0 = clock()
         key = os.urandom(KEY_LEN)
-        t0 = time.perf_counter_ns()
-        for _ in range(count):
-            sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(key)))
-            priv, pub, *_ = esapi.create(parent, sensitive, public, session1=pw)
-            obj = esapi.load(parent, priv, pub)
-            data = esapi.unseal(obj, session1=pw)
-            esapi.flush_context(obj)
-            if len(data) != KEY_LEN:
-                raise RuntimeError("raw unseal returned the wrong length")
-        return time.perf_counter_ns() - t0
+        sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(key)))
+        priv, pub, *_ = esapi.create(parent, sensitive, public, session1=pw)
+        t1 = clock()
+        obj = esapi.load(parent, priv, pub)
+        data = esapi.unseal(obj, session1=pw)
+        esapi.flush_context(obj)
+        t2 = clock()
+        if bytes(data) != key:
+            raise RuntimeError("raw unseal returned other bytes")
+        return {"seal": t1 - t0, "read": 0, "load": t2 - t1}
+
+    def transient_handles(self) -> list[int]:
+        """Transient objects on the TPM now (swtpm has no resource manager: all of them)."""
+        from tpm2_pytss.constants import TPM2_CAP
+
+        _, cap = self.esapi.get_capability(TPM2_CAP.HANDLES, 0x80 << 24, 64)
+        handles = cap.data.handles
+        return [int(handles.handle[i]) for i in range(handles.count)]
 
     def close(self) -> None:
         self.esapi.close()
 
 
-def bench_tools(sim: Swtpm, workdir: Path, count: int) -> int:
+def tools_cycle(sim: Swtpm, workdir: Path) -> int:
+    """One tpm2-tools seal + unseal chain, nanoseconds."""
     env = sim.tools_env()
     key = os.urandom(KEY_LEN)
-    secret = workdir / "secret.bin"
-    secret.write_bytes(key)
+    (workdir / "secret.bin").write_bytes(key)
 
     def run(*args: str) -> bytes:
         return subprocess.run(list(args), env=env, cwd=workdir, check=True, capture_output=True).stdout
 
     t0 = time.perf_counter_ns()
-    for _ in range(count):
-        run("tpm2_create", "-C", hex(PARENT), "-i", "secret.bin", "-u", "o.pub", "-r", "o.priv")
-        run("tpm2_load", "-C", hex(PARENT), "-u", "o.pub", "-r", "o.priv", "-c", "o.ctx")
-        if run("tpm2_unseal", "-c", "o.ctx") != key:
-            raise RuntimeError("tpm2_unseal returned other bytes")
-        run("tpm2_flushcontext", "-t")
+    run("tpm2_create", "-C", hex(PARENT), "-i", "secret.bin", "-u", "o.pub", "-r", "o.priv")
+    run("tpm2_load", "-C", hex(PARENT), "-u", "o.pub", "-r", "o.priv", "-c", "o.ctx")
+    if run("tpm2_unseal", "-c", "o.ctx") != key:
+        raise RuntimeError("tpm2_unseal returned other bytes")
+    run("tpm2_flushcontext", "-t")
     elapsed = time.perf_counter_ns() - t0
-    secret.unlink()
+    (workdir / "secret.bin").unlink()
     return elapsed
 
 
@@ -128,65 +160,109 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def profile_ours(ours: Ours, cycles: int, path: str) -> None:
+    """Run ``cycles`` public-API cycles under cProfile; save to ``path`` and print the top entries."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(cycles):
+        ours.cycle()
+    prof.disable()
+    prof.dump_stats(path)
+    print(f"\n# cProfile of {cycles} ours cycles (saved to {path}), by own time:")
+    pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(25)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cycles", type=int, default=1000, help="seal+unseal cycles for ours and for raw")
-    ap.add_argument("--tools-cycles", type=int, default=30, help="cycles for the tpm2-tools chain")
+    ap.add_argument("--cycles", type=int, default=1000, help="seal+read+load cycles for ours and for raw")
+    ap.add_argument("--tools-cycles", type=int, default=30, help="cycles for the tpm2-tools chain (0: skip)")
+    ap.add_argument("--profile", metavar="FILE", help="afterwards, profile 300 ours cycles into FILE")
     args = ap.parse_args()
 
-    for tool in ("swtpm", "tpm2_create", "tpm2_load", "tpm2_unseal", "tpm2_flushcontext"):
+    needed = ["swtpm"] + (["tpm2_create", "tpm2_load", "tpm2_unseal", "tpm2_flushcontext"] if args.tools_cycles else [])
+    for tool in needed:
         if shutil.which(tool) is None:
             print(f"needs {tool}", file=sys.stderr)
             return 2
 
     sim = start_swtpm()
     workdir = Path(tempfile.mkdtemp(prefix="kt-bench-tpm-"))
-    samples: dict[str, list[float]] = {"ours": [], "raw": [], "tools": []}
+    # What a user does: name the TPM and the source in the environment, then call add_key.
+    os.environ["KEYRING_TYPES_TPM2_TCTI"] = sim.tcti
+    os.environ["KEYRING_TYPES_TRUST_SOURCE"] = "tpm2"
+    os.environ["KEYRING_TYPES_HOME"] = str(workdir / "state")
+    samples: dict[str, dict[str, list[float]]] = {
+        side: {op: [] for op in (*OPS, "cycle")} for side in ("ours", "raw")
+    }
+    tools: list[float] = []
+    leftover: list[int] = []
     try:
         create_primary(sim.tcti)
-        source = Tpm2Source(sim.tcti)
-        raw = RawPytss(sim.tcti)
-        # warm-up: open contexts, cache the parent, fault in code paths
-        bench_ours(source, 20)
-        raw.run(20)
-        bench_tools(sim, workdir, 1)
+        ours = Ours()
+        raw = Raw(sim.tcti)
+        sides: dict[str, Any] = {"ours": ours, "raw": raw}
+        # Warm-up: open contexts, look up the parent, fault in code paths.
+        for _ in range(20):
+            ours.cycle()
+            raw.cycle()
+        if args.tools_cycles:
+            tools_cycle(sim, workdir)
         tools_every = max(1, args.cycles // max(1, args.tools_cycles))
         for i in range(args.cycles):
             order = ("ours", "raw") if i % 2 == 0 else ("raw", "ours")
             for name in order:
-                ns = bench_ours(source, 1) if name == "ours" else raw.run(1)
-                samples[name].append(ns / 1000)
-            if i % tools_every == tools_every // 2 and len(samples["tools"]) < args.tools_cycles:
-                samples["tools"].append(bench_tools(sim, workdir, 1) / 1000)
-        leftover = source.transient_handles()
-        source.close()
+                took = sides[name].cycle()
+                for op, ns in took.items():
+                    samples[name][op].append(ns / 1000)
+                samples[name]["cycle"].append(sum(took.values()) / 1000)
+            if args.tools_cycles and i % tools_every == tools_every // 2 and len(tools) < args.tools_cycles:
+                tools.append(tools_cycle(sim, workdir) / 1000)
+        leftover = raw.transient_handles()
+        if args.profile:
+            profile_ours(ours, 300, args.profile)
         raw.close()
     finally:
+        from keyring_types.trust import registry
+
+        registry.clear_cache()
         sim.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    med = {name: statistics.median(values) for name, values in samples.items()}
-    ours_vs_raw = med["ours"] / med["raw"]
-    tools_vs_ours = med["tools"] / med["ours"]
-    print(f"# {platform.machine()} {platform.python_implementation()} {platform.python_version()}, swtpm on loopback")
-    print(f"# cycle = seal a {KEY_LEN}-byte key + unseal it; ours/raw alternate cycle by cycle")
-    print(f"{'peer':<38}{'cycles':>8}{'median us':>12}{'p10':>10}{'p90':>10}")
-    labels = {
-        "ours": "keyring_types Tpm2Source (ours)",
-        "raw": "raw tpm2-pytss ESAPI sequence",
-        "tools": "tpm2-tools process chain",
-    }
-    for name, label in labels.items():
-        values = samples[name]
-        print(
-            f"{label:<38}{len(values):>8}{med[name]:>12.1f}"
-            f"{percentile(values, 0.1):>10.1f}{percentile(values, 0.9):>10.1f}"
-        )
-    ok_raw = ours_vs_raw <= 1.25
-    ok_tools = tools_vs_ours >= 30.0
-    print(f"ours / raw tpm2-pytss = {ours_vs_raw:.2f}x  (goal <= 1.25x: {'met' if ok_raw else 'NOT met'})")
-    print(f"tpm2-tools / ours     = {tools_vs_ours:.1f}x  (goal >= 30x: {'met' if ok_tools else 'NOT met'})")
-    print(f"transient handles left by ours: {len(leftover)}")
+    med = {side: {op: statistics.median(v) for op, v in ops.items()} for side, ops in samples.items()}
+    ratio = med["ours"]["cycle"] / med["raw"]["cycle"]
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = float("nan")
+    print(f"# {platform.machine()} {platform.python_implementation()} {platform.python_version()}, "
+          f"Linux {platform.release()}, {os.cpu_count()} CPUs, load average {load1:.2f} at the end")
+    print(f"# swtpm on loopback; ours = Keyspace.add_key/read through KEYRING_TYPES_TRUST_SOURCE=tpm2; "
+          f"{args.cycles} cycles each, alternating")
+    print(f"{'peer':<40}{'op':>7}{'median us':>12}{'p10':>10}{'p90':>10}")
+    labels = {"ours": "keyring_types Keyspace.add_key (ours)", "raw": "raw tpm2-pytss (kernel's commands)"}
+    for side, label in labels.items():
+        for op in (*OPS, "cycle"):
+            if side == "raw" and op == "read":
+                continue
+            values = samples[side][op]
+            print(f"{label:<40}{op:>7}{med[side][op]:>12.1f}{percentile(values, 0.1):>10.1f}"
+                  f"{percentile(values, 0.9):>10.1f}")
+    if tools:
+        print(f"{'tpm2-tools process chain':<40}{'cycle':>7}{statistics.median(tools):>12.1f}"
+              f"{percentile(tools, 0.1):>10.1f}{percentile(tools, 0.9):>10.1f}")
+    print(f"seal: ours / raw = {med['ours']['seal'] / med['raw']['seal']:.2f}x; "
+          f"load: ours / raw = {med['ours']['load'] / med['raw']['load']:.2f}x")
+    ok_raw = ratio <= 1.25
+    print(f"cycle: ours / raw tpm2-pytss = {ratio:.2f}x  (goal <= 1.25x: {'met' if ok_raw else 'NOT met'})")
+    ok_tools = True
+    if tools:
+        tools_vs_ours = statistics.median(tools) / med["ours"]["cycle"]
+        ok_tools = tools_vs_ours >= 30.0
+        print(f"tpm2-tools / ours = {tools_vs_ours:.1f}x  (goal >= 30x: {'met' if ok_tools else 'NOT met'})")
+    print(f"transient handles left on the TPM after the run: {len(leftover)}")
     return 0 if ok_raw and ok_tools and not leftover else 1
 
 
