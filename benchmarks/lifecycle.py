@@ -5,7 +5,13 @@
    on ``keyring_types.Keyspace()`` and on ``KernelKeyspace(new_session=True)``
    (the real kernel keyring through add_key/keyctl), interleaved in rounds so
    that drift on the machine hits both alike.  Prints µs/cycle and the ratio
-   ours/kernel (goal <= 1.0).
+   ours/kernel (goal <= 1.0).  The kernel side runs in a fresh anonymous
+   session keyring (KEYCTL_JOIN_SESSION_KEYRING with a NULL name, what
+   ``keyctl session`` does), which is checked to be empty before the run.
+   The kernel's GC walks every key it holds, so its figure depends on what
+   else the kernel holds: ``/proc/key-users`` is printed before the run and
+   after it (once the GC has freed the invalidated keys), and keys held by
+   other users, which earlier test runs can leave behind, are reported.
 2. ``Keyring.search`` and the raw ``sys_search`` in one in-process keyring
    holding 1 k, 100 k and 1 M user keys.  Prints µs per search and the ratio
    1 M / 1 k (goal <= 2.0: search must not grow with the keyring).  The kernel's
@@ -48,6 +54,46 @@ def lifecycle_round(ks: kt.KeyspaceAPI, tag: str, start: int, count: int, payloa
     return time.perf_counter_ns() - t0
 
 
+def key_users() -> dict[int, tuple[int, int]]:
+    """``/proc/key-users``: uid -> (keys the user owns, bytes charged to its quota)."""
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with open("/proc/key-users", encoding="ascii") as fh:
+            for line in fh:
+                # "  uid: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes"
+                uid, _, rest = line.partition(":")
+                fields = rest.split()
+                out[int(uid)] = (int(fields[1].split("/")[0]), int(fields[3].split("/")[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def describe_key_users(users: dict[int, tuple[int, int]]) -> str:
+    """One line: each user's charged keys; users other than this one are the leftovers to look at."""
+    me = os.getuid()
+    mine = users.get(me, (0, 0))
+    others = {uid: v for uid, v in users.items() if uid != me}
+    text = f"uid {me}: {mine[0]} keys, {mine[1]} bytes; {len(others)} other users"
+    if others:
+        total = sum(k for k, _ in others.values())
+        shown = ", ".join(f"uid {uid}: {k}" for uid, (k, _) in sorted(others.items())[:8])
+        text += f" holding {total} keys ({shown}{', ...' if len(others) > 8 else ''}): left-over junk"
+    else:
+        text += " (clean)"
+    return text
+
+
+def settle_kernel_gc(baseline: int, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
+    """Wait until the kernel's GC has freed the invalidated keys (our uid back to ``baseline`` keys)."""
+    deadline = time.monotonic() + timeout
+    users = key_users()
+    while users.get(os.getuid(), (0, 0))[0] > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+        users = key_users()
+    return users
+
+
 def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float, float]:
     """µs/cycle for (in-process, kernel) over all rounds, and the median per-round ratio.
 
@@ -58,6 +104,9 @@ def bench_lifecycle(cycles: int, warmup: int, rounds: int) -> tuple[float, float
     payload = os.urandom(PAYLOAD_LEN)
     ours = kt.Keyspace()
     kernel = kt.KernelKeyspace(new_session=True)
+    left = kernel.session.keys()
+    if left:
+        raise SystemExit(f"the fresh kernel session keyring is not empty: {len(left)} keys")
     lifecycle_round(ours, "warm", 0, warmup, payload)
     lifecycle_round(kernel, "warm", 0, warmup, payload)
     per_round = max(1, cycles // rounds)
@@ -165,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python benchmarks/lifecycle.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     if not args.skip_lifecycle:
+        before = key_users()
+        print(f"/proc/key-users before: {describe_key_users(before)}")
         ours, kernel, median_ratio = bench_lifecycle(args.cycles, args.warmup, args.rounds)
+        # The session keyring made for the run (and its warm-up keys) are counted until the GC is done.
+        after = settle_kernel_gc(before.get(os.getuid(), (0, 0))[0] + 1)
+        print(f"/proc/key-users after:  {describe_key_users(after)}")
         print(f"Key lifecycle: add_key + read + invalidate, {PAYLOAD_LEN}-byte user key, "
               f"{args.cycles:,} cycles ({args.warmup:,} warm-up), {args.rounds} interleaved rounds")
         print(f"  {'backend':<36} {'µs/cycle':>10}")
