@@ -216,6 +216,14 @@ def test_frame_view_and_unpack_match_reference(
                          nonce=nonce, data=data, key_mac=key_mac)) == raw
 
 
+def test_unpack_takes_a_parsed_frame() -> None:
+    # docs/rpmb.md pairs parse(buf) -> list[Frame] with unpack(frame): a Frame is accepted.
+    buf = F.write_request(OPTEE_TEST_KEY, TV3_DATA, address=0x0010, write_counter=7)
+    fields = [F.unpack(fr) for fr in F.parse(buf)]
+    assert fields == [F.unpack(bytes(buf[i : i + 512])) for i in (0, 512)]
+    assert fields[1] == {"write_counter": 7, "address": 0x10, "block_count": 2, "result": 0, "req_resp": 3}
+
+
 def test_request_layouts() -> None:
     key = bytes(range(32))
     assert bytes(F.program_key_request(key)) == ref_frame(key_mac=key, req_resp=1)

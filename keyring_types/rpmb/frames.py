@@ -711,9 +711,10 @@ def request_type(buf: Buffer) -> int:
     return types.pop()
 
 
-def unpack(frame: Buffer) -> dict[str, int]:
-    """The integer fields of one frame, unpacked in C (``EINVAL`` unless 512 bytes)."""
-    p = _exact(frame, FRAME_SIZE, "RPMB frame")
+def unpack(frame: Frame | Buffer) -> dict[str, int]:
+    """The integer fields of one frame (a :class:`Frame` from :func:`parse`, or its
+    bytes), unpacked in C (``EINVAL`` unless 512 bytes)."""
+    p = _exact(frame.buffer if isinstance(frame, Frame) else frame, FRAME_SIZE, "RPMB frame")
     f = ffi.new("struct kt_rpmb_fields *")
     lib.kt_rpmb_unpack(p, f)
     return {
