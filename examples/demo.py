@@ -4,6 +4,8 @@ store (an in-process Keyspace) and trust source, then the same calls on the
 real kernel keyring.
 
 Each key type's own demo lives beside this file and is run from here.
+
+Run: ``python examples/demo.py`` (what ``make demo`` runs).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """Encrypted keys: make one, export it, load it back, re-wrap it, and (where the
 kernel has the ``encrypted`` type) move it between this library and the kernel.
 
-Run: python examples/encrypted_demo.py        (``make demo`` runs it too)
+Run: ``python examples/encrypted_demo.py`` (``make demo`` runs it too).
 """
 
 from __future__ import annotations

@@ -8,14 +8,19 @@
 
 Run: ``python examples/trusted_demo.py [source]`` (source: tpm2, tee, caam, host).
 ``KEYRING_TYPES_HOME`` chooses the state directory; ``KEYRING_TYPES_TPM2_TCTI`` the TPM.
+With ``tpm2`` (the default where a TPM is reachable) the TPM needs a storage
+primary at 0x81000001: docs/tpm2.md, "Starting swtpm", makes one on swtpm.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-import keyring_types as kt
-from keyring_types.trust.registry import available_sources, default_source_name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keyring_types as kt  # noqa: E402
+from keyring_types.trust.registry import available_sources, default_source_name  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
