@@ -12,7 +12,8 @@ import errno
 from typing import TYPE_CHECKING, Union
 
 from keyring_types.constants import KEY_SPEC_ALIASES
-from keyring_types.core.handle import Key, Keyring, _payload_bytes
+from keyring_types.core.handle import Key, Keyring
+from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payload_bytes
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -89,25 +90,41 @@ class KeyspaceAPI(abc.ABC):
         """Whether ``other`` is a view of the same set of keys."""
 
     # -- the user-facing API -------------------------------------------------
+    #
+    # Every argument is converted to what the system call's C type can carry
+    # (core.syscall_args) before any sys_* call, so both keyspaces refuse the same
+    # values with the same errno and the kernel never sees a truncated number.
+
     def resolve(self, target: KeyTarget) -> int:
-        """Turn a handle, serial, KEY_SPEC_* id or ``@x`` alias into an id for a syscall."""
+        """Turn a handle, serial, KEY_SPEC_* id or ``@x`` alias into an id for a syscall.
+
+        ``EINVAL`` for anything else: a number outside ``key_serial_t`` (int32), a
+        string that is neither an alias nor a number, a bool, a handle of another
+        keyspace (its serial would name an unrelated key here).
+        """
         if isinstance(target, Key):
-            return target.serial
-        if isinstance(target, bool):
-            raise error(errno.EINVAL, "a key id must be an int, a handle or an @alias")
-        if isinstance(target, int):
-            return target
+            if target._ks is not self and not self.same_world(target._ks):
+                raise error(errno.EINVAL, f"key {target._serial} is a handle of another keyspace")
+            return target._serial
         if isinstance(target, str):
-            if target in KEY_SPEC_ALIASES:
-                return KEY_SPEC_ALIASES[target]
+            alias = KEY_SPEC_ALIASES.get(target)
+            if alias is not None:
+                return alias
             try:
-                return int(target, 0)
+                number = int(target, 0)
             except ValueError:
-                raise error(errno.EINVAL, f"not a key id or keyring alias: {target!r}") from None
-        raise error(errno.EINVAL, f"not a key id: {target!r}")
+                raise error(errno.EINVAL, "not a key id or keyring alias (@t @p @s @u @us @g @a)") from None
+            return key_id(number)
+        return key_id(target)
 
     def handle(self, serial: int, type_name: str | None = None, description: str | None = None) -> Key:
-        """A handle on ``serial`` in this view, a :class:`Keyring` for keyrings."""
+        """A handle on ``serial`` in this view, a :class:`Keyring` for keyrings.
+
+        ``EINVAL`` if ``serial`` is not a ``key_serial_t`` or the names are not str.
+        """
+        serial = key_id(serial)
+        type_name = c_string(type_name, "key type", None)
+        description = c_string(description, "description", None)
         if type_name is None:
             try:
                 type_name, _u, _g, _p, description = self.sys_describe(serial).split(";", 4)
@@ -125,16 +142,22 @@ class KeyspaceAPI(abc.ABC):
     ) -> Key:
         """``add_key(2)``: create a key, or update the same type+description in ``keyring``.
 
-        Raises ``EINVAL`` (bad type name, description or payload), ``EPERM`` (type or
-        keyring name starting with '.'), ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR``
-        (bad destination), ``EACCES`` (no WRITE on it), ``EDQUOT`` (over quota).
+        Raises ``EINVAL`` (bad type name, description, payload or keyring id),
+        ``EFAULT`` (type None), ``EPERM`` (type or keyring name starting with '.'),
+        ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR`` (bad destination),
+        ``EACCES`` (no WRITE on it), ``EDQUOT`` (over quota).
         """
-        # The common argument types are converted inline: this is the hot path.
-        data = payload if type(payload) is bytes else _payload_bytes(payload)
+        # The common argument types are checked inline: this is the hot path.  A
+        # printable str has no NUL and no lone surrogate, so it is a good C string.
+        if not (type(type_name) is str and type_name.isprintable()):
+            type_name = c_string(type_name, "key type")  # type: ignore[assignment]
+        if description is not None and not (type(description) is str and description.isprintable()):
+            description = c_string(description, "description", None)
+        data = payload if type(payload) is bytes else payload_bytes(payload)
         if type(keyring) is str:
             ringid = KEY_SPEC_ALIASES.get(keyring)
         else:
-            ringid = keyring._serial if isinstance(keyring, Key) else None
+            ringid = keyring._serial if isinstance(keyring, Key) and keyring._ks is self else None
         serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
         return (Keyring if type_name == "keyring" else Key)(self, serial, type_name, description)
 
@@ -148,10 +171,14 @@ class KeyspaceAPI(abc.ABC):
         """``request_key(2)``: find a key through the caller's keyrings.
 
         Links it into ``keyring`` if given.  Raises ``ENOKEY`` (none, or only expired
-        ones), ``EKEYREVOKED``/``EACCES`` when only unusable ones exist.
+        ones), ``EKEYREVOKED``/``EACCES`` when only unusable ones exist, ``EFAULT``
+        (type or description None), ``EINVAL`` (arguments of the wrong kind).
         """
-        callout = _payload_bytes(callout_info)
-        serial = self.sys_request_key(type_name, description, callout, self.resolve(keyring) if keyring else 0)
+        type_name = c_string(type_name, "key type")  # type: ignore[assignment]
+        description = c_string(description, "description")  # type: ignore[assignment]
+        callout = _callout_bytes(callout_info)
+        destringid = 0 if keyring is None else self.resolve(keyring)
+        serial = self.sys_request_key(type_name, description, callout, destringid)
         return self.handle(serial, type_name, description)
 
     def key(self, target: KeyTarget) -> Key:
@@ -170,9 +197,13 @@ class KeyspaceAPI(abc.ABC):
         return keyid
 
     def keyring(self, target: KeyTarget, create: bool = False) -> Keyring:
-        """The keyring named by a special id or alias (``@s``, ``@u`` ...) or serial."""
+        """The keyring named by a special id or alias (``@s``, ``@u`` ...) or serial.
+
+        ``ENOTDIR`` if it is another type of key, ``EINVAL`` for a bad id or flag.
+        """
         keyid = self.resolve(target)
-        serial = self.sys_get_keyring_id(keyid, create) if keyid < 0 else keyid
+        make = c_int_flag(create, "create flag")
+        serial = self.sys_get_keyring_id(keyid, make) if keyid < 0 else keyid
         h = self.handle(serial)
         if not isinstance(h, Keyring):
             if h._type is None:
@@ -181,7 +212,11 @@ class KeyspaceAPI(abc.ABC):
         return h
 
     def join_session_keyring(self, name: str | None = None) -> Keyring:
-        """``keyctl session``: join (or make) a named session keyring, or a new anonymous one."""
+        """``keyctl session``: join (or make) a named session keyring, or a new anonymous one.
+
+        ``EPERM`` for names starting with '.', ``EINVAL`` for a name that is not text.
+        """
+        name = c_string(name, "session keyring name", None)
         serial = self.sys_join_session_keyring(name)
         return Keyring(self, serial, "keyring", name if name is not None else "_ses")
 
@@ -192,3 +227,11 @@ class KeyspaceAPI(abc.ABC):
     @property
     def user_keyring(self) -> Keyring:
         return self.keyring("@u", create=True)
+
+
+def _callout_bytes(callout: object) -> bytes | None:
+    """request_key's callout info: a C string, so str or bytes without NUL (``EINVAL``)."""
+    data = payload_bytes(callout, "callout info")
+    if data is not None and b"\0" in data:
+        raise error(errno.EINVAL, "callout info contains a NUL byte, which ends a C string")
+    return data

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from keyring_types.core.syscall_args import c_string, owner_id, payload_bytes, u32
+
 if TYPE_CHECKING:
     from keyring_types.core.api import KeyspaceAPI, KeyTarget
 
@@ -99,10 +101,12 @@ class Key:
     def update(self, payload: bytes | str) -> None:
         """``keyctl update``: replace the payload (one page at most).
 
-        Raises ``EINVAL`` (bad or oversize payload), ``EOPNOTSUPP`` (type cannot be
-        updated), ``EACCES`` (no WRITE), ``EKEYREVOKED``, ``EKEYEXPIRED``, ``EDQUOT``.
+        Raises ``EINVAL`` (bad or oversize payload, or not bytes-like/str), ``EOPNOTSUPP``
+        (type cannot be updated), ``EACCES`` (no WRITE), ``EKEYREVOKED``, ``EKEYEXPIRED``,
+        ``EDQUOT``.
         """
-        self._ks.sys_update(self._serial, _payload_bytes(payload) or b"")
+        data = payload if type(payload) is bytes else payload_bytes(payload)
+        self._ks.sys_update(self._serial, data or b"")
 
     def revoke(self) -> None:
         """``keyctl revoke``; ``EACCES`` without WRITE or SETATTR, ``EKEYREVOKED`` if already."""
@@ -113,16 +117,23 @@ class Key:
         self._ks.sys_invalidate(self._serial)
 
     def set_timeout(self, seconds: int) -> None:
-        """``keyctl timeout``: expire ``seconds`` from now (0 clears); ``EACCES`` without SETATTR."""
-        self._ks.sys_set_timeout(self._serial, seconds)
+        """``keyctl timeout``: expire ``seconds`` from now (0 clears); ``EACCES`` without SETATTR.
+
+        The kernel takes an ``unsigned int``: ``EINVAL`` outside 0..2**32-1 (so -1 is
+        refused rather than meaning "never" or 136 years).
+        """
+        self._ks.sys_set_timeout(self._serial, u32(seconds, "timeout"))
 
     def set_perm(self, mask: int) -> None:
         """``keyctl setperm``: ``EINVAL`` for bits outside 0x3f3f3f3f, ``EACCES`` unless owner/admin."""
-        self._ks.sys_setperm(self._serial, mask)
+        self._ks.sys_setperm(self._serial, u32(mask, "permission mask"))
 
     def chown(self, uid: int = -1, gid: int = -1) -> None:
-        """``keyctl chown/chgrp`` (-1 leaves a field); ``EACCES`` unless privileged, ``EDQUOT``."""
-        self._ks.sys_chown(self._serial, uid, gid)
+        """``keyctl chown/chgrp`` (-1 leaves a field); ``EACCES`` unless privileged, ``EDQUOT``.
+
+        ``EINVAL`` for an id that does not fit ``uid_t``/``gid_t`` (2**32-1 is -1).
+        """
+        self._ks.sys_chown(self._serial, owner_id(uid, "uid"), owner_id(gid, "gid"))
 
     @contextmanager
     def secret(self) -> Iterator[memoryview]:
@@ -145,24 +156,27 @@ class Keyring(Key):
 
     __slots__ = ()
 
-    def link(self, key: Key | int) -> None:
-        """``keyctl link``: link ``key`` into this keyring.
+    def link(self, key: KeyTarget) -> None:
+        """``keyctl link``: link ``key`` (handle, serial or ``@x``) into this keyring.
 
         Raises ``EACCES`` (no WRITE here or no LINK on the key), ``EDEADLK`` (cycle),
-        ``ENOTDIR``, ``EDQUOT``, ``EKEYREVOKED``.
+        ``ENOTDIR``, ``EDQUOT``, ``EKEYREVOKED``, ``EINVAL`` (not a key id).
         """
-        self._ks.sys_link(int(key), self._serial)
+        self._ks.sys_link(self._ks.resolve(key), self._serial)
 
-    def unlink(self, key: Key | int) -> None:
-        """``keyctl unlink``; ``ENOENT`` if not linked here, ``EACCES`` without WRITE."""
-        self._ks.sys_unlink(int(key), self._serial)
+    def unlink(self, key: KeyTarget) -> None:
+        """``keyctl unlink``; ``ENOENT`` if not linked here, ``EACCES`` without WRITE, ``EINVAL``."""
+        self._ks.sys_unlink(self._ks.resolve(key), self._serial)
 
     def search(self, type_name: str, description: str, dest: KeyTarget | None = None) -> Key:
         """``keyctl search``: depth-first through this keyring and those it links.
 
         Raises ``ENOKEY`` (no match, or an unknown type, as the kernel does),
-        ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES`` when the only matches were unusable.
+        ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES`` when the only matches were unusable,
+        ``EFAULT`` (type or description None), ``EINVAL`` (not text, bad ``dest``).
         """
+        type_name = c_string(type_name, "key type")  # type: ignore[assignment]
+        description = c_string(description, "description")  # type: ignore[assignment]
         dest_id = 0 if dest is None else self._ks.resolve(dest)
         serial = self._ks.sys_search(self._serial, type_name, description, dest_id)
         return self._ks.handle(serial, type_name, description)
@@ -182,10 +196,3 @@ class Keyring(Key):
             return False
         return int(key) in {k.serial for k in self.keys()}
 
-
-def _payload_bytes(payload: bytes | bytearray | memoryview | str | None) -> bytes | None:
-    if payload is None:
-        return None
-    if isinstance(payload, str):
-        return payload.encode()
-    return bytes(payload)

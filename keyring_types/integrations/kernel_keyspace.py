@@ -26,6 +26,7 @@ import attrs
 
 from keyring_types.constants import KEY_SPEC_SESSION_KEYRING, KEY_SPEC_USER_KEYRING
 from keyring_types.core.api import KeyspaceAPI
+from keyring_types.core.syscall_args import check_creds
 from keyring_types.errors import KeyringError, error
 from keyring_types.integrations import kernel_syscalls as sc
 from keyring_types.secret import SecretBuffer
@@ -84,8 +85,11 @@ class KernelKeyspace(KeyspaceAPI):
         the parent through a pipe straight into a SecretBuffer.  Switching needs
         CAP_SETUID/CAP_SETGID: without them each call raises ``EPERM``.  Forking
         is not safe while other threads hold locks, so use views from one thread.
+
+        ``EINVAL`` for an id outside 0..2**32-2 (what setresuid/setgroups take; -1
+        would mean "unchanged") or ``groups`` that is not a sequence of such ids.
         """
-        return KernelKeyspace._view(_Creds(int(uid), int(gid), tuple(int(g) for g in groups)))
+        return KernelKeyspace._view(_Creds(*check_creds(uid, gid, groups)))
 
     def same_world(self, other: KeyspaceAPI) -> bool:
         """True for any other view of the kernel keyring."""
@@ -112,9 +116,11 @@ class KernelKeyspace(KeyspaceAPI):
     def sys_join_session_keyring(self, name: str | None) -> int:
         """``KEYCTL_JOIN_SESSION_KEYRING`` (``None``: new anonymous); ``EPERM`` for '.' names.
 
-        On an ``as_user`` view the child joins, so the change dies with it.
+        The serial of the session keyring now in force, also when it already was
+        (the kernel returns 0 then).  On an ``as_user`` view the child joins, so
+        the change dies with it.
         """
-        return self._call(sc.keyctl_join_session_keyring, name)
+        return self._call(_join_session, name)
 
     def sys_update(self, keyid: int, payload: bytes) -> None:
         """``KEYCTL_UPDATE``; ``EINVAL``, ``EOPNOTSUPP``, ``EACCES``, ``EKEYREVOKED``, ``EKEYEXPIRED``."""
@@ -192,6 +198,15 @@ class KernelKeyspace(KeyspaceAPI):
 
 #: Kernel key types whose KEYCTL_READ returns a sealed blob rather than the key material.
 _SEALED_TYPES = frozenset({"encrypted", "trusted"})
+
+
+def _join_session(name: str | None) -> int:
+    serial = sc.keyctl_join_session_keyring(name)
+    if serial == 0:
+        # Joining the keyring that already is the session returns 0 (keyctl.c
+        # join_session_keyring): the serial is that of the unchanged @s.
+        serial = sc.keyctl_get_keyring_id(KEY_SPEC_SESSION_KEYRING, False)
+    return serial
 
 
 # -- "errors a user can act on": a key that sits in an unreachable @u ---------

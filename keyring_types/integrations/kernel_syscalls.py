@@ -5,17 +5,21 @@ of ``keyring_types.bindings._keyctl`` (cffi, API mode).  A failing call raises
 ``error(errno, message)`` with the kernel's errno and a message naming the
 operation and its ids/type/description; nothing here second-guesses the kernel.
 
-Integer arguments are passed as a 64-bit register would carry them; the kernel
-itself truncates to ``key_serial_t``/``uid_t``/``key_perm_t`` (32 bits), exactly
-as for a C caller.
+Every argument must fit the C type the kernel reads it as (``key_serial_t``,
+``uid_t``, ``unsigned``, ``key_perm_t``, C strings): the kernel would silently
+truncate a wider register (``chown(2**40)`` is ``chown(0)`` to it), so anything
+else is refused here with ``EINVAL`` (:mod:`keyring_types.core.syscall_args`)
+before the call is made.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 from keyring_types.bindings._keyctl import ffi, lib
+from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, owner_id, u32
 from keyring_types.errors import KeyringError, error
 from keyring_types.secret import SecretBuffer
 
@@ -76,22 +80,25 @@ KEYCTL_INVALIDATE = 21
 # of 4, because the kernel refuses keyring reads into other lengths (EINVAL).
 _READ_GUESS = 512
 
-_U64 = 1 << 64
+
+def _cstr(text: str | None, what: str) -> Any:
+    """A NUL-terminated C string, or NULL for ``None`` (the kernel says what NULL means).
+
+    ``EINVAL`` for a non-str, an embedded NUL or text with no UTF-8 form.
+    """
+    checked = c_string(text, what, None)
+    return ffi.NULL if checked is None else checked.encode()
 
 
-def _reg(value: int) -> int:
-    """``value`` as the signed 64-bit register the kernel would receive."""
-    value %= _U64
-    return value - _U64 if value >= 1 << 63 else value
-
-
-def _cstr(text: str | None) -> Any:
-    """A NUL-terminated C string (NULL for ``None``); surrogate escapes keep raw bytes."""
-    if text is None:
-        return ffi.NULL
-    if not isinstance(text, str):
-        raise TypeError(f"a key type, description or name must be str, not {type(text).__name__}")
-    return text.encode("utf-8", "surrogateescape")
+def _buffer(payload: bytes | memoryview | None, what: str) -> tuple[Any, int]:
+    """(pointer, length) of a payload; (NULL, 0) for ``None``; ``EINVAL`` if not bytes-like."""
+    if payload is None:
+        return ffi.NULL, 0
+    try:
+        ptr = ffi.from_buffer(payload)
+    except TypeError:
+        raise error(errno.EINVAL, f"{what} must be bytes-like, not {type(payload).__name__}") from None
+    return ptr, len(ptr)  # bytes, whatever the buffer's item size
 
 
 def _fail(rc: int, what: str) -> KeyringError:
@@ -112,9 +119,9 @@ def add_key(type_name: str, description: str | None, payload: bytes | memoryview
     ('.' type or keyring name), ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR``
     (destination), ``EACCES``, ``EDQUOT``.
     """
-    data = ffi.NULL if payload is None else ffi.from_buffer(payload)
-    plen = 0 if payload is None else len(payload)
-    rc = lib.kt_add_key(_cstr(type_name), _cstr(description), data, plen, _reg(ringid))
+    ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
+    data, plen = _buffer(payload, "payload")
+    rc = lib.kt_add_key(ctype, cdesc, data, plen, key_id(ringid, "keyring id"))
     return _check(rc, f"add_key(type {type_name!r}, description {description!r}, {plen} bytes, keyring {ringid})")
 
 
@@ -124,13 +131,17 @@ def request_key(type_name: str, description: str, callout: bytes | None, destrin
     ``ENOKEY`` (none, or only expired), ``EKEYREVOKED``, ``EACCES``, ``EPERM`` ('.' type),
     ``EINVAL``.
     """
-    rc = lib.kt_request_key(_cstr(type_name), _cstr(description), ffi.NULL if callout is None else callout, _reg(destringid))
+    ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
+    if callout is not None and (type(callout) is not bytes or b"\0" in callout):
+        raise error(errno.EINVAL, "callout info must be bytes without a NUL byte")
+    rc = lib.kt_request_key(ctype, cdesc, ffi.NULL if callout is None else callout, key_id(destringid, "destination id"))
     return _check(rc, f"request_key(type {type_name!r}, description {description!r}, destination {destringid})")
 
 
 def keyctl_get_keyring_id(keyid: int, create: bool) -> int:
     """``KEYCTL_GET_KEYRING_ID``: resolve a special id; ``ENOKEY`` (absent, ``create`` false), ``EINVAL``."""
-    rc = lib.kt_keyctl_int(KEYCTL_GET_KEYRING_ID, _reg(keyid), 1 if create else 0, 0, 0)
+    flag = 1 if c_int_flag(create, "create flag") else 0
+    rc = lib.kt_keyctl_int(KEYCTL_GET_KEYRING_ID, key_id(keyid), flag, 0, 0)
     return _check(rc, f"keyctl_get_keyring_id(key {keyid}, create={bool(create)})")
 
 
@@ -139,7 +150,7 @@ def keyctl_join_session_keyring(name: str | None) -> int:
 
     ``EPERM`` for a name starting with '.', ``EINVAL``, ``EDQUOT``, ``EACCES``.
     """
-    rc = lib.kt_keyctl_join(_cstr(name))
+    rc = lib.kt_keyctl_join(_cstr(name, "session keyring name"))
     shown = "anonymous" if name is None else repr(name)
     return _check(rc, f"keyctl_join_session_keyring({shown})")
 
@@ -147,36 +158,38 @@ def keyctl_join_session_keyring(name: str | None) -> int:
 def keyctl_update(keyid: int, payload: bytes | memoryview | None) -> None:
     """``KEYCTL_UPDATE``: ``EINVAL`` (0 or > one page), ``EOPNOTSUPP``, ``EACCES``,
     ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``, ``EDQUOT``."""
-    data = ffi.NULL if payload is None else ffi.from_buffer(payload)
-    plen = 0 if payload is None else len(payload)
-    _check(lib.kt_keyctl_update(_reg(keyid), data, plen), f"keyctl_update(key {keyid}, {plen} bytes)")
+    data, plen = _buffer(payload, "payload")
+    _check(lib.kt_keyctl_update(key_id(keyid), data, plen), f"keyctl_update(key {keyid}, {plen} bytes)")
 
 
 def keyctl_revoke(keyid: int) -> None:
     """``KEYCTL_REVOKE``: ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_REVOKE, _reg(keyid), 0, 0, 0), f"keyctl_revoke(key {keyid})")
+    _check(lib.kt_keyctl_int(KEYCTL_REVOKE, key_id(keyid), 0, 0, 0), f"keyctl_revoke(key {keyid})")
 
 
 def keyctl_chown(keyid: int, uid: int, gid: int) -> None:
-    """``KEYCTL_CHOWN`` (-1 keeps a field): ``EACCES``, ``EDQUOT``, ``EKEYREVOKED``, ``ENOKEY``."""
-    rc = lib.kt_keyctl_int(KEYCTL_CHOWN, _reg(keyid), _reg(uid), _reg(gid), 0)
+    """``KEYCTL_CHOWN`` (-1 or 2**32-1 keeps a field): ``EACCES``, ``EDQUOT``, ``EKEYREVOKED``,
+    ``ENOKEY``; ``EINVAL`` for an id outside ``uid_t``/``gid_t``."""
+    rc = lib.kt_keyctl_int(KEYCTL_CHOWN, key_id(keyid), owner_id(uid, "uid"), owner_id(gid, "gid"), 0)
     _check(rc, f"keyctl_chown(key {keyid}, uid {uid}, gid {gid})")
 
 
 def keyctl_setperm(keyid: int, perm: int) -> None:
     """``KEYCTL_SETPERM``: ``EINVAL`` (bits outside 0x3f3f3f3f), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    rc = lib.kt_keyctl_int(KEYCTL_SETPERM, _reg(keyid), _reg(perm), 0, 0)
-    _check(rc, f"keyctl_setperm(key {keyid}, perm {perm & 0xFFFFFFFF:#010x})")
+    mask = u32(perm, "permission mask")
+    rc = lib.kt_keyctl_int(KEYCTL_SETPERM, key_id(keyid), mask, 0, 0)
+    _check(rc, f"keyctl_setperm(key {keyid}, perm {mask:#010x})")
 
 
 def _read_loop(op: int, keyid: int, what: str) -> bytes:
     # The kernel returns the full length whatever the buffer size and copies only
     # when the buffer is large enough (keyctl.c keyctl_read_key/keyctl_describe_key),
     # so retry with the reported length until the data fits (it can grow meanwhile).
+    keyid = key_id(keyid)
     size = _READ_GUESS
     while True:
         buf = ffi.new("char[]", size)
-        rc = _check(lib.kt_keyctl_buf(op, _reg(keyid), buf, size), what)
+        rc = _check(lib.kt_keyctl_buf(op, keyid, buf, size), what)
         if rc <= size:
             return ffi.unpack(buf, rc)
         size = rc
@@ -195,25 +208,26 @@ def keyctl_describe(keyid: int) -> str:
 
 def keyctl_clear(ringid: int) -> None:
     """``KEYCTL_CLEAR``: ``ENOTDIR`` (not a keyring), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_CLEAR, _reg(ringid), 0, 0, 0), f"keyctl_clear(keyring {ringid})")
+    _check(lib.kt_keyctl_int(KEYCTL_CLEAR, key_id(ringid), 0, 0, 0), f"keyctl_clear(keyring {ringid})")
 
 
 def keyctl_link(keyid: int, ringid: int) -> None:
     """``KEYCTL_LINK``: ``EDEADLK`` (cycle), ``ENOTDIR``, ``EACCES``, ``EDQUOT``, ``ENOKEY``, ``EKEYREVOKED``."""
-    rc = lib.kt_keyctl_int(KEYCTL_LINK, _reg(keyid), _reg(ringid), 0, 0)
+    rc = lib.kt_keyctl_int(KEYCTL_LINK, key_id(keyid), key_id(ringid, "keyring id"), 0, 0)
     _check(rc, f"keyctl_link(key {keyid}, keyring {ringid})")
 
 
 def keyctl_unlink(keyid: int, ringid: int) -> None:
     """``KEYCTL_UNLINK``: ``ENOENT`` (not linked there), ``ENOTDIR``, ``EACCES``, ``ENOKEY``."""
-    rc = lib.kt_keyctl_int(KEYCTL_UNLINK, _reg(keyid), _reg(ringid), 0, 0)
+    rc = lib.kt_keyctl_int(KEYCTL_UNLINK, key_id(keyid), key_id(ringid, "keyring id"), 0, 0)
     _check(rc, f"keyctl_unlink(key {keyid}, keyring {ringid})")
 
 
 def keyctl_search(ringid: int, type_name: str, description: str, destringid: int) -> int:
     """``KEYCTL_SEARCH``: ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES``
     (only unusable matches), ``ENOTDIR``, ``EINVAL``, ``EPERM``."""
-    rc = lib.kt_keyctl_search(_reg(ringid), _cstr(type_name), _cstr(description), _reg(destringid))
+    ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
+    rc = lib.kt_keyctl_search(key_id(ringid, "keyring id"), ctype, cdesc, key_id(destringid, "destination id"))
     return _check(
         rc, f"keyctl_search(keyring {ringid}, type {type_name!r}, description {description!r}, destination {destringid})"
     )
@@ -230,13 +244,13 @@ def keyctl_read(keyid: int) -> bytes:
 
 def keyctl_read_size(keyid: int) -> int:
     """``KEYCTL_READ`` with no buffer: the payload length.  Same errno as :func:`keyctl_read`."""
-    return _check(lib.kt_keyctl_buf(KEYCTL_READ, _reg(keyid), ffi.NULL, 0), f"keyctl_read(key {keyid})")
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, key_id(keyid), ffi.NULL, 0), f"keyctl_read(key {keyid})")
 
 
 def keyctl_read_into(keyid: int, target: memoryview) -> int:
     """``KEYCTL_READ`` into ``target``: the full length (data copied only if it fits)."""
     ptr = ffi.from_buffer(target, require_writable=True)
-    return _check(lib.kt_keyctl_buf(KEYCTL_READ, _reg(keyid), ptr, len(target)), f"keyctl_read(key {keyid})")
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, key_id(keyid), ptr, len(target)), f"keyctl_read(key {keyid})")
 
 
 def keyctl_read_secret(keyid: int) -> SecretBuffer:
@@ -278,11 +292,12 @@ def keyctl_read_secret(keyid: int) -> SecretBuffer:
 
 
 def keyctl_set_timeout(keyid: int, timeout: int) -> None:
-    """``KEYCTL_SET_TIMEOUT`` (0 clears): ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    rc = lib.kt_keyctl_int(KEYCTL_SET_TIMEOUT, _reg(keyid), _reg(timeout), 0, 0)
+    """``KEYCTL_SET_TIMEOUT`` (0 clears): ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``;
+    ``EINVAL`` outside ``unsigned int`` (0..2**32-1)."""
+    rc = lib.kt_keyctl_int(KEYCTL_SET_TIMEOUT, key_id(keyid), u32(timeout, "timeout"), 0, 0)
     _check(rc, f"keyctl_set_timeout(key {keyid}, {timeout} s)")
 
 
 def keyctl_invalidate(keyid: int) -> None:
     """``KEYCTL_INVALIDATE``: ``EACCES`` (no SEARCH), ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_INVALIDATE, _reg(keyid), 0, 0, 0), f"keyctl_invalidate(key {keyid})")
+    _check(lib.kt_keyctl_int(KEYCTL_INVALIDATE, key_id(keyid), 0, 0, 0), f"keyctl_invalidate(key {keyid})")
