@@ -273,3 +273,51 @@ def test_failing_block_fails_with_its_page_line(state_home: Path, tmp_path: Path
         run_blocks(blocks, snippet_env(state_home, "device:/nonexistent"), tmp_path)
     assert 'File "docs/x.md", line 12' in str(info.value)
     assert "NameError" in str(info.value)
+
+
+def _section_block(text: str, heading: str, lang: str) -> str:
+    """The first ``lang`` block under ``heading`` (up to the next heading of any level)."""
+    section = text.split(f"\n{heading}\n", 1)[1]
+    section = re.split(r"\n#{1,6} ", section, maxsplit=1)[0]
+    m = re.search(rf"^```{lang}\n(.*?)^```$", section, re.S | re.M)
+    assert m is not None, f"no {lang} block under {heading!r}"
+    return m[1]
+
+
+def test_tpm2_starting_swtpm_recipe_works(tmp_path: Path) -> None:
+    """docs/tpm2.md "Starting swtpm", run as written (on free ports, in a private
+    HOME): a trusted key then seals and loads through KEYRING_TYPES_TPM2_TCTI."""
+    import shutil
+
+    for tool in ("swtpm", "swtpm_ioctl", "tpm2_startup", "tpm2_createprimary", "tpm2_evictcontrol", "tpm2_flushcontext"):
+        require(shutil.which(tool) is not None, f"{tool} (Debian packages swtpm swtpm-tools tpm2-tools)")
+    recipe = _section_block((ROOT / "docs" / "tpm2.md").read_text(encoding="utf-8"), "## Starting swtpm", "sh")
+    assert "port=2321" in recipe and "port=2322" in recipe and "KEYRING_TYPES_TPM2_TCTI=" in recipe
+    from swtpm_util import _free_port_pair
+
+    port = _free_port_pair("127.0.0.1")  # the swtpm TCTI finds the control port at port + 1
+    ctrl = port + 1
+    recipe = recipe.replace("2321", str(port)).replace("2322", str(ctrl))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYRING_TYPES_", "TPM2TOOLS_"))}
+    env.update(HOME=str(home), TSS2_LOG="all+none")
+    seal = (
+        "import keyring_types as kt\n"
+        "ks = kt.Keyspace()\n"
+        "k = ks.add_key('trusted', 'kmk', 'new 32 source=tpm2 keyhandle=0x81000001', '@s')\n"
+        "ks.add_key('trusted', 'kmk2', b'load ' + k.read(), '@s')\n"
+        "print('sealed and loaded')\n"
+    )
+    state = home / "kt-state"
+    state.mkdir(mode=0o700)
+    script = f"set -e\n{recipe}\nKEYRING_TYPES_HOME={state} {sys.executable} -c \"$SEAL\"\n"
+    env["SEAL"] = seal
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        proc = subprocess.run(["bash", "-c", script], cwd=home, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        # The recipe's own way to stop it; the daemon's state directory is under tmp_path.
+        subprocess.run(["swtpm_ioctl", "--tcp", f"127.0.0.1:{ctrl}", "-s"], capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sealed and loaded" in proc.stdout
