@@ -38,16 +38,16 @@ from keyring_types.errors import error
 __all__ = [
     "MAX_BLOB_SIZE",
     "TPM2_SEALED_DATA_OID",
-    "Tpm2Blob",
-    "encode_tpmkey",
-    "decode",
-    "decode_tpmkey",
-    "decode_old_format",
-    "object_attributes",
-    "is_migratable_attributes",
-    "TPMA_OBJECT_FIXED_TPM",
     "TPMA_OBJECT_FIXED_PARENT",
+    "TPMA_OBJECT_FIXED_TPM",
     "TPMA_OBJECT_USER_WITH_AUTH",
+    "Tpm2Blob",
+    "decode",
+    "decode_old_format",
+    "decode_tpmkey",
+    "encode_tpmkey",
+    "is_migratable_attributes",
+    "object_attributes",
 ]
 
 #: include/keys/trusted-type.h MAX_BLOB_SIZE: the largest blob the kernel keeps.

@@ -1,0 +1,184 @@
+"""The few TPM 2.0 commands that carry secrets, marshalled by hand into secret memory.
+
+TPM2_Create (the key to seal and its password go in), TPM2_Load (the parent's
+password), TPM2_Unseal (the key comes out) and TPM2_FlushContext, each with a
+single authorisation: a password session (``TPM_RS_PW``) or a policy session
+the caller started, the password sent in the clear as the kernel sends it.
+Commands are built in and responses read from :meth:`TpmConnection.scratch`
+buffers; only non-secret results (handles, the encrypted TPM2B_PRIVATE, the
+TPM2B_PUBLIC) leave them as ``bytes``, and unsealed data leaves as a
+:class:`SecretBuffer`.  Part 3 of the TPM 2.0 library specification gives the
+layouts.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from keyring_types.errors import error
+from keyring_types.secret import SecretBuffer
+from keyring_types.tpm.connection import TpmConnection
+
+__all__ = ["TPM_RS_PW", "create", "flush_context", "load", "unseal"]
+
+Buffer = bytes | bytearray | memoryview
+
+TPM_RS_PW = 0x40000009
+_TPM_ST_NO_SESSIONS = 0x8001
+_TPM_ST_SESSIONS = 0x8002
+_TPM_CC_CREATE = 0x00000153
+_TPM_CC_LOAD = 0x00000157
+_TPM_CC_UNSEAL = 0x0000015E
+_TPM_CC_FLUSH_CONTEXT = 0x00000165
+_HEADER_SIZE = 10
+
+
+class _Writer:
+    """Appends big-endian fields to a command buffer (bounds-checked: ``E2BIG``)."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.pos = _HEADER_SIZE
+
+    def _room(self, n: int) -> int:
+        start = self.pos
+        if start + n > len(self.buf):
+            raise error(errno.E2BIG, f"TPM command longer than {len(self.buf)} bytes")
+        self.pos = start + n
+        return start
+
+    def u16(self, v: int) -> None:
+        struct.pack_into(">H", self.buf, self._room(2), v)
+
+    def u32(self, v: int) -> None:
+        struct.pack_into(">I", self.buf, self._room(4), v)
+
+    def raw(self, data: Buffer) -> None:
+        start = self._room(len(data))
+        self.buf[start : self.pos] = data
+
+    def tpm2b(self, data: Buffer) -> None:
+        self.u16(len(data))
+        self.raw(data)
+
+    def password_auth(self, session: int, auth: Buffer) -> None:
+        """authorizationSize + one TPMS_AUTH_COMMAND: handle, empty nonce, attributes 0, the password."""
+        self.u32(4 + 2 + 1 + 2 + len(auth))
+        self.u32(session)
+        self.u16(0)
+        self.raw(b"\x00")
+        self.tpm2b(auth)
+
+    def finish(self, tag: int, cc: int) -> int:
+        struct.pack_into(">HII", self.buf, 0, tag, self.pos, cc)
+        return self.pos
+
+
+class _Reader:
+    """Reads a response's fields; running past its end is ``EFAULT`` (a malformed response, as the kernel says)."""
+
+    __slots__ = ("buf", "end", "pos", "what")
+
+    def __init__(self, buf: memoryview, end: int, what: str) -> None:
+        self.buf, self.pos, self.end, self.what = buf, _HEADER_SIZE, end, what
+
+    def _take(self, n: int) -> int:
+        start = self.pos
+        if start + n > self.end:
+            raise error(errno.EFAULT, f"malformed TPM response to '{self.what}'")
+        self.pos = start + n
+        return start
+
+    def u16(self) -> int:
+        return int(struct.unpack_from(">H", self.buf, self._take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack_from(">I", self.buf, self._take(4))[0])
+
+    def tpm2b_span(self) -> tuple[int, int]:
+        """(start, end) of a TPM2B *including* its size prefix."""
+        start = self.pos
+        n = self.u16()
+        self._take(n)
+        return start, self.pos
+
+
+def create(
+    conn: TpmConnection,
+    parent: int,
+    parent_auth: Buffer,
+    data: Buffer,
+    user_auth: Buffer,
+    public: bytes,
+    what: str = "seal the key",
+) -> tuple[bytes, bytes]:
+    """TPM2_Create of ``data`` under ``parent``: returns (TPM2B_PRIVATE, TPM2B_PUBLIC), size prefixes included.
+
+    ``public`` is the marshalled TPM2B_PUBLIC template.  TPM errors as
+    :func:`keyring_types.tpm.errors.tpm_error` with ``seal=True`` (TPM_RC_HASH is
+    ``EINVAL``); ``E2BIG`` when the command does not fit; ``EIO``/``ENODEV``.
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = _Writer(cmd)
+        w.u32(parent)
+        w.password_auth(TPM_RS_PW, parent_auth)
+        # inSensitive: TPM2B_SENSITIVE_CREATE { userAuth, data }
+        w.u16(2 + len(user_auth) + 2 + len(data))
+        w.tpm2b(user_auth)
+        w.tpm2b(data)
+        w.raw(public)
+        w.u16(0)  # outsideInfo
+        w.u32(0)  # creationPCR: empty TPML_PCR_SELECTION
+        n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_CREATE), rsp, what, seal=True)
+        r = _Reader(rsp, n, what)
+        r.u32()  # parameterSize
+        p0, p1 = r.tpm2b_span()
+        q0, q1 = r.tpm2b_span()
+        return bytes(rsp[p0:p1]), bytes(rsp[q0:q1])
+
+
+def load(
+    conn: TpmConnection, parent: int, parent_auth: Buffer, private: bytes, public: bytes, what: str = "load the sealed object"
+) -> int:
+    """TPM2_Load of marshalled ``private``/``public`` under ``parent``; returns the transient handle.
+
+    TPM errors as :func:`keyring_types.tpm.errors.tpm_error`; ``EIO``/``ENODEV``.
+    The caller flushes the handle (:func:`flush_context`).
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = _Writer(cmd)
+        w.u32(parent)
+        w.password_auth(TPM_RS_PW, parent_auth)
+        w.raw(private)
+        w.raw(public)
+        n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_LOAD), rsp, what)
+        return _Reader(rsp, n, what).u32()
+
+
+def unseal(conn: TpmConnection, item: int, session: int, auth: Buffer, what: str = "unseal the key") -> SecretBuffer:
+    """TPM2_Unseal of loaded ``item``, authorised by ``session`` (``TPM_RS_PW`` or a policy session) with ``auth``.
+
+    A policy session is used once: attributes 0 ends it after success.  Returns
+    the unsealed data in secret memory.  TPM errors as
+    :func:`keyring_types.tpm.errors.tpm_error`; ``EIO``/``ENODEV``.
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = _Writer(cmd)
+        w.u32(item)
+        w.password_auth(session, auth)
+        n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_UNSEAL), rsp, what)
+        r = _Reader(rsp, n, what)
+        r.u32()  # parameterSize
+        start, end = r.tpm2b_span()
+        return SecretBuffer.from_bytes(rsp[start + 2 : end])
+
+
+def flush_context(conn: TpmConnection, handle: int, what: str = "flush the loaded object") -> None:
+    """TPM2_FlushContext of ``handle``; TPM errors as :func:`keyring_types.tpm.errors.tpm_error`."""
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = _Writer(cmd)
+        w.u32(handle)
+        conn.exchange(cmd, w.finish(_TPM_ST_NO_SESSIONS, _TPM_CC_FLUSH_CONTEXT), rsp, what)
