@@ -37,7 +37,7 @@ from pathlib import Path
 # Run from a checkout: prefer the package next to this script over whatever is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keyring_types as kt  # noqa: E402
+import keyring_types as kt
 
 PAYLOAD_LEN = 32
 SIZES = (1_000, 100_000, 1_000_000)
@@ -155,6 +155,7 @@ def bench_search(
     # real kernel quota allows (about 50 bytes per key against 25 MB).
     kernel = kt.KernelKeyspace(new_session=True)
     kring = kernel.add_key("keyring", "bench-search", None, "@s")
+    assert isinstance(kring, kt.Keyring)
     rng = random.Random(seed)
     add = ks.sys_add_key
     rows: list[tuple[int, float, float, float, float | None]] = []

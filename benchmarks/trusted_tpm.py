@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # swtpm_util: the same swtpm launcher the tests use
 
-from swtpm_util import Swtpm, create_primary, start_swtpm  # noqa: E402
+from swtpm_util import Swtpm, create_primary, start_swtpm
 
 PARENT = 0x81000001
 KEY_LEN = 32
@@ -106,7 +106,11 @@ class Raw:
         self.password = ESYS_TR.PASSWORD
 
     def cycle(self) -> dict[str, int]:
-        from tpm2_pytss.types import TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPMS_SENSITIVE_CREATE
+        from tpm2_pytss.types import (
+            TPM2B_SENSITIVE_CREATE,
+            TPM2B_SENSITIVE_DATA,
+            TPMS_SENSITIVE_CREATE,
+        )
 
         esapi, parent, public, pw = self.esapi, self.parent, self.public, self.password
         clock = time.perf_counter_ns
