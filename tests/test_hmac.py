@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as c_hmac
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vector_data import load_vectors
 
 from keyring_types.hmac import HmacSha256, batch_lanes
 from keyring_types.secret import SecretBuffer, live_secret_bytes
@@ -28,36 +29,10 @@ def ref_mac(key: bytes, data: bytes) -> bytes:
     return h.finalize()
 
 
-# RFC 4231 section 4: (key, data, HMAC-SHA-256, compare only the first n bytes)
+# RFC 4231 section 4: (key, data, HMAC-SHA-256, compare only the first n bytes).
 RFC4231 = [
-    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7", 32),
-    (
-        b"Jefe",
-        b"what do ya want for nothing?",
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
-        32,
-    ),
-    (b"\xaa" * 20, b"\xdd" * 50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe", 32),
-    (
-        bytes(range(1, 26)),
-        b"\xcd" * 50,
-        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
-        32,
-    ),
-    (b"\x0c" * 20, b"Test With Truncation", "a3b6167473100ee06e0c796c2955552b", 16),
-    (
-        b"\xaa" * 131,
-        b"Test Using Larger Than Block-Size Key - Hash Key First",
-        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
-        32,
-    ),
-    (
-        b"\xaa" * 131,
-        b"This is a test using a larger than block-size key and a larger than block-size data."
-        b" The key needs to be hashed before being used by the HMAC algorithm.",
-        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
-        32,
-    ),
+    pytest.param(bytes.fromhex(v["key"]), bytes.fromhex(v["data"]), v["hmac_sha256"], v["compare_bytes"], id=f"case{v['case']}")
+    for v in load_vectors("hmac_sha256_rfc4231")
 ]
 
 
