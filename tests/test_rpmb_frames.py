@@ -13,14 +13,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as c_hmac
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vector_data import load_vector_file
 
 from keyring_types.hmac import HmacSha256, batch_lanes
 from keyring_types.rpmb import RequestType, ResponseType, Result, codes
 from keyring_types.rpmb import frames as F
 from keyring_types.secret import SecretBuffer
 
-# OP-TEE's public RPMB test key (spec rpmb.md section 1.12).
-OPTEE_TEST_KEY = bytes.fromhex("D3EB3EC36E334C9F988CE2C0B85954610D2BCF8664844DF2AB56E6C61BB701E4")
+# The spec's RPMB vectors and OP-TEE's public test key: tests/vectors/rpmb_frames.json.
+RPMB_VECTORS = load_vector_file("rpmb_frames")
+OPTEE_TEST_KEY = bytes.fromhex(RPMB_VECTORS["optee_test_key"])
+TV = {v["id"]: v for v in RPMB_VECTORS["vectors"]}
+_DATA_PATTERNS = {"ascending": bytes(range(256)), "descending": bytes(range(255, -1, -1)), "zero": bytes(256)}
 
 # -- an independent reference of the layout (spec section 1.1) ---------------
 
@@ -57,37 +61,55 @@ def ref_sign(key: bytes, frames: bytes) -> bytes:
 
 # -- spec section 5 test vectors ------------------------------------------------
 
-TV3_DATA = bytes(range(256)) + bytes(range(255, -1, -1))
+
+def tv_key(tv: dict[str, Any]) -> bytes:
+    return OPTEE_TEST_KEY if tv["key"] == "optee_test_key" else bytes.fromhex(tv["key"])
 
 
-def test_vector_tv1() -> None:
-    buf = F.build(RequestType.AUTH_WRITE, block_count=1, data=bytes(range(256)))
-    F.sign(OPTEE_TEST_KEY, buf)
-    assert bytes(buf[196:228]).hex() == "0b87d16c7555c371b15cbd8fb9d374da9470fad19e2282a7473466c25b40c2e7"
-    # The tail of the covered region pins field order and endianness.
-    assert bytes(buf[484:]).hex() == "00" * 16 + "00000000" + "0000" + "0001" + "0000" + "0003"
+def tv_data(tv: dict[str, Any]) -> bytes:
+    return b"".join(_DATA_PATTERNS[name] for name in tv["data"])
 
 
-def test_vector_tv2() -> None:
-    buf = F.build(ResponseType.READ_COUNTER, write_counter=1, nonce=bytes(range(16)))
-    F.sign(OPTEE_TEST_KEY, buf)
-    assert bytes(buf[196:228]).hex() == "9109f625851e58c2264bc155c63cfcf6dcc691cd7587700537c137a6ccc2408e"
+TV3_DATA = tv_data(TV["TV3"])
 
 
-def test_vector_tv3() -> None:
-    buf = F.write_request(OPTEE_TEST_KEY, TV3_DATA, address=0x0010, write_counter=7)
-    assert len(buf) == 1024
-    assert bytes(buf[512 + 196 : 512 + 228]).hex() == (
-        "60074d92f7e9e2351858afce1c1decf076b0200620efa5f2863d6010e442dcbd"
+@pytest.mark.parametrize("tv", RPMB_VECTORS["vectors"], ids=lambda tv: tv["id"])
+def test_spec_vector(tv: dict[str, Any]) -> None:
+    key, n = tv_key(tv), tv["frames"]
+    fields = {k: tv[k] for k in ("write_counter", "address", "block_count", "result")}
+    buf = F.build(tv["req_resp"], n, nonce=bytes.fromhex(tv["nonce"]), data=tv_data(tv), **fields)
+    F.sign(key, buf)
+    last = (n - 1) * 512
+    assert bytes(buf[last + 196 : last + 228]).hex() == tv["mac"]
+    assert all(bytes(buf[i * 512 + 196 : i * 512 + 228]) == bytes(32) for i in range(n - 1))  # only the last carries it
+    assert F.verify(key, buf)
+    if "covered_tail" in tv:
+        # The tail of the covered region pins field order and endianness.
+        assert bytes(buf[last + 484 : last + 512]).hex() == tv["covered_tail"]
+    # The independent struct-based reference gives the same frames.
+    ref = b"".join(
+        ref_frame(
+            data=tv_data(tv)[i * 256 : (i + 1) * 256], nonce=bytes.fromhex(tv["nonce"]), counter=tv["write_counter"],
+            address=tv["address"], blocks=tv["block_count"], result=tv["result"], req_resp=tv["req_resp"],
+        )
+        for i in range(n)
     )
-    assert bytes(buf[196:228]) == bytes(32)  # only the last frame carries the MAC
-    assert F.verify(OPTEE_TEST_KEY, buf)
+    assert bytes(buf) == ref_sign(key, ref)
 
 
-def test_vector_tv4() -> None:
-    buf = bytearray(512)
-    F.sign(bytes(32), buf)
-    assert bytes(buf[196:228]).hex() == "a426e192d75d4a9205fb705ac91d3dbf5d34ffde5392fed4392d7f38c4dbbb01"
+def test_spec_vectors_through_the_builders() -> None:
+    # TV1 and TV3 are authenticated-write requests, TV2 a device's counter-read response.
+    tv1 = F.write_request(OPTEE_TEST_KEY, tv_data(TV["TV1"]), address=0, write_counter=0)
+    assert bytes(tv1[196:228]).hex() == TV["TV1"]["mac"]
+    tv2 = F.counter_read_response(OPTEE_TEST_KEY, nonce=bytes.fromhex(TV["TV2"]["nonce"]), write_counter=1)
+    assert bytes(tv2[196:228]).hex() == TV["TV2"]["mac"]
+    tv3 = F.write_request(OPTEE_TEST_KEY, TV3_DATA, address=0x0010, write_counter=7)
+    assert len(tv3) == 1024
+    assert bytes(tv3[512 + 196 : 512 + 228]).hex() == TV["TV3"]["mac"]
+    assert bytes(tv3[196:228]) == bytes(32)
+    tv4 = bytearray(512)
+    F.sign(bytes(32), tv4)
+    assert bytes(tv4[196:228]).hex() == TV["TV4"]["mac"]
 
 
 # -- builders against the reference --------------------------------------------
