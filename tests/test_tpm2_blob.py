@@ -256,3 +256,75 @@ def test_migratable_from_object_attributes(attributes: int, migratable: bool) ->
     blob = decode(encode_tpmkey(0x81000001, public_area(attributes), PRIV, empty_auth=True))
     assert blob.object_attributes == attributes
     assert blob.migratable is migratable
+
+
+# ---------------------------------------------------------------- malformed input: always an errno
+
+
+def test_nested_indefinite_lengths_are_ebadmsg_not_recursion_error() -> None:
+    """Regression: each ``30 80`` opened a recursion level until RecursionError escaped."""
+    for depth in (20, 600, 5000):
+        for tail in (b"", b"\x00\x00" * depth):
+            blob = b"\x30\x80" * depth + tail
+            with pytest.raises(OSError) as exc:
+                decode_tpmkey(blob)
+            assert exc.value.errno == errno.EBADMSG
+            with pytest.raises(OSError) as exc:
+                decode(blob)
+            assert exc.value.errno == errno.E2BIG
+
+
+def test_shallow_indefinite_nesting_still_decodes() -> None:
+    """The depth bound leaves room for what a BER writer produces: SEQUENCE and [0] both indefinite."""
+    oid = bytes.fromhex("06066781050a0105")
+    body = oid + b"\xa0\x80\x01\x01\x01\x00\x00" + bytes.fromhex("02050081000001")
+    body += b"\x04" + bytes([len(PUB)]) + PUB + b"\x04" + bytes([len(PRIV)]) + PRIV
+    got = decode_tpmkey(b"\x30\x80" + body + b"\x00\x00")
+    assert (got.parent, got.public, got.private, got.empty_auth) == (0x81000001, PUB, PRIV, True)
+
+
+@pytest.mark.parametrize("value", [None, 7, "30820101", ["a"], 1.5])
+def test_wrong_typed_blob_is_einval(value: object) -> None:
+    for fn in (decode, decode_tpmkey, decode_old_format):
+        with pytest.raises(OSError) as exc:
+            fn(value)  # type: ignore[arg-type]
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_encoder_wrong_types_are_einval() -> None:
+    for args in [("0x81000001", PUB, PRIV), (None, PUB, PRIV), (0x81000001, None, PRIV), (0x81000001, PUB, "ab")]:
+        with pytest.raises(OSError) as exc:
+            encode_tpmkey(*args, empty_auth=True)  # type: ignore[arg-type]
+        assert exc.value.errno == errno.EINVAL
+
+
+def _decoders_give_an_errno(data: bytes) -> None:
+    for fn in (decode, decode_tpmkey, decode_old_format):
+        try:
+            got = fn(data)
+        except OSError as exc:
+            assert exc.errno in (errno.EBADMSG, errno.E2BIG, errno.EINVAL), (fn.__name__, exc)
+        else:
+            assert isinstance(got, Tpm2Blob)
+
+
+def test_fuzz_decoders_only_raise_oserror() -> None:
+    """Random bytes, and a valid blob with random bytes spliced in: never a non-OSError exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    valid = encode_tpmkey(0x81000001, PUB, PRIV, empty_auth=True)
+    ber = st.sampled_from([b"\x30\x80", b"\xa0\x80", b"\x00\x00", b"\x30\x82\xff\xff", b"\x06\x00", b"\x02\x00", b"\x81"])
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.binary(max_size=600))
+    def random_bytes(data: bytes) -> None:
+        _decoders_give_an_errno(data)
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.integers(0, len(valid)), st.integers(0, 40), st.lists(ber | st.binary(max_size=6), max_size=30))
+    def spliced(at: int, cut: int, pieces: list[bytes]) -> None:
+        _decoders_give_an_errno(valid[:at] + b"".join(pieces) + valid[at + cut :])
+
+    random_bytes()
+    spliced()

@@ -145,9 +145,13 @@ def encode_tpmkey(parent: int, public: bytes, private: bytes, empty_auth: bool) 
     ``public``/``private`` are ``TPM2B_PUBLIC``/``TPM2B_PRIVATE`` with their size
     prefixes.  ``empty_auth`` writes ``[0] BOOLEAN TRUE`` (the kernel does so
     exactly when no blobauth was given).  Raises ``EINVAL`` for a parent outside
-    0..2**32-1 or malformed TPM2B sizes, ``E2BIG`` when the result exceeds
-    ``MAX_BLOB_SIZE``.
+    0..2**32-1 (or not an int), parts that are not bytes or have malformed
+    TPM2B sizes, ``E2BIG`` when the result exceeds ``MAX_BLOB_SIZE``.
     """
+    if not isinstance(parent, int) or isinstance(parent, bool):
+        raise error(errno.EINVAL, f"parent handle must be an int, not {type(parent).__name__}")
+    public = _as_bytes(public, "TPM2B_PUBLIC")
+    private = _as_bytes(private, "TPM2B_PRIVATE")
     if not 0 <= parent <= 0xFFFFFFFF:
         raise error(errno.EINVAL, f"parent handle {parent:#x} does not fit in 32 bits")
     _check_tpm2b(public, "TPM2B_PUBLIC")
@@ -177,13 +181,21 @@ class _NotTpmKey(Exception):
     """Internal: the bytes are not a TPMKey container (the caller falls back to the old format)."""
 
 
-def _read_tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+#: Deepest nesting of indefinite-length elements walked; a TPMKey needs two.
+_MAX_DEPTH = 8
+
+
+def _read_tlv(buf: bytes, pos: int, end: int, depth: int = 0) -> tuple[int, int, int, int]:
     """Read one BER element header at ``pos``.
 
     Returns ``(tag, content_start, content_end, next_pos)``.  For an
     indefinite length the content runs to the matching end-of-contents and
-    ``content_end`` excludes the ``00 00`` marker.
+    ``content_end`` excludes the ``00 00`` marker; the children are walked to
+    find it, at most ``_MAX_DEPTH`` levels deep (deeper is not a TPMKey, and
+    would otherwise exhaust Python's recursion limit).
     """
+    if depth > _MAX_DEPTH:
+        raise _NotTpmKey("indefinite lengths nested too deeply")
     if pos >= end:
         raise _NotTpmKey("truncated element")
     tag = buf[pos]
@@ -204,7 +216,7 @@ def _read_tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
         while True:
             if inner + 2 <= end and buf[inner] == 0 and buf[inner + 1] == 0:
                 return tag, pos, inner, inner + 2
-            _, _, _, inner = _read_tlv(buf, inner, end)
+            _, _, _, inner = _read_tlv(buf, inner, end, depth + 1)
     else:
         count = first & 0x7F
         if count > 2:
@@ -234,13 +246,24 @@ def _decode_oid(body: bytes) -> str:
     return ".".join(str(a) for a in head + arcs[1:])
 
 
+def _as_bytes(blob: object, what: str) -> bytes:
+    """``blob`` as bytes; anything but a bytes-like object is ``EINVAL``."""
+    if isinstance(blob, bytes):
+        return blob
+    if isinstance(blob, (bytearray, memoryview)):
+        return bytes(blob)
+    raise error(errno.EINVAL, f"{what} must be bytes, not {type(blob).__name__}")
+
+
 def decode_tpmkey(blob: bytes) -> Tpm2Blob:
     """Decode a ``TPMKey`` container.
 
     Raises ``EBADMSG`` when the bytes are not a well-formed TPMKey with the
     sealed-data OID, ``E2BIG`` when the inner TPM2B sizes disagree with their
-    octet strings or the parts exceed ``MAX_BLOB_SIZE``.
+    octet strings or the parts exceed ``MAX_BLOB_SIZE``, ``EINVAL`` when
+    ``blob`` is not bytes-like.
     """
+    blob = _as_bytes(blob, "a TPMKey blob")
     try:
         return _decode_tpmkey(blob)
     except _NotTpmKey as exc:
@@ -299,8 +322,10 @@ def decode_old_format(blob: bytes) -> Tpm2Blob:
     """Decode the pre-5.13 raw blob ``TPM2B_PRIVATE || TPM2B_PUBLIC``.
 
     Raises ``E2BIG`` when the blob is shorter than its two size fields or the
-    sizes disagree with its length (the kernel's sanity checks, made exact).
+    sizes disagree with its length (the kernel's sanity checks, made exact),
+    ``EINVAL`` when ``blob`` is not bytes-like.
     """
+    blob = _as_bytes(blob, "a TPM2 blob")
     if len(blob) < 4:
         raise error(errno.E2BIG, f"old-format TPM2 blob of {len(blob)} bytes is too short for two sizes")
     private_len = int.from_bytes(blob[:2], "big")
@@ -318,8 +343,10 @@ def decode_old_format(blob: bytes) -> Tpm2Blob:
 def decode(blob: bytes) -> Tpm2Blob:
     """Decode either blob format the kernel loads: ``TPMKey`` first, else the old raw format.
 
-    Raises ``E2BIG`` for inconsistent sizes or an oversize blob.
+    Raises ``E2BIG`` for inconsistent sizes or an oversize blob, ``EINVAL``
+    when ``blob`` is not bytes-like.
     """
+    blob = _as_bytes(blob, "a TPM2 blob")
     if len(blob) > MAX_BLOB_SIZE:
         raise error(errno.E2BIG, f"TPM2 blob of {len(blob)} bytes exceeds the {MAX_BLOB_SIZE}-byte maximum")
     try:
