@@ -12,30 +12,29 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from vector_data import load_vectors
 
 from keyring_types.types import encrypted_blob as eb
 
-# Vector 1 (spec 1.4): kernel-made key, master = bytes 00..1f, "default user:kmk 32".
-V1_MASTER = bytes(range(32))
-V1_ENC = "d45afcbed0283dc587e742e68348b9caa6ba7f2b30bad25fbe0c13f6444b235d"
-V1_AUTH = "c92f0bcec2218ed1b0c7d1a8c16527bc12ed1d5750087d0672015d2d61132ac8"
-V1_IV = "47d4c1c78ef6e53c6218feaad0494fe0"
-V1_CT = "628929a14618fa17d58c0c83314367e650e963f485817f13da7637ac2c9c3a35"
-V1_MAC = "148f153cd8bd81b894e5b8cf5ef0fcb2e0c5e7fc2432a0fd363761bbad9a767c"
+# Spec 1.4's vectors, tests/vectors/encrypted_blobs.json.
+# Vector 1: kernel-made key, master = bytes 00..1f, "default user:kmk 32".
+_V1, _V2 = load_vectors("encrypted_blobs")
+V1_MASTER = bytes.fromhex(_V1["master"])
+V1_ENC = _V1["enc_key"]
+V1_AUTH = _V1["auth_key"]
+V1_IV = _V1["iv"]
+V1_CT = _V1["ciphertext"]
+V1_MAC = _V1["mac"]
 V1_HEX = V1_IV + "00" + V1_CT + V1_MAC
-V1_PLAIN = "7b50ba9ae6e6af1d9333449b301431a6fd54e01a7af7db48007e4e7f60c379af"
+assert V1_HEX == _V1["blob_hex"]
+V1_PLAIN = _V1["plaintext"]
 
 # Vector 2: short master "password" (both derivation inputs padded to 32), datalen 20.
-V2_MASTER = b"password"
-V2_ENC = "f94a2223940ea498aca9f0899f67d9b4839621a59ab7ece3db1c29b4f31fc76b"
-V2_AUTH = "ed48f6cd73fc2cad707a4b7d186fc794fc61d206d9382a271d83c6b886ed3b6e"
-V2_HEX = (
-    "147f422aefe30ad1b60c20a1dff6a883"
-    "00"
-    "34a6e860a0a9e93b2904ce6dc15ede2c67e5b3947d8003b91ee4693a9565e5d9"
-    "4341fb9a0e28629841f3b68cf43089831286f544f4b18fbbf1574717be19a9ec"
-)
-V2_PLAIN = "24b19bfb54a843013316607317ecd6ff38f49078"
+V2_MASTER = bytes.fromhex(_V2["master"])
+V2_ENC = _V2["enc_key"]
+V2_AUTH = _V2["auth_key"]
+V2_HEX = _V2["blob_hex"]
+V2_PLAIN = _V2["plaintext"]
 
 
 def _unseal(master: bytes, fmt: str | None, mdesc: str, dstr: str, n: int, hexblob: str) -> bytes:
