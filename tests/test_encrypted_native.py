@@ -5,7 +5,9 @@ lengths: seal, export and unseal must agree with ``encrypted_blob``'s reference
 functions byte for byte; tampering must be refused without writing plaintext.
 Also the key type's behaviour that the native path changed: a loaded blob's pad is
 dropped (a read re-encrypts with a zero pad, as the kernel does), a ``user`` master
-is read in place, and parsed ``new`` payloads are reused without holding secrets.
+is read in place, and the one parse cache gives what a fresh parse gives without
+holding secrets.  The wrapper (``keyring_types.bindings.encrypted``) checks every
+length against its buffer, so no argument reaches C out of bounds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pytest
 from conftest import kernel_keyring_reachable, require
 
 import keyring_types as kt
-from keyring_types.bindings._encrypted import ffi, lib
+from keyring_types.bindings import encrypted as nb
+from keyring_types.bindings._encrypted import ffi
 from keyring_types.secret import SecretBuffer
 from keyring_types.types import encrypted as enc
 from keyring_types.types import encrypted_blob as eb
@@ -42,7 +45,7 @@ def _datalen_words(n: int, rng: random.Random) -> str:
 def _native_unseal(master: bytes, header: bytes, sealed: eb.Sealed, n: int) -> bytes:
     out = SecretBuffer(n)
     try:
-        eb.native_unseal_into(master, len(master), header, sealed.iv, sealed.ciphertext, sealed.mac, n, out.address)
+        nb.unseal_into(master, header, sealed.iv, sealed.ciphertext, sealed.mac, out, n)
         return out.tobytes()
     finally:
         out.wipe()
@@ -59,13 +62,13 @@ def _reference_unseal(master: bytes, fmt: str | None, mdesc: str, dstr: str, n: 
 @pytest.fixture(params=["aes-ni", "evp"])
 def aes_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test on each AES-256-CBC path of the native code: AES-NI and libcrypto's EVP."""
-    was = lib.kt_enc_set_aesni(1 if request.param == "aes-ni" else 0)
+    was = nb.set_aesni(1 if request.param == "aes-ni" else 0)
     try:
-        if request.param == "aes-ni" and not lib.kt_enc_set_aesni(-1):
+        if request.param == "aes-ni" and not nb.set_aesni(-1):
             pytest.skip("this CPU has no AES-NI, so only the EVP path runs")
         yield request.param
     finally:
-        lib.kt_enc_set_aesni(was)
+        nb.set_aesni(was)
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMAT_LENGTHS))
@@ -81,10 +84,10 @@ def test_native_matches_reference_for_every_master_length(fmt: str) -> None:
         data = rng.randbytes(n)
 
         ref = eb.seal(master, fmt, mdesc, dstr, iv, data)
-        assert eb.native_seal(master, fmt, mdesc, dstr, iv, data) == ref, (mlen, n)
-
         header = eb.datablob_header(fmt, mdesc, dstr)
-        exported = eb.native_export(master, mlen, header, iv, data, n)
+        assert eb.Sealed(iv, *nb.seal(master, header, iv, data)) == ref, (mlen, n)
+
+        exported = nb.seal_export(master, header, iv, data, n)
         assert exported == eb.export(fmt, mdesc, dstr, ref), (mlen, n)
         assert len(exported) == eb.export_len(fmt, mdesc, dstr, n)
 
@@ -116,7 +119,7 @@ def test_native_known_answer_vector() -> None:
     ct = "628929a14618fa17d58c0c83314367e650e963f485817f13da7637ac2c9c3a35"
     mac = "148f153cd8bd81b894e5b8cf5ef0fcb2e0c5e7fc2432a0fd363761bbad9a767c"
     header = eb.datablob_header("default", "user:kmk", "32")
-    assert eb.native_export(master, 32, header, iv, plain, 32) == f"default user:kmk 32 {iv.hex()}00{ct}{mac}".encode()
+    assert nb.seal_export(master, header, iv, plain, 32) == f"default user:kmk 32 {iv.hex()}00{ct}{mac}".encode()
     sealed = eb.Sealed(iv, bytes.fromhex(ct), bytes.fromhex(mac))
     assert _native_unseal(master, header, sealed, 32) == plain
 
@@ -136,12 +139,12 @@ def test_native_refuses_every_tampered_byte_and_writes_nothing() -> None:
                 bad[i] ^= 1 << rng.randrange(8)
                 parts = dict(fields, **{name: bytes(bad)})
                 with pytest.raises(OSError) as info:
-                    eb.native_unseal_into(master, 32, header, parts["iv"], parts["ciphertext"], parts["mac"], 33, out.address)
+                    nb.unseal_into(master, header, parts["iv"], parts["ciphertext"], parts["mac"], out, 33)
                 assert info.value.errno == errno.EINVAL
                 assert out.tobytes() == bytes(33), f"plaintext written for a bad {name}"
         for wrong in (master[:-1], master + b"\x00", bytes(32)):
             with pytest.raises(OSError):
-                eb.native_unseal_into(wrong, len(wrong), header, good.iv, good.ciphertext, good.mac, 33, out.address)
+                nb.unseal_into(wrong, header, good.iv, good.ciphertext, good.mac, out, 33)
             assert out.tobytes() == bytes(33)
     finally:
         out.wipe()
@@ -157,18 +160,18 @@ def test_native_unseal_joined_matches_and_refuses_like_the_separate_form() -> No
         joined = good.ciphertext + good.mac
         out = SecretBuffer(n)
         try:
-            eb.native_unseal_joined_into(master, len(master), header, iv, joined, n, out.address)
+            nb.unseal_joined_into(master, header, iv, joined, out, n)
             assert out.tobytes() == data
             mv = out.writable()
             mv[:] = bytes(n)
             mv.release()
             for bad in (joined[:-1], joined + b"\x00", bytes([joined[0] ^ 0x80]) + joined[1:], joined[:-1] + bytes([joined[-1] ^ 1])):
                 with pytest.raises(OSError) as info:
-                    eb.native_unseal_joined_into(master, len(master), header, iv, bad, n, out.address)
+                    nb.unseal_joined_into(master, header, iv, bad, out, n)
                 assert info.value.errno == errno.EINVAL
                 assert out.tobytes() == bytes(n)
             with pytest.raises(OSError) as info:
-                eb.native_unseal_joined_into(master, len(master), header, iv[:15], joined, n, out.address)
+                nb.unseal_joined_into(master, header, iv[:15], joined, out, n)
             assert info.value.errno == errno.EINVAL
         finally:
             out.wipe()
@@ -178,13 +181,13 @@ def test_native_size_checks() -> None:
     master, iv = os.urandom(32), os.urandom(16)
     header = eb.datablob_header("default", "user:kmk", "32")
     with pytest.raises(OSError) as info:
-        eb.native_export(master, 32, header, iv[:15], bytes(32), 32)
+        nb.seal_export(master, header, iv[:15], bytes(32), 32)
     assert info.value.errno == errno.EINVAL
     with pytest.raises(OSError) as info:
-        eb.native_export(master, 32, header, iv, bytes(4097), 4097)
+        nb.seal_export(master, header, iv, bytes(4097), 4097)
     assert info.value.errno == errno.EINVAL
     with pytest.raises(OSError) as info:
-        eb.native_unseal_into(master, 32, header, iv, bytes(31), bytes(32), 32, ffi.new("uint8_t[]", 32))
+        nb.unseal_into(master, header, iv, bytes(31), bytes(32), bytearray(32), 32)
     assert info.value.errno == errno.EINVAL
 
 
@@ -192,7 +195,7 @@ def test_native_random_fills_secret_memory() -> None:
     bufs = [SecretBuffer(64) for _ in range(4)]
     try:
         for b in bufs:
-            eb.native_random_into(b.address, 64)
+            nb.random_into(b, 64)
         values = {b.tobytes() for b in bufs}
         assert len(values) == 4 and bytes(64) not in values
     finally:
@@ -202,24 +205,24 @@ def test_native_random_fills_secret_memory() -> None:
 
 def test_random_pool_hands_out_each_byte_once_across_refills() -> None:
     # 300 draws of 32 bytes span two refills of the 4 KiB buffer.
-    out = ffi.new("uint8_t[]", 32)
+    out = bytearray(32)
     seen = set()
     for _ in range(300):
-        iv = eb.native_new_material(out, 32)
-        seen.add(bytes(ffi.buffer(iv)))
-        seen.add(ffi.buffer(out)[:])
+        iv = nb.new_material(out, 32)
+        seen.add(nb.iv_bytes(iv))
+        seen.add(bytes(out))
     assert len(seen) == 600 and bytes(16) not in seen and bytes(32) not in seen
 
 
 def test_random_pool_gives_a_forked_child_other_bytes_than_its_parent() -> None:
-    out = ffi.new("uint8_t[]", 32)
-    eb.native_random_into(out, 32)  # the buffer is now full of bytes not yet handed out
+    out = bytearray(32)
+    nb.random_into(out, 32)  # the buffer is now full of bytes not yet handed out
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: report its next draw
         try:
-            eb.native_random_into(out, 32)
-            os.write(write_end, ffi.buffer(out)[:])
+            nb.random_into(out, 32)
+            os.write(write_end, bytes(out))
         finally:
             os._exit(0)
     os.close(write_end)
@@ -231,8 +234,8 @@ def test_random_pool_gives_a_forked_child_other_bytes_than_its_parent() -> None:
         child += chunk
     os.close(read_end)
     os.waitpid(pid, 0)
-    eb.native_random_into(out, 32)
-    parent = ffi.buffer(out)[:]
+    nb.random_into(out, 32)
+    parent = bytes(out)
     assert len(child) == 32 and child != parent, "a forked child must not repeat its parent's random bytes"
 
 
@@ -312,36 +315,32 @@ def test_master_is_read_in_place_and_follows_updates() -> None:
     assert info.value.errno == errno.EKEYREVOKED
 
 
-def test_parsed_payload_reuse_is_bounded_and_never_holds_plaintext() -> None:
+def test_parse_cache_is_bounded_and_never_holds_plaintext() -> None:
     ks = kt.Keyspace()
     ks.add_key("user", "kmk", os.urandom(32), "@s")
-    for i in range(enc._PARSED_MAX + 20):
+    for i in range(enc._PARSE_CACHE_MAX + 20):
         # new never looks the master up, so any name makes a distinct, valid payload.
         ks.add_key("encrypted", f"k{i}", f"new default user:kmk{i} {20 + i % 100}", "@s")
-    assert 0 < len(enc._parsed) <= enc._PARSED_MAX
-    assert all(c.command == "new" and c.plaintext_hex is None for c in enc._parsed.values())
+    assert 0 < len(enc._parse_cache) <= enc._PARSE_CACHE_MAX
+    assert all(c.plaintext_hex is None for c in enc._parse_cache.values())
     old = enc.set_user_decrypted_data(True)
     try:
-        payload = b"new default user:kmk 20 " + os.urandom(20).hex().encode()
+        plain = os.urandom(20).hex().encode()
+        payload = b"new default user:kmk 20 " + plain
         ks.add_key("encrypted", "plain", payload, "@s")
-        assert payload not in enc._parsed
+        assert all(plain not in k for k in enc._parse_cache)
     finally:
         enc.set_user_decrypted_data(old)
-    # A reused parse is the same as a fresh one.
+    # A cached parse is the same as a fresh one.
     p = b"new enc32 user:kmk 32"
     ks.add_key("encrypted", "e32", p, "@s")
-    assert enc._parsed[p] == enc.parse_payload(p)
-    assert enc._parsed[p].header == enc.parse_payload(p).header == b"enc32\x00user:kmk\x0032\x00"
-
-
-def _reused_parse(data: bytes) -> enc.EncryptedCommand:
-    """What ``_parse_reusable`` yields, as one command: the blob put back when it came apart."""
-    cmd, blob = enc._parse_reusable(data)
-    return attrs.evolve(cmd, hex_blob=blob.decode("utf-8", "surrogateescape")) if blob else cmd
+    assert enc._parse_cache[p] == enc.parse_payload(p)
+    assert enc._parse_cache[p].header == enc.parse_payload(p).header == b"enc32\x00user:kmk\x0032\x00"
 
 
 def _preparsed(data: bytes) -> enc.EncryptedCommand:
-    """The same for the type's ``preparse``, which has its own inline copy of the load-head reuse."""
+    """What the type's ``preparse`` (the cache's one reader) yields, as one command:
+    the blob put back when it came apart."""
     prep = enc.EncryptedKeyType().preparse(data)
     cmd = prep.payload
     return attrs.evolve(cmd, hex_blob=prep.data.decode("utf-8", "surrogateescape")) if prep.data else cmd
@@ -355,8 +354,15 @@ def _outcome(fn, data: bytes):  # type: ignore[no-untyped-def]
     return ("ok", cmd, cmd.header)
 
 
-def test_reused_parses_equal_a_fresh_parse_on_random_payloads() -> None:
-    # The reuse shortcuts (whole new payloads, load heads) must give exactly what
+def _check_cache_invariant() -> None:
+    # Every entry is what a fresh parse of its key gives.
+    for key, cmd in list(enc._parse_cache.items()):
+        fresh = enc.parse_payload(key)
+        assert cmd == fresh and cmd.header == fresh.header and cmd.quota == fresh.quota, key
+
+
+def test_cached_parses_equal_a_fresh_parse_on_random_payloads() -> None:
+    # The cache (whole new payloads, load heads) must give exactly what
     # parse_payload gives, errors included, on well-formed and malformed input.
     rng = random.Random("parse-fuzz")
     blob = (os.urandom(16).hex() + "00" + os.urandom(64).hex()).encode()
@@ -364,7 +370,7 @@ def test_reused_parses_equal_a_fresh_parse_on_random_payloads() -> None:
         [b"load", b"new", b"update", b"loa", b"LOAD"],
         [b"default", b"enc32", b"ecryptfs", b"user:kmk", b"trusted:t", b"", b"user:"],
         [b"user:kmk", b"trusted:t", b"user:", b"32", b"", b"kmk"],
-        [b"32", b"+32", b"032", b"20", b"64", b"4097", b"-1", b"", b"32\n", b"x"],
+        [b"32", b"+32", b"032", b"20", b"64", b"4097", b"-1", b"", b"32\n", b"x", b"0" * 4400 + b"32", b"9" * 4400],
         [blob, blob.upper(), blob[:-2], b"", b"zz" + blob[2:], b"32", b"\xc3\xa9" + blob[2:]],
         [b"", blob, b"extra"],
     ]
@@ -386,21 +392,94 @@ def test_reused_parses_equal_a_fresh_parse_on_random_payloads() -> None:
                 data += b"\x00" + rng.choice(pools[4])
             if rng.random() < 0.05:
                 data += b" "
-            enc._parsed.clear()
-            enc._load_heads.clear()
             fresh = _outcome(enc.parse_payload, data)
-            assert _outcome(_reused_parse, data) == fresh, data  # first use fills the caches
-            assert _outcome(_reused_parse, data) == fresh, data  # second use reads them
-            assert _outcome(_preparsed, data) == fresh, data  # preparse, caches filled
-            enc._parsed.clear()
-            enc._load_heads.clear()
-            assert _outcome(_preparsed, data) == fresh, data  # preparse, caches empty
-            assert _outcome(_preparsed, data) == fresh, data
+            enc.parse_cache_clear()
+            assert _outcome(_preparsed, data) == fresh, data  # cache empty: fills it
+            assert _outcome(_preparsed, data) == fresh, data  # reads it
             # The same head seen before in a clean payload (no NUL, no tab) must not
-            # make the shortcut take a payload the full parser cuts differently.
+            # make the cache take a payload the full parser cuts differently.
             clean = data.split(b"\x00")[0].replace(b"\t", b" ")
             _outcome(_preparsed, clean)
             _outcome(_preparsed, data[: data.rfind(b" ")].replace(b"\t", b" ") + b" " + blob)
             assert _outcome(_preparsed, data) == fresh, data
+            _check_cache_invariant()
     finally:
         enc.set_user_decrypted_data(old)
+        enc.parse_cache_clear()
+
+
+def test_cache_hit_on_a_load_head_with_an_empty_blob_is_the_fresh_parse() -> None:
+    # The head "load default user:kmk 32 " is itself a payload (empty blob): a hit
+    # on it must still fail the way a fresh parse of it fails, at instantiate.
+    ks = kt.Keyspace()
+    master = os.urandom(32)
+    ks.add_key("user", "kmk", master, "@s")
+    blob = ks.add_key("encrypted", "a", "new default user:kmk 32", "@s").read()
+    enc.parse_cache_clear()
+    ks.add_key("encrypted", "b", b"load " + blob, "@s")
+    head = b"load " + blob[: blob.rfind(b" ") + 1]
+    assert head in enc._parse_cache
+    for n, data in enumerate((head, head + b"zz", head[:-1])):
+        with pytest.raises(OSError) as info:
+            ks.add_key("encrypted", "c", data, "@s")
+        assert info.value.errno == errno.EINVAL
+        enc.parse_cache_clear()
+        with pytest.raises(OSError) as fresh:
+            ks.add_key("encrypted", "c", data, "@s")
+        assert (fresh.value.errno, str(fresh.value)) == (info.value.errno, str(info.value))
+        ks.add_key("encrypted", f"refill{n}", b"load " + blob, "@s")  # the head is cached again
+
+
+# -- the bindings wrapper: every length checked against its buffer ---------------------------
+
+
+def test_wrapper_refuses_lengths_beyond_the_buffer() -> None:
+    # Before the wrapper, native_random_into / native_export took a pointer and a
+    # length on trust: a length past the buffer made C write or read out of bounds.
+    master, iv = os.urandom(32), os.urandom(16)
+    header = eb.datablob_header("default", "user:kmk", "4096")
+    small = SecretBuffer(8)
+    try:
+        cases = [
+            lambda: nb.random_into(small, 64),
+            lambda: nb.random_into(bytearray(8), 9),
+            lambda: nb.random_into(bytearray(8), 4, offset=5),
+            lambda: nb.random_into(bytearray(8), -1),
+            lambda: nb.random_into(b"read-only", 4),
+            lambda: nb.random_into(small.address, 8),  # a raw pointer has no length to check
+            lambda: nb.new_material(bytearray(8), 32),
+            lambda: nb.seal_export(master, header, iv, bytes(10), 4096),
+            lambda: nb.seal_export(master, header, iv, small, 32),
+            lambda: nb.seal_export(master, header, iv, SecretBuffer(64), 32, offset=40),
+            lambda: nb.seal_export(small.address, header, iv, bytes(32), 32),
+            lambda: nb.unseal_joined_into(master, header, iv, bytes(64), bytearray(8), 32),
+            lambda: nb.unseal_joined_into(master, header, iv, bytes(64), small, 32),
+            lambda: nb.unseal_into(master, header, iv, bytes(32), bytes(32), bytearray(16), 32),
+            lambda: nb.new_ecryptfs_token(bytes(10), b"0123456789abcdef"),
+            lambda: nb.new_ecryptfs_token(eb.AUTH_TOK_TEMPLATE, b"0123"),
+            lambda: nb.iv_bytes(b"short"),
+            lambda: nb.seal_export(master, header, 16, bytes(32), 32),
+            lambda: nb.seal(master, header, iv, 32),
+        ]
+        for i, case in enumerate(cases):
+            with pytest.raises(OSError) as info:
+                case()
+            assert info.value.errno == errno.EINVAL, i
+        assert small.tobytes() == bytes(8)
+    finally:
+        small.wipe()
+    wiped = SecretBuffer(32)
+    wiped.wipe()
+    with pytest.raises(OSError) as info:
+        nb.seal_export(wiped, header, iv, bytes(32), 32)
+    assert info.value.errno == errno.EKEYREVOKED
+
+
+def test_key_type_modules_do_not_touch_cffi() -> None:
+    # The key-type layer goes through the wrapper; only it owns ffi/lib.
+    import inspect
+    import re
+
+    for module in (enc, eb):
+        source = inspect.getsource(module)
+        assert "_encrypted import" not in source and not re.search(r"\b_?n?(ffi|lib)\.", source), module.__name__

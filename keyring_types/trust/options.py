@@ -15,12 +15,19 @@ the kernel's TEE and CAAM backends ignore the option string).
 from __future__ import annotations
 
 import errno
-import re
 from typing import TYPE_CHECKING
 
 import attrs
 
 from keyring_types.errors import error
+from keyring_types.grammar import (
+    OptionTable,
+    as_payload,
+    hex2bin,
+    kstrtol,
+    kstrtoul,
+    split_tokens,
+)
 from keyring_types.trust.base import ALL_OPTIONS, TrustedOptions
 
 if TYPE_CHECKING:
@@ -29,11 +36,14 @@ if TYPE_CHECKING:
 __all__ = [
     "HASH_DIGEST_SIZE",
     "MAX_PCRINFO_SIZE",
+    "OPTIONS",
     "ParsedOptions",
-    "split_tokens",
+    "check_supported",
+    "hex2bin",
+    "kstrtol",
     "kstrtoul",
     "parse_options",
-    "check_supported",
+    "split_tokens",
 ]
 
 #: ``hash=`` names the TPM 2.0 back end can map to an algorithm, with digest sizes.
@@ -43,84 +53,47 @@ MAX_PCRINFO_SIZE = 64
 AUTH_SIZE = 20
 #: Our options, not the kernel's.
 EXTRA_OPTIONS = frozenset({"source", "rng"})
+#: The option table: the kernel's names and ours, each at most once.
+OPTIONS = OptionTable("trusted-key option", ALL_OPTIONS | EXTRA_OPTIONS)
 
-_SEP = re.compile(rb"[ \t]")
-_HEX = re.compile(rb"[0-9a-fA-F]*")
 
-
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ParsedOptions:
-    """The kernel options plus our ``source=`` / ``rng=`` choices (None: not given)."""
+    """The kernel options plus our ``source=`` / ``rng=`` choices (None: not given).
+
+    The repr names the options given, never their values (``blobauth`` is a password).
+    """
 
     options: TrustedOptions
     source: str | None = None
     rng: str | None = None
 
-
-def split_tokens(data: bytes) -> list[bytes]:
-    """Split as ``strsep(&s, " \\t")`` does: every single separator ends a token."""
-    return _SEP.split(data)
-
-
-def kstrtoul(text: bytes, base: int) -> int:
-    """Parse an unsigned integer as the kernel's ``kstrtoul`` (``EINVAL`` / ``ERANGE`` as EINVAL).
-
-    Accepts a leading ``+``, ``0x`` for base 16, and one trailing newline; nothing else.
-    """
-    s = text
-    if s.startswith(b"+"):
-        s = s[1:]
-    if base == 16 and s[:2].lower() == b"0x":
-        s = s[2:]
-    if s.endswith(b"\n"):
-        s = s[:-1]
-    digits = b"0123456789abcdef"[:base]
-    if not s or any(c not in digits for c in s.lower()):
-        raise error(errno.EINVAL, f"not a base-{base} number: {text!r}")
-    value = int(s, base)
-    if value >= 1 << 64:
-        raise error(errno.EINVAL, f"number out of range: {text!r}")
-    return value
+    def __repr__(self) -> str:
+        names = sorted(self.options.given | {n for n in EXTRA_OPTIONS if getattr(self, n) is not None})
+        return f"ParsedOptions(given={names})"
 
 
-def kstrtol(text: bytes) -> int:
-    """Parse a signed decimal as ``kstrtol(s, 10)``; ``EINVAL`` on anything else."""
-    if text.startswith(b"-"):
-        return -kstrtoul(text[1:], 10)
-    return kstrtoul(text, 10)
-
-
-def hex2bin(text: bytes, nbytes: int, what: str) -> bytes:
-    """Decode the first ``2*nbytes`` hex digits of ``text``; ``EINVAL`` if any is not hex."""
-    digits = text[: 2 * nbytes]
-    if len(digits) != 2 * nbytes or _HEX.fullmatch(digits) is None:
-        raise error(errno.EINVAL, f"{what} is not valid hex")
-    return bytes.fromhex(digits.decode("ascii"))
+def _number(value: bytes, base: int, name: str) -> int:
+    # getoptions turns every kstrtoul failure, ERANGE included, into EINVAL.
+    try:
+        return kstrtoul(value, base, f"{name}=")
+    except OSError as exc:
+        raise error(errno.EINVAL, exc.strerror or f"{name}= is not a number") from None
 
 
 def parse_options(data: bytes | str) -> ParsedOptions:
     """Parse the option part of a ``new``/``load``/``update`` payload.
 
-    ``EINVAL`` for an unknown or repeated option, a bad value, or ``hash=`` after
+    ``EINVAL`` for an unknown or repeated option, a bad value, ``hash=`` after
     ``policydigest=`` (the digest's length depends on the hash, so the kernel
-    insists on this order).
+    insists on this order), or ``data`` that is not bytes or text.  Messages
+    name the option, never its value.
     """
-    if isinstance(data, str):
-        data = data.encode()
     values: dict[str, object] = {}
     source: str | None = None
     rng: str | None = None
     seen: set[str] = set()
-    for token in split_tokens(data):
-        if not token:
-            continue
-        name_b, eq, value = token.partition(b"=")
-        name = name_b.decode("ascii", "replace")
-        # match_token's "%s" needs at least one character after "=".
-        if not eq or not value or (name not in ALL_OPTIONS and name not in EXTRA_OPTIONS):
-            raise error(errno.EINVAL, f"unknown trusted-key option {token.decode('ascii', 'replace')!r}")
-        if name in seen:
-            raise error(errno.EINVAL, f"trusted-key option '{name}' given more than once")
+    for name, value in OPTIONS.items(split_tokens(as_payload(data, "option string"))):
         seen.add(name)
         if name == "source":
             source = value.decode("ascii", "replace")
@@ -135,7 +108,7 @@ def parse_options(data: bytes | str) -> ParsedOptions:
 def _parse_one(name: str, value: bytes, out: dict[str, object], seen: set[str]) -> None:
     if name == "keyhandle":
         # kstrtoul into unsigned long, stored in a u32: the kernel keeps the low 32 bits.
-        out["keyhandle"] = kstrtoul(value, 16) & 0xFFFFFFFF
+        out["keyhandle"] = _number(value, 16, name) & 0xFFFFFFFF
     elif name == "keyauth":
         if len(value) != 2 * AUTH_SIZE:
             raise error(errno.EINVAL, f"keyauth= must be exactly {2 * AUTH_SIZE} hex digits")
@@ -155,7 +128,7 @@ def _parse_one(name: str, value: bytes, out: dict[str, object], seen: set[str]) 
             raise error(errno.EINVAL, f"pcrinfo= is longer than {MAX_PCRINFO_SIZE} bytes")
         out["pcrinfo"] = hex2bin(value, n, "pcrinfo=")
     elif name == "pcrlock":
-        out["pcrlock"] = kstrtoul(value, 10)
+        out["pcrlock"] = _number(value, 10, name)
     elif name == "migratable":
         # Only the first character counts: '0' clears the flag, '1' keeps the default.
         if value[:1] == b"0":
@@ -167,15 +140,16 @@ def _parse_one(name: str, value: bytes, out: dict[str, object], seen: set[str]) 
             raise error(errno.EINVAL, "hash= must come before policydigest=")
         algo = value.decode("ascii", "replace")
         if algo not in HASH_DIGEST_SIZE:
-            raise error(errno.EINVAL, f"unsupported hash= {algo!r} (one of {', '.join(HASH_DIGEST_SIZE)})")
+            raise error(errno.EINVAL, f"hash= must be one of {', '.join(HASH_DIGEST_SIZE)}")
         out["hash"] = algo
     elif name == "policydigest":
-        size = HASH_DIGEST_SIZE[str(out.get("hash", "sha256"))]
+        algo = str(out.get("hash", "sha256"))
+        size = HASH_DIGEST_SIZE[algo]
         if len(value) != 2 * size:
-            raise error(errno.EINVAL, f"policydigest= must be {2 * size} hex digits for hash={out.get('hash', 'sha256')}")
+            raise error(errno.EINVAL, f"policydigest= must be {2 * size} hex digits for the hash= in force")
         out["policydigest"] = hex2bin(value, size, "policydigest=")
     elif name == "policyhandle":
-        out["policyhandle"] = kstrtoul(value, 16) & 0xFFFFFFFF
+        out["policyhandle"] = _number(value, 16, name) & 0xFFFFFFFF
 
 
 def check_supported(options: TrustedOptions, source: TrustSource) -> None:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import binascii
 import errno
-import re
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from keyring_types.bindings._encrypted import ffi as _ffi
+from keyring_types.bindings.encrypted import iv_bytes, new_ecryptfs_token, new_material, new_secret, seal_export, unseal_joined_into
 from keyring_types.core.context import current_caller
 from keyring_types.core.keytype import KeyType, Preparsed, lookup_key_type, register_key_type, registered_key_types
 from keyring_types.errors import error
+from keyring_types.grammar import as_payload, is_hex, split_text
 from keyring_types.secret import SecretBuffer
 from keyring_types.types import encrypted_blob as eb
 from keyring_types.types.user import UserKeyType
@@ -33,17 +33,26 @@ if TYPE_CHECKING:
     from keyring_types.core.handle import Key
     from keyring_types.core.record import KeyRecord
 
-__all__ = ["EncryptedKeyType", "ecryptfs_auth_token", "EncryptedCommand", "EncryptedPayload", "MAX_PAYLOAD", "parse_payload", "master_key_secret", "quota_size", "set_user_decrypted_data"]
+__all__ = [
+    "EncryptedKeyType",
+    "ecryptfs_auth_token",
+    "EncryptedCommand",
+    "EncryptedPayload",
+    "MAX_PAYLOAD",
+    "parse_payload",
+    "parse_cache_clear",
+    "master_key_secret",
+    "quota_size",
+    "set_user_decrypted_data",
+]
 
 #: add_key/update payloads the type accepts (the kernel's 32767-byte check).
 MAX_PAYLOAD = 32767
 _USER_PREFIX = "user:"
 _TRUSTED_PREFIX = "trusted:"
-#: strsep(" \t"): every single space or tab separates, so doubled ones make empty tokens.
-_SEPARATORS = re.compile("[ \t]")
-_HEX = re.compile("[0-9A-Fa-f]*")
 _COMMANDS = frozenset(("new", "load", "update"))
 _FORMAT_WORDS = frozenset(eb.FORMATS)
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 
 # The kernel's module parameter encrypted_keys.user_decrypted_data (default
 # CONFIG_USER_DECRYPTED_DATA, off on the reference kernel).  A process-wide
@@ -62,9 +71,13 @@ def set_user_decrypted_data(enabled: bool) -> bool:
     return old
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class EncryptedCommand:
-    """One parsed payload: what ``datablob_parse`` in the kernel extracts."""
+    """One parsed payload: what ``datablob_parse`` in the kernel extracts.
+
+    The repr gives the command, format and data length; never the blob, the
+    plaintext, or the other tokens as typed.
+    """
 
     command: str  # "new" | "load" | "update"
     #: The format word as given; None when omitted (matters for legacy ``load``).
@@ -84,6 +97,9 @@ class EncryptedCommand:
     blob_hex_len: int = attrs.field(default=0, repr=False, eq=False)
     #: ``new`` of random data: instantiate's inline case.
     plain_new: bool = attrs.field(default=False, repr=False, eq=False)
+
+    def __repr__(self) -> str:
+        return f"<EncryptedCommand {self.command} {self.format or '(no format)'} {self.datalen}-byte data>"
 
 
 @attrs.define(eq=False, repr=False)
@@ -108,11 +124,11 @@ class EncryptedPayload:
     )
 
     def __repr__(self) -> str:
-        return f"<EncryptedPayload {self.format} {self.master_desc} {self.datalen_str!r}>"
+        return f"<EncryptedPayload {self.format} {self.datalen}-byte data>"
 
     def iv_bytes(self) -> bytes:
         """The IV as ``bytes``, whichever form it is held in."""
-        return bytes(_ffi.buffer(self.iv)) if isinstance(self.iv, _ffi.CData) else self.iv
+        return iv_bytes(self.iv)
 
     def plaintext(self) -> memoryview:
         """A read-only view of the decrypted data (inside the auth token for ecryptfs)."""
@@ -120,12 +136,10 @@ class EncryptedPayload:
             return eb.ecryptfs_key_view(self.data)
         return self.data.view()[: self.datalen]
 
-    def plaintext_address(self) -> Any:
-        """A cffi pointer to the decrypted data, for the native seal (no copy)."""
-        if self.format == "ecryptfs":
-            return _ffi.cast("uint8_t *", self.data.address) + eb.ECRYPTFS_KEY_OFFSET
-        return self.data.address
-
+    @property
+    def plaintext_offset(self) -> int:
+        """Where the decrypted data starts in :attr:`data` (inside the auth token for ecryptfs)."""
+        return eb.ECRYPTFS_KEY_OFFSET if self.format == "ecryptfs" else 0
 
     @property
     def quota_size(self) -> int:
@@ -158,28 +172,30 @@ def _valid_master_desc(desc: str, orig: str | None = None) -> bool:
     return orig is None or orig.startswith(prefix)
 
 
-def parse_payload(data: bytes) -> EncryptedCommand:
+def parse_payload(data: bytes | str) -> EncryptedCommand:
     """Parse an add_key/update payload with the kernel's grammar (spec 1.2).
 
-    ``EINVAL`` for an empty or oversize payload, an unknown command, a missing or
-    malformed master, length or blob, a length outside the format's limits, or a
-    plaintext token while user-supplied data is disabled.
+    ``EINVAL`` for a payload that is not bytes or text, empty or oversize, an
+    unknown command, a missing or malformed master, length or blob, a length
+    outside the format's limits, or a plaintext token while user-supplied data
+    is disabled.  Messages never repeat the tokens.
     """
+    if type(data) is not bytes:
+        data = as_payload(data, "encrypted key payload")
     if not 0 < len(data) <= MAX_PAYLOAD:
         raise error(errno.EINVAL, f"encrypted key payload must be 1..{MAX_PAYLOAD} bytes, got {len(data)}")
     # The kernel copies the payload into a C string: anything after a NUL is invisible.
     nul = data.find(b"\x00")
     text = (data if nul < 0 else data[:nul]).decode("utf-8", "surrogateescape")
-    # str.split is the same cut as strsep(" \t") when there is no tab, and cheaper.
-    tokens = _SEPARATORS.split(text) if "\t" in text else text.split(" ")
+    tokens: list[str | None] = list(split_text(text))
     # Absent trailing tokens read as None, as strsep() returns NULL past the end.
     ntok = len(tokens)
     if ntok < 6:
-        tokens += [None] * (6 - ntok)  # type: ignore[list-item]
+        tokens += [None] * (6 - ntok)
 
     command = tokens[0]
     if command not in _COMMANDS:
-        raise error(errno.EINVAL, f"encrypted key command must be new, load or update, got {command!r}")
+        raise error(errno.EINVAL, "an encrypted key payload must start with new, load or update")
     word = tokens[1]
     if word is None:
         raise error(errno.EINVAL, "encrypted key payload has no master key")
@@ -193,7 +209,7 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     if master is None:
         raise error(errno.EINVAL, "encrypted key payload has no master key")
     if not _valid_master_desc(master):
-        raise error(errno.EINVAL, f"master key must be 'user:NAME' or 'trusted:NAME', got {master!r}")
+        raise error(errno.EINVAL, f"the master key (token {i}) must be 'user:NAME' or 'trusted:NAME'")
     if command == "update":
         # The rest of an update payload (a length, anything) is never looked at.
         return EncryptedCommand("update", fmt, master)
@@ -207,17 +223,20 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     # encrypted_key_alloc(): the length first, then user data, then per-format sizes.
     dlen = eb.parse_datalen(datalen_str)
     if dlen is None or not eb.MIN_DATA_SIZE <= dlen <= eb.MAX_DATA_SIZE:
-        raise error(errno.EINVAL, f"encrypted key data length must be {eb.MIN_DATA_SIZE}..{eb.MAX_DATA_SIZE}, got {datalen_str!r}")
+        raise error(
+            errno.EINVAL,
+            f"the data length (token {i + 1}) must be a decimal {eb.MIN_DATA_SIZE}..{eb.MAX_DATA_SIZE}",
+        )
     plaintext_hex = extra if command == "new" else None
     if plaintext_hex is not None:
         if not _user_decrypted_data:
             raise error(errno.EINVAL, "user-supplied decrypted data is disabled (encrypted_keys.user_decrypted_data=0)")
-        if len(plaintext_hex) != 2 * dlen or _HEX.fullmatch(plaintext_hex) is None:
+        if len(plaintext_hex) != 2 * dlen or not is_hex(plaintext_hex):
             raise error(errno.EINVAL, f"user-supplied decrypted data must be {2 * dlen} hex digits")
     if fmt == "ecryptfs" and dlen != eb.ECRYPTFS_KEY_BYTES:
-        raise error(errno.EINVAL, f"ecryptfs keys must be {eb.ECRYPTFS_KEY_BYTES} bytes, got {dlen}")
+        raise error(errno.EINVAL, f"ecryptfs keys must be {eb.ECRYPTFS_KEY_BYTES} bytes")
     if fmt == "enc32" and dlen != eb.ENC32_KEY_BYTES:
-        raise error(errno.EINVAL, f"enc32 keys must be {eb.ENC32_KEY_BYTES} bytes, got {dlen}")
+        raise error(errno.EINVAL, f"enc32 keys must be {eb.ENC32_KEY_BYTES} bytes")
     effective = fmt if fmt is not None else "default"
     header = eb.datablob_header(effective, master, datalen_str)
     return EncryptedCommand(
@@ -227,69 +246,55 @@ def parse_payload(data: bytes) -> EncryptedCommand:
     )
 
 
-# Parsing is a pure function of the payload bytes, and applications add many keys
-# with one payload ("new default user:kmk 32") or one head ("load default
-# user:kmk 32 <blob>"), so parses are reused: whole ``new`` payloads without
-# caller plaintext, and the head of ``load`` payloads (everything before the
-# blob, the last token).  Neither ever holds plaintext; both are bounded.
-_parsed: dict[bytes, EncryptedCommand] = {}
-_load_heads: dict[bytes, EncryptedCommand] = {}
-_PARSED_MAX = 256
+# The parse cache.  Parsing is a pure function of the payload bytes, and
+# applications add many keys with one payload ("new default user:kmk 32") or one
+# head ("load default user:kmk 32 <blob>"), so parses are kept, in one bounded
+# dict with one invariant:
+#
+#     _parse_cache[K] == parse_payload(K)      for every key K in it.
+#
+# Two kinds of K are stored: a whole ``new`` payload without caller plaintext,
+# and the head of a ``load`` payload up to and including the separator before
+# its blob, whose parse took the (empty) token after that separator as the
+# blob.  For such a head, ``parse_payload(K + blob)`` is the same command with
+# ``blob`` as its blob whenever ``blob`` holds no space, tab or NUL and the
+# whole stays within MAX_PAYLOAD; ``preparse`` then hands the blob on beside
+# the shared command.  No entry ever holds plaintext.  ``preparse`` is the one
+# reader, ``_parse_and_cache`` the one writer.
+_parse_cache: dict[bytes, EncryptedCommand] = {}
+_PARSE_CACHE_MAX = 256
 
 
-def _remember(cache: dict[bytes, EncryptedCommand], key: bytes, cmd: EncryptedCommand) -> None:
-    if len(cache) >= _PARSED_MAX:
-        cache.clear()
-    cache[key] = cmd
+def parse_cache_clear() -> None:
+    """Forget every cached parse (tests; nothing else needs to)."""
+    _parse_cache.clear()
 
 
-def _parse_load_head(data: bytes) -> tuple[EncryptedCommand, bytes] | None:
-    """:func:`parse_payload` of a ``load`` payload from the parse of its head, or None
-    where that shortcut does not apply (the caller then parses in full).
-
-    Returns the head's parse, shared and with an empty ``hex_blob``, and the blob:
-    together they are the payload's parse.
-    """
-    # Tabs and NULs change the token cut; leave them to the full parser.  (Integer
-    # needles: ``9 in data`` is a plain byte scan, several times cheaper than ``b"\t" in data``.)
-    if len(data) > MAX_PAYLOAD or 9 in data or 0 in data:
-        return None
-    cut = data.rfind(32)
-    head = data[:cut]
-    tmpl = _load_heads.get(head)
-    if tmpl is None:
+def _parse_and_cache(data: bytes) -> tuple[EncryptedCommand, bytes]:
+    """:func:`parse_payload` on a cache miss: the parse and, for a ``load`` whose head
+    went into the cache, its blob apart (else ``b""``).  Same result, same errors."""
+    if data.startswith(b"load ") and len(data) <= MAX_PAYLOAD and 9 not in data and 0 not in data:
+        cut = data.rfind(32) + 1
+        head = data[:cut]
         try:
-            # The head with an empty last token: if the parser takes that very token
-            # as the blob (the blob is token 4, or 3 without a format word, and the
-            # head has that many spaces), the full payload's blob is exactly the real
-            # last token and every other field is the same.
-            tmpl = parse_payload(head + b" ")
+            cmd: EncryptedCommand | None = parse_payload(head)
         except OSError:
-            return None
-        blob_index = 4 if tmpl.format is not None else 3
-        if tmpl.command != "load" or tmpl.hex_blob != "" or head.count(b" ") != blob_index - 1:
-            return None
-        _remember(_load_heads, head, tmpl)
-    return tmpl, data[cut + 1 :]
-
-
-def _parse_reusable(data: bytes) -> tuple[EncryptedCommand, bytes]:
-    """:func:`parse_payload`, reusing earlier parses (same result, same errors).
-
-    Returns the parse and, for a ``load`` whose head was reused, the blob, which
-    the shared parse leaves empty (else ``b""``).
-    """
-    cmd = _parsed.get(data)
-    if cmd is not None:
-        return cmd, b""
-    if data.startswith(b"load "):
-        reused = _parse_load_head(data)
-        if reused is not None:
-            return reused
+            cmd = None  # the full parse below gives the error
+        # The head qualifies if its parse took its last, empty token as the blob:
+        # token 4 with a format word, 3 without.
+        if cmd is not None and cmd.command == "load" and cmd.hex_blob == "" and head.count(32) == (4 if cmd.format is not None else 3):
+            _remember(head, cmd)
+            return cmd, data[cut:]
     cmd = parse_payload(data)
-    if cmd.command == "new" and cmd.plaintext_hex is None:
-        _remember(_parsed, data, cmd)
+    if cmd.plain_new:
+        _remember(data, cmd)
     return cmd, b""
+
+
+def _remember(key: bytes, cmd: EncryptedCommand) -> None:
+    if len(_parse_cache) >= _PARSE_CACHE_MAX:
+        _parse_cache.clear()
+    _parse_cache[key] = cmd
 
 
 def master_key_secret(key: KeyRecord, master_desc: str) -> SecretBuffer:
@@ -304,17 +309,17 @@ def master_key_secret(key: KeyRecord, master_desc: str) -> SecretBuffer:
         try:
             lookup_key_type("trusted")
         except OSError:
-            raise error(errno.EOPNOTSUPP, f"master key {master_desc!r}: trusted keys are not available") from None
+            raise error(errno.EOPNOTSUPP, "a trusted: master key needs the trusted key type, which is not registered") from None
     elif master_desc.startswith(_USER_PREFIX):
         type_name, name = "user", master_desc[len(_USER_PREFIX) :]
     else:
-        raise error(errno.EINVAL, f"master key {master_desc!r} has no user: or trusted: prefix")
+        raise error(errno.EINVAL, "the master key has no user: or trusted: prefix")
     record = current_caller(key).lookup_key(type_name, name)
     return record.ktype.secret(record)
 
 
-def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, SecretBuffer | None]:
-    """The master key as ``(pointer, length, copy)``; the caller wipes ``copy`` if not None.
+def _master_material(key: KeyRecord, master_desc: str) -> tuple[SecretBuffer, SecretBuffer | None]:
+    """The master key as ``(secret, copy)``; the caller wipes ``copy`` if not None.
 
     A ``user`` master is used in place, as the kernel's ``request_user_key`` hands
     back the user key's payload itself: the keyspace lock, held for the whole
@@ -326,20 +331,12 @@ def _master_material(key: KeyRecord, master_desc: str) -> tuple[Any, int, Secret
         record = current_caller(key).lookup_key("user", master_desc[len(_USER_PREFIX) :])
         payload = record.payload
         if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
-            # A user key's datalen is its payload's length (user_instantiate/update).
-            # The slot is read directly (a property call costs as much as the rest of
-            # this branch); a wiped buffer, which a live payload never is, would take
-            # the property and its EKEYREVOKED.
-            ptr = payload._ptr
-            return (ptr if ptr is not None else payload.address), record.datalen, None
+            # The user key's payload itself: a user key's payload is its data
+            # (user_instantiate/update).  A wiped buffer, which a live payload never
+            # is, gets the wrapper's EKEYREVOKED.
+            return payload, None
     copy = master_key_secret(key, master_desc)
-    return copy.address, len(copy), copy
-
-
-def _ecryptfs_data(description: str) -> tuple[SecretBuffer, Any]:
-    """An ecryptfs key's payload (an empty auth token) and a pointer to where its key bytes go."""
-    tok = eb.ecryptfs_auth_tok_empty(description)
-    return tok, _ffi.cast("uint8_t *", tok.address) + eb.ECRYPTFS_KEY_OFFSET
+    return copy, copy
 
 
 class EncryptedKeyType(KeyType):
@@ -348,22 +345,24 @@ class EncryptedKeyType(KeyType):
     name = "encrypted"
 
     def preparse(self, data: bytes) -> Preparsed:
-        """Parse the payload (spec 1.2); ``EINVAL`` on bad input.  Nothing secret yet."""
+        """Parse the payload (spec 1.2), through the parse cache; ``EINVAL`` on bad
+        input, including a payload that is not bytes or text.  Nothing secret yet."""
         if type(data) is not bytes:
-            data = bytes(data)
+            data = as_payload(data, "encrypted key payload")
         # The kernel's type has no preparse, so nothing is charged before instantiate.
         # The base free_preparse suffices: the command holds nothing secret.
-        cmd = _parsed.get(data)  # the commonest case, a "new" payload seen before
+        # The cache's one reader (see _parse_cache), inline: the commonest case is a
+        # payload seen before, the next a load whose head was seen before.
+        cmd = _parse_cache.get(data)
         if cmd is not None:
             return Preparsed(b"", cmd, 0)  # data, payload, quotalen
-        # A load's blob rides in ``data`` when the (shared) parse of its head was reused:
-        # the next commonest case, a load whose head was seen before, is inline here.
+        # Integer needles: ``9 in data`` is a plain byte scan, several times cheaper than ``b"\t" in data``.
         if data.startswith(b"load ") and len(data) <= MAX_PAYLOAD and 9 not in data and 0 not in data:
-            cut = data.rfind(32)
-            cmd = _load_heads.get(data[:cut])
+            cut = data.rfind(32) + 1
+            cmd = _parse_cache.get(data[:cut])
             if cmd is not None:
-                return Preparsed(data[cut + 1 :], cmd, 0)
-        cmd, blob = _parse_reusable(data)
+                return Preparsed(data[cut:], cmd, 0)
+        cmd, blob = _parse_and_cache(data)
         return Preparsed(blob, cmd, 0)
 
     def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
@@ -386,9 +385,13 @@ class EncryptedKeyType(KeyType):
                 # The commonest instantiation, inline: random data and IV, nothing else
                 # to check but an ecryptfs description (EINVAL).
                 if fmt == "ecryptfs":
-                    data, iv = eb.native_new_ecryptfs(key.description)
+                    desc = key.description
+                    # valid_ecryptfs_desc(), inline.
+                    if len(desc) != 16 or desc.strip(_HEX_DIGITS):
+                        raise error(errno.EINVAL, "ecryptfs key description must be 16 hex digits")
+                    data, iv = new_ecryptfs_token(eb.AUTH_TOK_TEMPLATE, desc.encode("ascii"))
                 else:
-                    data, iv = eb.native_new_secret(cmd.datalen)
+                    data, iv = new_secret(cmd.datalen)
                 payload = EncryptedPayload(fmt, cmd.master_desc, cmd.datalen_str, cmd.datalen, iv, data, header)
             else:
                 payload = self._make_payload(key, cmd, fmt, header, prep.data)
@@ -405,10 +408,11 @@ class EncryptedKeyType(KeyType):
         dlen = cmd.datalen
         if fmt == "ecryptfs":
             # EINVAL for a description that is not 16 hex digits.
-            data, out = _ecryptfs_data(key.description)
+            data = eb.ecryptfs_auth_tok_empty(key.description)
+            at = eb.ECRYPTFS_KEY_OFFSET
         else:
             data = SecretBuffer(dlen)
-            out = data.address
+            at = 0
         try:
             if cmd.command == "load":
                 # The blob as preparse left it: apart (head parse reused) or in the command.
@@ -429,17 +433,23 @@ class EncryptedKeyType(KeyType):
                 mac_header = (
                     header if cmd.format is not None else eb.datablob_header(None, cmd.master_desc, cmd.datalen_str)
                 )
-                mptr, mlen, copy = _master_material(key, cmd.master_desc)
+                master, copy = _master_material(key, cmd.master_desc)
                 try:
-                    eb.native_unseal_joined_into(mptr, mlen, mac_header, iv, ctmac, dlen, out)
+                    unseal_joined_into(master, mac_header, iv, ctmac, data, dlen, at)
                 finally:
                     if copy is not None:
                         copy.wipe()
             else:
-                iv = eb.native_new_material(out, dlen)
+                iv = new_material(data, dlen, at)
                 if cmd.plaintext_hex is not None:
                     # Caller-supplied data replaces the random bytes.
-                    _ffi.memmove(out, bytes.fromhex(cmd.plaintext_hex), dlen)
+                    plain = bytearray.fromhex(cmd.plaintext_hex)
+                    mv = data.writable()
+                    try:
+                        mv[at : at + dlen] = plain
+                    finally:
+                        mv.release()
+                        plain[:] = bytes(len(plain))
         except BaseException:
             data.wipe()
             raise
@@ -457,7 +467,8 @@ class EncryptedKeyType(KeyType):
             raise error(errno.EINVAL, f"'{cmd.command}' is not valid for an existing encrypted key; use 'update'")
         old: EncryptedPayload = key.payload
         if not _valid_master_desc(cmd.master_desc, old.master_desc):
-            raise error(errno.EINVAL, f"master key {cmd.master_desc!r} is not of the same kind as {old.master_desc!r}")
+            kind = _USER_PREFIX if old.master_desc.startswith(_USER_PREFIX) else _TRUSTED_PREFIX
+            raise error(errno.EINVAL, f"the new master key must be a {kind} key, as the old one is")
         new = EncryptedPayload(old.format, cmd.master_desc, old.datalen_str, old.datalen, old.iv, SecretBuffer.from_bytes(old.data.view()))
         try:
             key.payload_reserve(new.quota_size)
@@ -474,10 +485,10 @@ class EncryptedKeyType(KeyType):
         made on every read.
         """
         p: EncryptedPayload = key.payload
-        mptr, mlen, copy = _master_material(key, p.master_desc)
+        master, copy = _master_material(key, p.master_desc)
         try:
             # Deterministic (same IV, data and master give the same blob), so nothing is cached.
-            return eb.native_export(mptr, mlen, p.header, p.iv, p.plaintext_address(), p.datalen)
+            return seal_export(master, p.header, p.iv, p.data, p.datalen, eb.ECRYPTFS_KEY_OFFSET if p.format == "ecryptfs" else 0)
         finally:
             if copy is not None:
                 copy.wipe()

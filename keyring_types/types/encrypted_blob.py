@@ -7,12 +7,12 @@ pipe`` prints and its parser, and the eCryptfs auth-token payload.
 References: ``/work/shared/spec/kernel-keytypes.md`` §1.3-§1.8 and the kernel's
 ``security/keys/encrypted-keys/encrypted.c`` / ``ecryptfs_format.c``.
 
-Two implementations of the crypto live here.  The pure-Python functions
-(``derive_*``, ``seal``, ``unseal``, ``export``, ...) are the readable reference.
-The ``native_*`` functions do the same in one call into ``_native/encrypted.c``
-(the hot path of the ``encrypted`` key type): the derived keys never reach the
-Python heap and a seal costs well under a microsecond of crypto.  Tests hold
-the two to the same bytes on random inputs.
+The functions here (``derive_*``, ``seal``, ``unseal``, ``export``, ...) are the
+readable reference.  :mod:`keyring_types.bindings.encrypted` does the same in
+one call into ``_native/encrypted.c`` (the hot path of the ``encrypted`` key
+type): the derived keys never reach the Python heap and a seal costs well
+under a microsecond of crypto.  Tests hold the two to the same bytes on random
+inputs.
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from __future__ import annotations
 import binascii
 import errno
 import hashlib
-import re
 import struct
-from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from keyring_types.bindings._encrypted import ffi as _nffi
-from keyring_types.bindings._encrypted import lib as _nlib
 from keyring_types.errors import error
+from keyring_types.grammar import kstrtol
 from keyring_types.secret import SecretBuffer
 
 __all__ = [
@@ -66,14 +63,7 @@ __all__ = [
     "ecryptfs_auth_tok",
     "ecryptfs_key_view",
     "ecryptfs_auth_tok_empty",
-    "native_seal",
-    "native_export",
-    "native_unseal_into",
-    "native_unseal_joined_into",
-    "native_random_into",
-    "native_new_material",
-    "native_new_secret",
-    "native_new_ecryptfs",
+    "AUTH_TOK_TEMPLATE",
 ]
 
 IV_SIZE = 16
@@ -99,7 +89,6 @@ _LABEL_ROOM = len(_AUTH_LABEL)
 _ZEROS = bytes(HASH_SIZE + 1)
 _SHA256 = hashes.SHA256()
 _AES_KEY_MODE = algorithms.AES
-_DATALEN = re.compile(r"\+?([0-9]+)\n?")
 _HEX_DIGITS = "0123456789abcdefABCDEF"
 
 Bytes = bytes | bytearray | memoryview
@@ -315,17 +304,24 @@ def parse_hex_blob(text: bytes, datalen: int) -> Sealed:
 def parse_datalen(token: str) -> int | None:
     """The kernel's ``kstrtol(token, 10)``: digits with an optional ``+`` and one trailing newline.
 
-    Returns None where the kernel's parse fails (the caller raises ``EINVAL``).
-    A leading ``-`` can only give a value below every limit, so it is refused here.
+    Returns None where the kernel's parse fails, ``ERANGE`` included (the caller
+    raises ``EINVAL``, as ``encrypted_key_alloc`` does).  A leading ``-`` can only
+    give a value below every limit, so it is refused here.
     """
     if token.isascii() and token.isdigit():
+        # Plain digits, the usual spelling.  int() refuses more than 4300 digits,
+        # and leading zeros are the only way to write that many and stay in range.
+        if len(token) > 19:
+            token = token.lstrip("0") or "0"
+            if len(token) > 19:
+                return None
         value = int(token)
-    else:
-        m = _DATALEN.fullmatch(token)
-        if m is None:
-            return None
-        value = int(m.group(1))
-    return value if value < 1 << 63 else None
+        return value if value < 1 << 63 else None
+    try:
+        value = kstrtol(token, 10, "the data length")
+    except OSError:
+        return None
+    return value if value >= 0 else None
 
 
 def valid_ecryptfs_desc(description: str) -> bool:
@@ -374,157 +370,12 @@ def _auth_tok_fixed() -> bytes:
     return bytes(tok)
 
 
-_AUTH_TOK_FIXED = _auth_tok_fixed()
+#: An auth token with every field that is the same for every key, key and signature zero.
+AUTH_TOK_TEMPLATE = _auth_tok_fixed()
 #: The fixed fields before and after the 16-character signature at offset 712.
-_AUTH_TOK_HEAD, _AUTH_TOK_TAIL = _AUTH_TOK_FIXED[:712], _AUTH_TOK_FIXED[728:]
+_AUTH_TOK_HEAD, _AUTH_TOK_TAIL = AUTH_TOK_TEMPLATE[:712], AUTH_TOK_TEMPLATE[728:]
 
 
 def ecryptfs_key_view(tok: SecretBuffer) -> memoryview:
     """The 64 key bytes inside an auth token, as a read-only view (no copy)."""
     return tok.view()[ECRYPTFS_KEY_OFFSET : ECRYPTFS_KEY_OFFSET + ECRYPTFS_KEY_BYTES]
-
-
-# -- the native one-shot path (_native/encrypted.c) ---------------------------------
-
-#: A cffi pointer (e.g. ``SecretBuffer.address``) or a buffer.
-Memory = Any
-
-
-_CDATA = type(_nffi.NULL)
-
-
-def _cptr(buf: Memory) -> Any:
-    # bytes go to C as they are; other buffers (bytearray, memoryview) need a cffi view.
-    if isinstance(buf, (bytearray, memoryview)):
-        return _nffi.from_buffer(buf)
-    return buf
-
-
-def _native_error(rc: int) -> OSError:
-    if rc == _nlib.KT_ENC_ERR_MAC:
-        return error(errno.EINVAL, "encrypted key blob failed HMAC verification (wrong master key or tampered blob)")
-    if rc == _nlib.KT_ENC_ERR_SIZE:
-        return error(errno.EINVAL, f"encrypted key data must be at most {MAX_DATA_SIZE} bytes")
-    return error(errno.ENOMEM, "libcrypto could not run AES-256-CBC / SHA-256 (out of memory?)")
-
-
-def native_seal(master: Bytes, fmt: str, master_desc: str, datalen_str: str, iv: bytes, data: Bytes) -> Sealed:
-    """:func:`seal` in one native call (same bytes); ``EINVAL`` for a bad IV or data size."""
-    if len(iv) != IV_SIZE:
-        raise error(errno.EINVAL, f"the IV must be {IV_SIZE} bytes, got {len(iv)}")
-    header = datablob_header(fmt, master_desc, datalen_str)
-    n = len(data)
-    ct = _nffi.new("uint8_t[]", max(padded_len(n), 1))
-    mac = _nffi.new("uint8_t[]", HASH_SIZE)
-    rc = _nlib.kt_enc_seal(_cptr(master), len(master), header, len(header), iv, _cptr(data), n, ct, mac)
-    if rc:
-        raise _native_error(rc)
-    return Sealed(iv, _nffi.buffer(ct, padded_len(n))[:], _nffi.buffer(mac, HASH_SIZE)[:])
-
-
-def native_export(master: Memory, mlen: int, header: bytes, iv: bytes | Any, data: Memory, datalen: int) -> bytes:
-    """Seal and format in one native call: the bytes of :func:`export` for ``header``'s
-    format, master and length (``header`` from :func:`datablob_header`, never legacy).
-    ``iv`` is 16 bytes, or the cffi ``char[16]`` from :func:`native_new_secret`.
-
-    ``master``/``data`` may be cffi pointers (``SecretBuffer.address``) so that no
-    secret is copied.  ``EINVAL`` for data over 4096 bytes, ``ENOMEM`` if libcrypto fails.
-    """
-    if len(iv) != IV_SIZE:
-        raise error(errno.EINVAL, f"the IV must be {IV_SIZE} bytes, got {len(iv)}")
-    n = len(header) + 2 * (IV_SIZE + 1 + padded_len(datalen) + HASH_SIZE)
-    out = _nffi.new("uint8_t[]", n)
-    rc = _nlib.kt_enc_seal_export(_cptr(master), mlen, header, len(header), iv, _cptr(data), datalen, out)
-    if rc:
-        raise _native_error(rc)
-    return _nffi.buffer(out, n)[:]
-
-
-def native_unseal_into(
-    master: Memory, mlen: int, header: bytes, iv: bytes, ciphertext: bytes, mac: bytes, datalen: int, out: Memory
-) -> None:
-    """Verify the HMAC (constant time) and decrypt ``datalen`` bytes straight into ``out``.
-
-    ``header`` is :func:`datablob_header` (``fmt=None`` for a legacy blob); ``out`` is
-    a pointer to at least ``datalen`` writable bytes, normally a SecretBuffer's.  The
-    zero pad is dropped in C.  ``EINVAL`` for a bad HMAC or field sizes, ``ENOMEM``
-    if libcrypto fails; on error nothing is written to ``out``.
-    """
-    # padded_len(datalen), inline: this runs on every load.
-    if len(iv) != IV_SIZE or len(ciphertext) != -(-datalen // BLOCK_SIZE) * BLOCK_SIZE or len(mac) != HASH_SIZE:
-        raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
-    # Pointers (the usual case: SecretBuffer addresses) need no conversion.
-    if type(master) is not _CDATA:
-        master = _cptr(master)
-    if type(out) is not _CDATA:
-        out = _cptr(out)
-    rc = _nlib.kt_enc_unseal(master, mlen, header, len(header), iv, ciphertext, mac, datalen, out)
-    if rc:
-        raise _native_error(rc)
-
-
-def native_unseal_joined_into(master: Memory, mlen: int, header: bytes, iv: bytes, ctmac: bytes, datalen: int, out: Memory) -> None:
-    """:func:`native_unseal_into` with ciphertext and MAC in one buffer, as the blob has
-    them (``padded_len(datalen) + 32`` bytes); ``master``/``out`` are cffi pointers.
-
-    ``EINVAL`` for a bad HMAC or field sizes, ``ENOMEM`` if libcrypto fails; on error
-    nothing is written to ``out``.
-    """
-    if len(iv) != IV_SIZE:
-        raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
-    rc = _nlib.kt_enc_unseal_joined(master, mlen, header, len(header), iv, ctmac, len(ctmac), datalen, out)
-    if rc:
-        if rc == _nlib.KT_ENC_ERR_SIZE and datalen <= MAX_DATA_SIZE:
-            raise error(errno.EINVAL, "encrypted key blob fields have the wrong length")
-        raise _native_error(rc)
-
-
-def native_random_into(out: Memory, n: int) -> None:
-    """Fill ``n`` bytes at ``out`` (e.g. a SecretBuffer's memory) with random bytes
-    from the kernel CSPRNG (buffered in C, ``_native/rand.h``), with no copy on the
-    Python heap.  ``EIO`` if the OS refuses."""
-    if n and _nlib.kt_rand_fill(_cptr(out), n) != 0:
-        raise error(errno.EIO, f"the OS RNG could not supply {n} bytes")
-
-
-def native_new_secret(n: int) -> tuple[SecretBuffer, Any]:
-    """A new key's ``n`` random data bytes in a new SecretBuffer, and its random IV,
-    from one C call (see :func:`native_random_into`); ``ENOMEM``, ``EIO``.
-
-    The IV comes back as the cffi ``char[16]`` it was drawn into: the native seal
-    reads it in place, and ``bytes(ffi.buffer(iv))`` copies it out.
-    """
-    data = SecretBuffer(n)
-    iv = _nffi.new("char[16]")
-    # data._ptr rather than data.address: the buffer was made just above.
-    if _nlib.kt_rand_fill2(iv, IV_SIZE, data._ptr, n):
-        data.wipe()
-        raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
-    return data, iv
-
-
-def native_new_ecryptfs(description: str) -> tuple[SecretBuffer, Any]:
-    """A new ecryptfs key: its auth token (:func:`ecryptfs_auth_tok_empty`) with 64
-    random key bytes, and its random IV (a cffi ``char[16]``), the random bytes from
-    one C call.  ``EINVAL`` for a description that is not 16 hex digits, ``ENOMEM``, ``EIO``."""
-    # valid_ecryptfs_desc(), inline.
-    if len(description) != 16 or description.strip(_HEX_DIGITS):
-        raise error(errno.EINVAL, f"ecryptfs key description must be 16 hex digits, got {description!r}")
-    # C fills the whole token: fixed fields, signature, random key bytes (at tok._ptr,
-    # not tok.address: the buffer is made just below).
-    tok = SecretBuffer(ECRYPTFS_AUTH_TOK_SIZE)
-    iv = _nffi.new("char[16]")
-    if _nlib.kt_enc_ecryptfs_new(tok._ptr, _AUTH_TOK_FIXED, description.encode("ascii"), iv):
-        tok.wipe()
-        raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + ECRYPTFS_KEY_BYTES} bytes")
-    return tok, iv
-
-
-def native_new_material(out: Memory, n: int) -> Any:
-    """A new key's random IV (returned as the cffi ``char[16]`` it was drawn into, as
-    :func:`native_new_secret` does) and ``n`` random data bytes written at ``out``, in
-    one C call (see :func:`native_random_into`); ``EIO``."""
-    iv = _nffi.new("char[16]")
-    if _nlib.kt_rand_fill2(iv, IV_SIZE, out, n):
-        raise error(errno.EIO, f"the OS RNG could not supply {IV_SIZE + n} bytes")
-    return iv
