@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import kernel_keyring_reachable, require
+from vector_data import load_vectors
 
 import keyring_types as kt
 from keyring_types.core.api import KeyspaceAPI
@@ -22,14 +23,11 @@ from keyring_types.errors import KeyringError
 from keyring_types.types import encrypted as enc
 from keyring_types.types import encrypted_blob as eb
 
-MASTER = bytes(range(32))
-V1_BLOB = (
-    "default user:kmk 32 47d4c1c78ef6e53c6218feaad0494fe0"
-    "00"
-    "628929a14618fa17d58c0c83314367e650e963f485817f13da7637ac2c9c3a35"
-    "148f153cd8bd81b894e5b8cf5ef0fcb2e0c5e7fc2432a0fd363761bbad9a767c"
-)
-V1_PLAIN = "7b50ba9ae6e6af1d9333449b301431a6fd54e01a7af7db48007e4e7f60c379af"
+# The kernel-made vector 1 of tests/vectors/encrypted_blobs.json (spec 1.4).
+_V1 = load_vectors("encrypted_blobs")[0]
+MASTER = bytes.fromhex(_V1["master"])
+V1_BLOB = f"{_V1['format']} {_V1['master_desc']} {_V1['datalen']} {_V1['blob_hex']}"
+V1_PLAIN = _V1["plaintext"]
 ECRYPTFS_DESC = "1000100010001000"
 
 
