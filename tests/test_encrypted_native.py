@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import attrs
 import pytest
 from conftest import kernel_keyring_reachable, require
+from vector_data import load_vectors
 
 import keyring_types as kt
 from keyring_types.bindings import encrypted as nb
@@ -111,17 +112,15 @@ def test_native_legacy_header_matches_reference() -> None:
 
 
 @pytest.mark.usefixtures("aes_path")
-def test_native_known_answer_vector() -> None:
-    # Vector 1 of test_encrypted_blob.py (a kernel-made blob).
-    master = bytes(range(32))
-    iv = bytes.fromhex("47d4c1c78ef6e53c6218feaad0494fe0")
-    plain = bytes.fromhex("7b50ba9ae6e6af1d9333449b301431a6fd54e01a7af7db48007e4e7f60c379af")
-    ct = "628929a14618fa17d58c0c83314367e650e963f485817f13da7637ac2c9c3a35"
-    mac = "148f153cd8bd81b894e5b8cf5ef0fcb2e0c5e7fc2432a0fd363761bbad9a767c"
-    header = eb.datablob_header("default", "user:kmk", "32")
-    assert nb.seal_export(master, header, iv, plain, 32) == f"default user:kmk 32 {iv.hex()}00{ct}{mac}".encode()
-    sealed = eb.Sealed(iv, bytes.fromhex(ct), bytes.fromhex(mac))
-    assert _native_unseal(master, header, sealed, 32) == plain
+@pytest.mark.parametrize("v", load_vectors("encrypted_blobs"), ids=lambda v: v["id"])
+def test_native_known_answer_vector(v: dict[str, str]) -> None:
+    # The known answers of tests/vectors/encrypted_blobs.json (vector 1 is kernel-made).
+    master, iv, plain = bytes.fromhex(v["master"]), bytes.fromhex(v["iv"]), bytes.fromhex(v["plaintext"])
+    fmt, desc, datalen = v["format"], v["master_desc"], v["datalen"]
+    header = eb.datablob_header(fmt, desc, datalen)
+    assert nb.seal_export(master, header, iv, plain, len(plain)) == f"{fmt} {desc} {datalen} {v['blob_hex']}".encode()
+    sealed = eb.Sealed(iv, bytes.fromhex(v["ciphertext"]), bytes.fromhex(v["mac"]))
+    assert _native_unseal(master, header, sealed, len(plain)) == plain
 
 
 @pytest.mark.usefixtures("aes_path")
