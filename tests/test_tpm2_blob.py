@@ -10,8 +10,14 @@ import subprocess
 
 import pytest
 from conftest import require
+from vector_data import load_vector_file
 
 from keyring_types.trust.tpm2_blob import Tpm2Blob, decode, decode_old_format, decode_tpmkey, encode_tpmkey
+
+# The kernel's TPMKey encoding (spec 2.4): tests/vectors/tpm2_tpmkey_der.json.
+DER = load_vector_file("tpm2_tpmkey_der")
+OID_HEX, EMPTY_AUTH_HEX = DER["sealed_data_oid"], DER["empty_auth"]
+PARENT_81000001_HEX = next(v["integer"] for v in DER["vectors"] if v["parent"] == 0x81000001)
 
 
 def tpm2b(body: bytes) -> bytes:
@@ -36,7 +42,7 @@ def test_spec_der_prefix_with_empty_auth() -> None:
     body_len = 8 + 5 + 7 + (2 + len(PUB)) + (2 + len(PRIV))
     assert body_len >= 0x80  # so the container needs the 81 form, as in the spec's example
     expected_prefix = bytes.fromhex("3081") + bytes([body_len]) + bytes.fromhex(
-        "06066781050a0105" "a003010101" "02050081000001" "04"
+        OID_HEX + EMPTY_AUTH_HEX + PARENT_81000001_HEX + "04"
     )
     assert blob.startswith(expected_prefix)
     # pub first, then priv, each with its size prefix kept inside the OCTET STRING
@@ -50,7 +56,7 @@ def test_spec_der_prefix_with_empty_auth() -> None:
 
 def test_empty_auth_boolean_is_01_not_der_ff() -> None:
     blob = encode_tpmkey(0x81000001, PUB, PRIV, empty_auth=True)
-    assert b"\xa0\x03\x01\x01\x01" in blob
+    assert bytes.fromhex(EMPTY_AUTH_HEX) in blob
     assert b"\xa0\x03\x01\x01\xff" not in blob
 
 
@@ -59,21 +65,13 @@ def test_empty_auth_absent_when_blobauth_given() -> None:
     without = encode_tpmkey(0x81000001, PUB, PRIV, empty_auth=True)
     assert b"\xa0" not in with_auth[:16]
     assert len(without) - len(with_auth) == 5
-    assert with_auth[3:11] == bytes.fromhex("06066781050a0105")
-    assert with_auth[11:18] == bytes.fromhex("02050081000001")
+    assert with_auth[3:11] == bytes.fromhex(OID_HEX)
+    assert with_auth[11:18] == bytes.fromhex(PARENT_81000001_HEX)
 
 
 @pytest.mark.parametrize(
     ("parent", "encoded"),
-    [
-        (0x81000001, "02050081000001"),
-        (0x40000001, "020440000001"),
-        (0x7F, "02017f"),
-        (0x80, "02020080"),
-        (0x8100, "0203008100"),
-        (0, "020100"),
-        (0xFFFFFFFF, "020500ffffffff"),
-    ],
+    [(v["parent"], v["integer"]) for v in DER["vectors"]],
 )
 def test_parent_integer_is_minimal_with_leading_zero(parent: int, encoded: str) -> None:
     blob = encode_tpmkey(parent, PUB, PRIV, empty_auth=False)
@@ -169,7 +167,7 @@ def _tlv(tag: int, body: bytes, long: bool = False) -> bytes:
 
 def test_decodes_ber_a_der_writer_or_old_kernel_might_produce() -> None:
     """DER TRUE (ff), non-minimal long lengths and indefinite-length constructed elements all load."""
-    oid = bytes.fromhex("06066781050a0105")
+    oid = bytes.fromhex(OID_HEX)
     explicit_indef = b"\xa0\x80" + b"\x01\x01\xff" + b"\x00\x00"
     body = oid + explicit_indef + _tlv(0x02, b"\x00\x81\x00\x00\x01", long=True) + _tlv(0x04, PUB, long=True)
     body += _tlv(0x04, PRIV)
@@ -233,7 +231,7 @@ def test_every_single_bit_flip_in_the_container_is_refused_or_detectable() -> No
     original = decode(blob)
     pub_at = blob.index(PUB)
     priv_at = blob.index(PRIV)
-    parent_at = blob.index(bytes.fromhex("02050081000001")) + 3  # the four handle bytes
+    parent_at = blob.index(bytes.fromhex(PARENT_81000001_HEX)) + 3  # the four handle bytes
     inner = set(range(pub_at + 2, pub_at + len(PUB))) | set(range(priv_at + 2, priv_at + len(PRIV)))
     inner |= set(range(parent_at, parent_at + 4))  # another handle: the TPM refuses (swtpm tests)
     for i in range(len(blob)):
@@ -276,8 +274,8 @@ def test_nested_indefinite_lengths_are_ebadmsg_not_recursion_error() -> None:
 
 def test_shallow_indefinite_nesting_still_decodes() -> None:
     """The depth bound leaves room for what a BER writer produces: SEQUENCE and [0] both indefinite."""
-    oid = bytes.fromhex("06066781050a0105")
-    body = oid + b"\xa0\x80\x01\x01\x01\x00\x00" + bytes.fromhex("02050081000001")
+    oid = bytes.fromhex(OID_HEX)
+    body = oid + b"\xa0\x80\x01\x01\x01\x00\x00" + bytes.fromhex(PARENT_81000001_HEX)
     body += b"\x04" + bytes([len(PUB)]) + PUB + b"\x04" + bytes([len(PRIV)]) + PRIV
     got = decode_tpmkey(b"\x30\x80" + body + b"\x00\x00")
     assert (got.parent, got.public, got.private, got.empty_auth) == (0x81000001, PUB, PRIV, True)
