@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import keyring_types as kt
+from keyring_types import plugins
 from keyring_types.trust import registry
 from keyring_types.trust.base import TrustSource
 from keyring_types.trust.caam import CaamSource
@@ -201,8 +202,9 @@ def test_a_broken_plugin_is_enodev_and_does_not_hide_the_others(monkeypatch: pyt
         def load(self) -> type:
             raise AttributeError("module 'broken_pkg' has no attribute 'Source'")
 
-    real = registry._entry_point_targets
-    monkeypatch.setattr(registry, "_entry_point_targets", lambda: {**real(), "broken": BrokenEntryPoint()})
+    real = plugins._scan
+    monkeypatch.setattr(plugins, "_scan", lambda group: {**real(group), "broken": BrokenEntryPoint()})
+    registry.clear_cache()
     with pytest.raises(OSError) as info:
         registry.get_trust_source("broken")
     assert info.value.errno == errno.ENODEV and "broken" in str(info.value)

@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from keyring_types.secret import SecretBuffer
+from keyring_types.state import (
+    create_secret_file,
+    load_or_create_secret,
+    load_secret_file,
+    state_dir,
+)
 from keyring_types.trust.caam import CAAM_BLOB_OVERHEAD, KEY_MODIFIER, CaamSource
 from keyring_types.trust.host import HostSource
 from keyring_types.trust.options import parse_options
-from keyring_types.trust.state import create_secret_file, load_or_create_secret, load_secret_file, state_dir
 
 NO_OPTS = parse_options(b"").options
 
@@ -46,7 +51,7 @@ def test_racing_creators_agree_on_one_key(tmp_path: Path) -> None:
     path = tmp_path / "race.key"
     code = (
         "import hashlib, sys; from pathlib import Path;"
-        "from keyring_types.trust.state import load_or_create_secret;"
+        "from keyring_types.state import load_or_create_secret;"
         "k = load_or_create_secret(Path(sys.argv[1]), 32);"
         "print(hashlib.sha256(k.tobytes()).hexdigest())"
     )

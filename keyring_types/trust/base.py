@@ -17,7 +17,7 @@ import attrs
 if TYPE_CHECKING:
     from keyring_types.secret import SecretBuffer
 
-__all__ = ["TrustedOptions", "Unsealed", "TrustSource"]
+__all__ = ["TrustSource", "TrustedOptions", "Unsealed"]
 
 #: Every option name the kernel's trusted-key grammar knows.
 ALL_OPTIONS = frozenset(

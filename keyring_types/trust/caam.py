@@ -4,7 +4,10 @@ Real CAAM hardware seals with a blob-key-encryption key (BKEK) it derives from
 its one-time-programmable master key (OTPMK) and a key modifier; the master key
 never leaves the chip.  There is no CAAM here, so this source is **emulated**:
 the master key is a random 32-byte file, ``<state dir>/caam/emulated-otpmk``
-(mode 0400).  A blob is only as safe as that file.
+(mode 0400, created by the first seal, checked as :mod:`keyring_types.state`
+says; an unseal never creates it).  A blob is only as safe as that file.  The
+derived blob-key-encryption key is kept in a :class:`SecretBuffer`, never in an
+ordinary ``bytes``.
 
 What is faithful to the kernel (``trusted_caam.c``, ``caam-blob.h``):
 
@@ -25,8 +28,7 @@ fails the MAC.
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
+import os
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -36,12 +38,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from keyring_types.errors import error
+from keyring_types.hmac import HmacSha256
+from keyring_types.osrng import fill_random
 from keyring_types.secret import SecretBuffer
+from keyring_types.state import load_or_create_secret, load_secret_file, state_dir
 from keyring_types.trust.base import TrustedOptions, TrustSource, Unsealed
 from keyring_types.trust.options import check_supported
-from keyring_types.trust.state import fill_random, load_or_create_secret, state_dir
 
-__all__ = ["CaamSource", "KEY_MODIFIER", "CAAM_BLOB_OVERHEAD", "MASTER_KEY_FILE"]
+__all__ = ["CAAM_BLOB_OVERHEAD", "KEY_MODIFIER", "MASTER_KEY_FILE", "CaamSource"]
 
 KEY_MODIFIER = b"SECURE_KEY"
 CAAM_BLOB_KEYMOD_LENGTH = 16
@@ -67,26 +71,68 @@ class CaamSource(TrustSource):
         self._path = (directory or state_dir()) / MASTER_KEY_FILE
         self._keymod = key_modifier
         self._lock = threading.Lock()
-        self._bkek: bytes | None = None
+        self._bkek: SecretBuffer | None = None
 
     @property
     def master_key_path(self) -> Path:
         return self._path
 
-    def _blob_key_encryption_key(self) -> bytes:
-        with self._lock:
-            if self._bkek is None:
-                master = load_or_create_secret(self._path, 32)
-                mv = master.view()
-                try:
-                    self._bkek = hmac.new(mv.tobytes(), b"emulated CAAM BKEK\0" + self._keymod, hashlib.sha256).digest()
-                finally:
-                    mv.release()
-                    master.wipe()
-            return self._bkek
+    def _load_master(self, create: bool) -> SecretBuffer:
+        if create:
+            return load_or_create_secret(self._path, 32, "emulated CAAM master key")
+        try:
+            return load_secret_file(self._path, 32, "emulated CAAM master key")
+        except OSError as exc:
+            if exc.errno != errno.ENOKEY or os.path.isdir(self._path.parent):
+                raise
+        # Not even the key's directory exists: this emulated device never sealed
+        # anything, so the blob is another device's, which the hardware reports as
+        # a MAC failure.
+        raise error(
+            errno.EBADMSG,
+            f"CAAM blob MAC check failed: this emulated device has no master key ({self._path.parent} does not exist)",
+        )
 
-    def _ecb(self) -> Cipher[modes.ECB]:
-        return Cipher(algorithms.AES(self._blob_key_encryption_key()), modes.ECB())
+    def _bkek_for(self, create: bool) -> SecretBuffer:
+        """The blob-key-encryption key (call with ``self._lock`` held)."""
+        if self._bkek is None:
+            master = self._load_master(create)
+            bkek = SecretBuffer(32)
+            try:
+                label = b"emulated CAAM BKEK\0" + self._keymod
+                out = bkek.writable()
+                try:
+                    # HMAC-SHA256(master, label) computed straight into secret memory.
+                    with HmacSha256(master) as mac:
+                        mac.mac_batch(label, len(label), out=out)
+                finally:
+                    out.release()
+            except BaseException:
+                bkek.wipe()
+                raise
+            finally:
+                master.wipe()
+            self._bkek = bkek
+        return self._bkek
+
+    def _ecb_into(self, data: bytes | memoryview, out: memoryview, encrypt: bool, create: bool) -> None:
+        """AES-256-ECB of ``data`` into ``out`` (at least ``len(data) + 15`` bytes) under the BKEK.
+
+        The BKEK is used in place from secret memory, and ``out`` may be secret
+        memory too, so neither key ever lands in an ordinary ``bytes``.
+        """
+        with self._lock:
+            kv = self._bkek_for(create).view()
+            try:
+                cipher = Cipher(algorithms.AES(kv), modes.ECB())
+                ctx = cipher.encryptor() if encrypt else cipher.decryptor()
+                n = ctx.update_into(data, out)
+                ctx.finalize()
+                del cipher, ctx
+            finally:
+                kv.release()
+        if n != len(data):
+            raise error(errno.EIO, "AES-ECB returned a partial block")
 
     def seal(self, secret: SecretBuffer, options: TrustedOptions) -> bytes:
         """Encapsulate ``secret`` (32..128 bytes) as a black blob; ``EINVAL`` on bad length/options."""
@@ -98,9 +144,12 @@ class CaamSource(TrustSource):
             fill_random(bk)
             bkv, mv = bk.view(), secret.view()
             try:
-                enc = self._ecb().encryptor()
-                enc_bk = enc.update(bkv) + enc.finalize()
-                body = AESCCM(bkv.tobytes(), tag_length=MAC_SIZE).encrypt(_CCM_NONCE, mv, None)
+                enc = bytearray(BLOB_KEY_SIZE + 15)
+                self._ecb_into(bkv, memoryview(enc), encrypt=True, create=True)
+                enc_bk = bytes(enc[:BLOB_KEY_SIZE])
+                ccm = AESCCM(bkv, tag_length=MAC_SIZE)
+                body = ccm.encrypt(_CCM_NONCE, mv, None)
+                del ccm
             finally:
                 bkv.release()
                 mv.release()
@@ -112,7 +161,10 @@ class CaamSource(TrustSource):
         """Decapsulate a black blob.
 
         ``EINVAL``: wrong length or an option; ``EBADMSG``: the MAC does not verify
-        (another device's master key, another key modifier, or an altered blob).
+        (another device's master key, another key modifier, or an altered blob);
+        ``ENOKEY``: the emulated master key file is missing (the message names it;
+        when its whole directory is missing, nothing was ever sealed here: ``EBADMSG``);
+        ``EACCES``: the state directory or key file fails its owner/mode checks.
         """
         check_supported(options, self)
         blob = bytes(blob)
@@ -122,17 +174,23 @@ class CaamSource(TrustSource):
                 errno.EINVAL,
                 f"a CAAM blob is {MIN_KEY + CAAM_BLOB_OVERHEAD}..{MAX_KEY + CAAM_BLOB_OVERHEAD} bytes, got {len(blob)}",
             )
-        dec = self._ecb().decryptor()
-        bk = bytearray(dec.update(blob[:BLOB_KEY_SIZE]) + dec.finalize())
+        bk = SecretBuffer(BLOB_KEY_SIZE + 15)
         try:
-            plain = bytearray(AESCCM(bytes(bk), tag_length=MAC_SIZE).decrypt(_CCM_NONCE, blob[BLOB_KEY_SIZE:], None))
+            bkw = bk.writable()
+            try:
+                self._ecb_into(blob[:BLOB_KEY_SIZE], bkw, encrypt=False, create=False)
+                ccm = AESCCM(bkw[:BLOB_KEY_SIZE], tag_length=MAC_SIZE)
+                plain = bytearray(ccm.decrypt(_CCM_NONCE, blob[BLOB_KEY_SIZE:], None))
+                del ccm
+            finally:
+                bkw.release()
         except InvalidTag:
             raise error(
                 errno.EBADMSG,
                 "CAAM blob MAC check failed: sealed by another (emulated) device or key modifier, or altered",
             ) from None
         finally:
-            bk[:] = bytes(len(bk))
+            bk.wipe()
         out = SecretBuffer(keylen)
         try:
             out.writable()[:] = plain
@@ -141,6 +199,8 @@ class CaamSource(TrustSource):
         return Unsealed(secret=out, migratable=False)
 
     def close(self) -> None:
-        """Forget the derived blob-key-encryption key."""
+        """Wipe the derived blob-key-encryption key."""
         with self._lock:
-            self._bkek = None
+            if self._bkek is not None:
+                self._bkek.wipe()
+                self._bkek = None

@@ -2,7 +2,10 @@
 
 This is the embedded default where no TPM is reachable, in the spirit of
 systemd-creds' host key: a random 32-byte key in ``<state dir>/host.key``,
-created once (mode 0400, atomically).  It protects a blob against being read
+created by the first seal (mode 0400, atomically; see :mod:`keyring_types.state`
+for the checks it passes before it is trusted).  An unseal never creates it: with
+the file gone, old blobs cannot open, and the error says which file is missing
+(``ENOKEY``) instead of quietly starting a new key.  It protects a blob against being read
 anywhere else, and against an attacker who can read the blob but not the key
 file; it does not protect against root on this host — a TPM does better.
 
@@ -36,11 +39,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
+from keyring_types.state import load_or_create_secret, load_secret_file, state_dir
 from keyring_types.trust.base import TrustedOptions, TrustSource, Unsealed
 from keyring_types.trust.options import check_supported
-from keyring_types.trust.state import load_or_create_secret, state_dir
 
-__all__ = ["HostSource", "HOST_KEY_FILE"]
+__all__ = ["HOST_KEY_FILE", "HostSource"]
 
 HOST_KEY_FILE = "host.key"
 HOST_KEY_SIZE = 32
@@ -72,16 +75,33 @@ class HostSource(TrustSource):
     def key_path(self) -> Path:
         return self._path
 
-    def _host_key(self) -> tuple[SecretBuffer, bytes]:
+    def _host_key(self, create: bool) -> tuple[SecretBuffer, bytes]:
+        """The host key and its id; only a seal (``create``) may make the key file."""
         with self._lock:
             if self._key is None or self._key.wiped:
-                self._key = load_or_create_secret(self._path, HOST_KEY_SIZE)
+                if create:
+                    self._key = load_or_create_secret(self._path, HOST_KEY_SIZE, "host key")
+                else:
+                    self._key = self._load_for_unseal()
                 with_view = self._key.view()
                 try:
                     self._id = hashlib.sha256(b"keyring_types host key id\0" + with_view).digest()[:8]
                 finally:
                     with_view.release()
             return self._key, self._id
+
+    def _load_for_unseal(self) -> SecretBuffer:
+        try:
+            return load_secret_file(self._path, HOST_KEY_SIZE, "host key")
+        except OSError as exc:
+            if exc.errno != errno.ENOKEY or os.path.isdir(self._path.parent):
+                raise
+        # Not even the key's directory exists: this host never sealed anything, so
+        # the blob is simply not one of ours, as a blob from another host is not.
+        raise error(
+            errno.EBADMSG,
+            f"blob was sealed under another host key (this host has none: {self._path.parent} does not exist)",
+        )
 
     def _aead(self, host_key: SecretBuffer, blobauth: bytes) -> AESGCM:
         mv = host_key.view()
@@ -99,7 +119,7 @@ class HostSource(TrustSource):
             raise error(errno.EINVAL, f"key length {len(secret)} is outside {MIN_KEY}..{MAX_KEY}")
         migratable = self.migratable if options.migratable is None else options.migratable
         flags = (FLAG_MIGRATABLE if migratable else 0) | (FLAG_BLOBAUTH if options.blobauth else 0)
-        host_key, key_id = self._host_key()
+        host_key, key_id = self._host_key(create=True)
         header = _HEADER.pack(MAGIC, VERSION, flags, key_id, os.urandom(12))
         mv = secret.view()
         try:
@@ -113,7 +133,10 @@ class HostSource(TrustSource):
 
         ``EINVAL``: not a host blob (magic, version, length) or unsupported option;
         ``EBADMSG``: sealed under another host key, or tampered, or wrong ``blobauth``;
-        ``EPERM``: the blob needs a ``blobauth`` and none was given.
+        ``EPERM``: the blob needs a ``blobauth`` and none was given;
+        ``ENOKEY``: the host key file is missing (the message names it; when its
+        whole directory is missing, nothing was ever sealed here: ``EBADMSG``);
+        ``EACCES``: the state directory or key file fails its owner/mode checks.
         """
         check_supported(options, self)
         blob = bytes(blob)
@@ -126,7 +149,7 @@ class HostSource(TrustSource):
             raise error(errno.EINVAL, f"unsupported host blob version {version}")
         if flags & ~(FLAG_MIGRATABLE | FLAG_BLOBAUTH):
             raise error(errno.EBADMSG, f"host blob has unknown flags 0x{flags:02x}")
-        host_key, my_id = self._host_key()
+        host_key, my_id = self._host_key(create=False)
         if not hmac.compare_digest(key_id, my_id):
             raise error(
                 errno.EBADMSG,

@@ -1,9 +1,12 @@
 """Finding and choosing trust sources (the kernel's ``trusted.source=``).
 
-Sources are discovered through the entry-point group ``keyring_types.trust_sources``
-(the built-ins are registered there too, with an in-code fallback so a source
-tree that was never installed still finds them), plus any class handed to
-:func:`register_trust_source`.
+Sources are found through :mod:`keyring_types.plugins` in the entry-point group
+``keyring_types.trust_sources``: the built-ins by their module path without any
+entry-point scan (they are listed in the group too, for tools that look), third
+parties from one cached scan of the group, plus any class handed to
+:func:`register_trust_source`.  After installing a plugin at run time,
+:func:`clear_cache` (or :func:`keyring_types.plugins.refresh`) rescans; a name not
+found also rescans once.
 
 Choice, first match wins:
 
@@ -19,34 +22,34 @@ is reported instead of silently selecting something else.
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import threading
-from importlib.metadata import entry_points
 from typing import Any
 
 from keyring_types.errors import error
+from keyring_types.plugins import PluginGroup
 from keyring_types.trust.base import TrustSource
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ENV_SOURCE",
-    "canonical_name",
-    "source_names",
-    "source_class",
+    "TRUST_SOURCES",
     "available_sources",
+    "canonical_name",
+    "clear_cache",
     "default_source_name",
     "get_trust_source",
     "register_trust_source",
-    "unregister_trust_source",
     "set_default_trust_source",
-    "clear_cache",
+    "source_class",
+    "source_names",
+    "unregister_trust_source",
 ]
 
 ENTRY_POINT_GROUP = "keyring_types.trust_sources"
 ENV_SOURCE = "KEYRING_TYPES_TRUST_SOURCE"
 ALIASES = {"tpm": "tpm2"}
-#: Used when the package's own entry points are not installed (a bare checkout).
+#: Resolved without scanning entry points (a plugin cannot shadow these names).
 BUILTINS = {
     "tpm2": "keyring_types.trust.tpm2:Tpm2Source",
     "tee": "keyring_types.trust.tee:TeeSource",
@@ -62,8 +65,21 @@ _CONFIG_ENV = (
     "KEYRING_TYPES_TEE_TRANSPORT",
 )
 
+
+def _check_source_class(name: str, cls: Any) -> type[TrustSource]:
+    if not (isinstance(cls, type) and issubclass(cls, TrustSource)):
+        raise error(errno.ENODEV, f"entry point '{name}' does not name a TrustSource subclass")
+    if ALIASES.get(cls.name, cls.name) != name:
+        raise error(errno.ENODEV, f"entry point '{name}' names a source that calls itself '{cls.name}'")
+    return cls
+
+
+#: The trust-source family in the shared plugin machinery.
+TRUST_SOURCES = PluginGroup(
+    ENTRY_POINT_GROUP, kind="trust source", builtins=BUILTINS, aliases=ALIASES, validate=_check_source_class
+)
+
 _lock = threading.RLock()
-_registered: dict[str, type[TrustSource]] = {}
 _instances: dict[tuple[Any, ...], TrustSource] = {}
 _default: str | None = None
 #: The tpm2-else-host decision, per configuration.
@@ -76,29 +92,13 @@ def canonical_name(name: str) -> str:
 
 
 def _entry_point_targets() -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+    """Installed entry points of the group (one cached scan)."""
+    return TRUST_SOURCES.entry_points()
 
 
 def source_names() -> list[str]:
     """Every known source name (built-in, entry point or registered), loadable or not."""
-    with _lock:
-        names = set(BUILTINS) | set(_entry_point_targets()) | set(_registered)
-    return sorted(names)
-
-
-def _load_builtin(target: str) -> type[TrustSource]:
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    if attr:
-        return getattr(module, attr)
-    # A module without an explicit class: take the TrustSource subclass it defines.
-    for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, TrustSource) and value.__module__ == module_name:
-            return value
-    raise ImportError(f"{module_name} defines no TrustSource")
+    return TRUST_SOURCES.names()
 
 
 def source_class(name: str) -> type[TrustSource]:
@@ -107,33 +107,14 @@ def source_class(name: str) -> type[TrustSource]:
     ``ENODEV`` when no source has that name or its module cannot be imported
     (say, tpm2-pytss is not installed); the message says which.
     """
-    name = canonical_name(name)
-    with _lock:
-        if name in _registered:
-            return _registered[name]
-    ep = _entry_point_targets().get(name)
-    try:
-        if ep is not None:
-            cls = ep.load()
-        elif name in BUILTINS:
-            cls = _load_builtin(BUILTINS[name])
-        else:
-            raise error(errno.ENODEV, f"no trust source named '{name}' (known: {', '.join(source_names())})")
-    except OSError:
-        raise
-    except Exception as exc:  # a broken plugin must not take the other sources down with it
-        raise error(errno.ENODEV, f"trust source '{name}' cannot be loaded: {exc!r}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, TrustSource)):
-        raise error(errno.ENODEV, f"entry point '{name}' does not name a TrustSource subclass")
-    if canonical_name(cls.name) != name:
-        raise error(errno.ENODEV, f"entry point '{name}' names a source that calls itself '{cls.name}'")
+    cls: type[TrustSource] = TRUST_SOURCES.load(name)
     return cls
 
 
 def _is_available(name: str) -> bool:
     try:
         return bool(source_class(name).available())
-    except Exception:  # a probe that fails means "not here", whatever the plugin raised
+    except Exception:  # noqa: BLE001  (a probe that fails means "not here", whatever the plugin raised)
         return False
 
 
@@ -195,20 +176,15 @@ def get_trust_source(name: str | None = None) -> TrustSource:
 
 def register_trust_source(cls: type[TrustSource]) -> type[TrustSource]:
     """Register a source class in code (usable as a decorator); ``EEXIST`` if the name is taken."""
-    name = canonical_name(cls.name)
-    with _lock:
-        if name in _registered:
-            raise error(errno.EEXIST, f"trust source '{name}' is already registered")
-        _registered[name] = cls
+    TRUST_SOURCES.register(cls.name, cls)
     return cls
 
 
 def unregister_trust_source(name: str) -> None:
     """Undo :func:`register_trust_source`; ``ENODEV`` if it was not registered in code."""
     name = canonical_name(name)
+    TRUST_SOURCES.unregister(name)
     with _lock:
-        if _registered.pop(name, None) is None:
-            raise error(errno.ENODEV, f"trust source '{name}' was not registered in code")
         stale = [k for k in _instances if k[0] == name]
         dropped = [_instances.pop(k) for k in stale]
     for inst in dropped:
@@ -223,7 +199,9 @@ def set_default_trust_source(name: str | None) -> None:
 
 
 def clear_cache() -> None:
-    """Close and forget every source instance and the probed default (tests, reconfiguration)."""
+    """Close and forget every source instance, the probed default and the plugin scan
+    (tests, reconfiguration, a plugin installed at run time)."""
+    TRUST_SOURCES.refresh()
     with _lock:
         dropped = list(_instances.values())
         _instances.clear()

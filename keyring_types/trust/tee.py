@@ -53,86 +53,55 @@ import attrs
 
 from keyring_types.errors import KeyringError, error
 from keyring_types.secret import SecretBuffer
+from keyring_types.state import private_dir, state_dir
 from keyring_types.trust.base import TrustedOptions, TrustSource, Unsealed
 from keyring_types.trust.options import check_supported
-from keyring_types.trust.state import state_dir
+from keyring_types.trust.tee_wire import (
+    ATTR_MEMREF_INOUT,
+    ATTR_MEMREF_INPUT,
+    ATTR_MEMREF_OUTPUT,
+    ATTR_NONE,
+    LOGIN_REE_KERNEL,
+    LOGIN_USER,
+    MAX_FRAME,
+    NUM_PARAMS,
+    OP_CLOSE,
+    OP_INVOKE,
+    OP_OPEN,
+    RESP_HEAD,
+    RESULT_NAMES,
+    SEAL_OUTPUT_SIZE,
+    TA_CMD_GET_RANDOM,
+    TA_CMD_SEAL,
+    TA_CMD_UNSEAL,
+    TA_TRUSTED_KEYS_UUID,
+    TEE_BLOB_OVERHEAD,
+    TEE_ERROR_ITEM_NOT_FOUND,
+    TEE_SUCCESS,
+    U32,
+    UNSEAL_OUTPUT_SIZE,
+    WIRE_PARAM,
+    recv_exact,
+    recv_into_exact,
+)
 
 __all__ = [
-    "TA_TRUSTED_KEYS_UUID",
     "TA_CMD_GET_RANDOM",
     "TA_CMD_SEAL",
     "TA_CMD_UNSEAL",
+    "TA_TRUSTED_KEYS_UUID",
     "TEE_BLOB_OVERHEAD",
-    "Param",
-    "TeeTransport",
-    "SocketTransport",
     "DeviceTransport",
-    "TrustedKeysClient",
-    "TeeSource",
+    "Param",
+    "SocketTransport",
     "TeeError",
+    "TeeSource",
+    "TeeTransport",
+    "TrustedKeysClient",
 ]
 
-# -- the trusted-keys TA (OP-TEE ta/trusted_keys) ----------------------------------
-TA_TRUSTED_KEYS_UUID = uuid.UUID("f04a0fe7-1f5d-4b9b-abf7-619b85b4ce8c")
-TA_CMD_GET_RANDOM = 0
-TA_CMD_SEAL = 1
-TA_CMD_UNSEAL = 2
-TEE_IV_SIZE = 16
-TEE_TAG_SIZE = 16
-#: reserved byte + IV + tag.
-TEE_BLOB_OVERHEAD = 1 + TEE_IV_SIZE + TEE_TAG_SIZE
-#: What the kernel offers for outputs: MAX_BLOB_SIZE and MAX_KEY_SIZE + 1.
-SEAL_OUTPUT_SIZE = 512
-UNSEAL_OUTPUT_SIZE = 129
 MIN_KEY, MAX_KEY = 32, 128
 _T = TypeVar("_T")
-
-# -- GP / uapi constants (include/uapi/linux/tee.h, GP TEE Client API) ------------
-ATTR_NONE = 0
-ATTR_VALUE_INPUT = 1
-ATTR_VALUE_OUTPUT = 2
-ATTR_VALUE_INOUT = 3
-ATTR_MEMREF_INPUT = 5
-ATTR_MEMREF_OUTPUT = 6
-ATTR_MEMREF_INOUT = 7
-LOGIN_PUBLIC = 0
-LOGIN_USER = 1
-LOGIN_REE_KERNEL = 0x80000000
-NUM_PARAMS = 4
-
-TEE_SUCCESS = 0x00000000
-TEE_ERROR_GENERIC = 0xFFFF0000
-TEE_ERROR_ACCESS_DENIED = 0xFFFF0001
-TEE_ERROR_BAD_FORMAT = 0xFFFF0005
-TEE_ERROR_BAD_PARAMETERS = 0xFFFF0006
-TEE_ERROR_BAD_STATE = 0xFFFF0007
-TEE_ERROR_ITEM_NOT_FOUND = 0xFFFF0008
-TEE_ERROR_NOT_SUPPORTED = 0xFFFF000A
-TEE_ERROR_OUT_OF_MEMORY = 0xFFFF000C
-TEE_ERROR_COMMUNICATION = 0xFFFF000E
-TEE_ERROR_SECURITY = 0xFFFF000F
-TEE_ERROR_SHORT_BUFFER = 0xFFFF0010
-TEE_ERROR_MAC_INVALID = 0xFFFF3071
-TEE_ORIGIN_API = 1
-TEE_ORIGIN_COMMS = 2
-TEE_ORIGIN_TEE = 3
-TEE_ORIGIN_TRUSTED_APP = 4
-
-RESULT_NAMES = {
-    TEE_SUCCESS: "TEE_SUCCESS",
-    TEE_ERROR_GENERIC: "TEE_ERROR_GENERIC",
-    TEE_ERROR_ACCESS_DENIED: "TEE_ERROR_ACCESS_DENIED",
-    TEE_ERROR_BAD_FORMAT: "TEE_ERROR_BAD_FORMAT",
-    TEE_ERROR_BAD_PARAMETERS: "TEE_ERROR_BAD_PARAMETERS",
-    TEE_ERROR_BAD_STATE: "TEE_ERROR_BAD_STATE",
-    TEE_ERROR_ITEM_NOT_FOUND: "TEE_ERROR_ITEM_NOT_FOUND",
-    TEE_ERROR_NOT_SUPPORTED: "TEE_ERROR_NOT_SUPPORTED",
-    TEE_ERROR_OUT_OF_MEMORY: "TEE_ERROR_OUT_OF_MEMORY",
-    TEE_ERROR_COMMUNICATION: "TEE_ERROR_COMMUNICATION",
-    TEE_ERROR_SECURITY: "TEE_ERROR_SECURITY",
-    TEE_ERROR_SHORT_BUFFER: "TEE_ERROR_SHORT_BUFFER",
-    TEE_ERROR_MAC_INVALID: "TEE_ERROR_MAC_INVALID",
-}
 
 # ioctl numbers: _IOR/_IOWR(0xa4, n, struct ...) on Linux's generic encoding.
 _IOC_READ, _IOC_WRITE = 2, 1
@@ -231,55 +200,43 @@ class TeeTransport(abc.ABC):
         """Release the transport."""
 
 
-# -- the socket framing spoken with the emulated TEE --------------------------------
-# frame    := u32 length (little endian) | body
-# request  := u32 op | op-specific fields | params
-#   OPEN   (1): uuid[16] | u32 login | u32 num_params | params
-#   INVOKE (2): u32 session | u32 func | u32 num_params | params
-#   CLOSE  (3): u32 session
-# response := u32 ret | u32 ret_origin | u32 session | u32 num_params | params
-# param    := tee_ioctl_param {u64 attr, a, b, c}; for memrefs b is the size and
-#             input content (requests) / output content (successful responses)
-#             follows the parameter header.
-OP_OPEN, OP_INVOKE, OP_CLOSE = 1, 2, 3
-MAX_FRAME = 1 << 16
-_U32 = struct.Struct("<I")
-_RESP_HEAD = struct.Struct("<IIII")
-_WIRE_PARAM = struct.Struct("<QQQQ")
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Read exactly ``n`` bytes; ``ConnectionError`` if the peer hangs up first."""
-    buf = bytearray(n)
-    recv_into_exact(sock, memoryview(buf))
-    return bytes(buf)
-
-
-def recv_into_exact(sock: socket.socket, mv: memoryview) -> None:
-    """Fill ``mv`` from ``sock`` (lets a secret land directly in secret memory)."""
-    done = 0
-    while done < len(mv):
-        n = sock.recv_into(mv[done:])
-        if n == 0:
-            raise ConnectionError("TEE connection closed mid-message")
-        done += n
-
-
 def encode_params(params: list[Param], with_input: bool) -> list[bytes | memoryview]:
     """Parameter headers, each followed by its memref content when ``with_input`` says so."""
     parts: list[bytes | memoryview] = []
     for p in params:
         if p.is_memref:
-            parts.append(_WIRE_PARAM.pack(p.attr, p.a, p.size, 0))
+            parts.append(WIRE_PARAM.pack(p.attr, p.a, p.size, 0))
             if with_input and p.carries_input and p.data is not None:
                 parts.append(p.data)
         else:
-            parts.append(_WIRE_PARAM.pack(p.attr, p.a, p.b, 0))
+            parts.append(WIRE_PARAM.pack(p.attr, p.a, p.b, 0))
     return parts
 
 
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """``EACCES`` unless the process behind ``sock`` runs as our effective uid or as root.
+
+    Keys travel in plaintext to the TEE, so a socket someone else serves (a
+    planted emulator, a path another user controls) must get nothing.  The
+    kernel vouches for the peer's credentials (``SO_PEERCRED``, taken at connect).
+    """
+    _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    if uid not in (os.geteuid(), 0):
+        raise error(
+            errno.EACCES,
+            f"refusing the TEE at {path}: it runs as uid {uid}, not as uid {os.geteuid()} or root",
+        )
+
+
 class SocketTransport(TeeTransport):
-    """GP calls over a Unix stream socket to the emulated TEE (one connection per transport)."""
+    """GP calls over a Unix stream socket to the emulated TEE (one connection per transport).
+
+    ``EACCES`` at construction when the peer is not our euid or root (see :func:`check_peer`);
+    nothing is sent before that check.
+    """
 
     def __init__(self, path: str | os.PathLike[str], connect_timeout: float = 5.0) -> None:
         self._path = os.fspath(path)
@@ -296,23 +253,28 @@ class SocketTransport(TeeTransport):
                     self._sock.close()
                     raise
                 time.sleep(0.02)
+        try:
+            check_peer(self._sock, self._path)
+        except BaseException:
+            self._sock.close()
+            raise
 
     def _call(self, body: list[bytes | memoryview], params: list[Param]) -> tuple[int, int, int]:
         length = sum(len(p) for p in body)
         if length > MAX_FRAME:
             raise error(errno.EINVAL, "TEE request too large")
         with self._lock:
-            self._sock.sendall(_U32.pack(length))
+            self._sock.sendall(U32.pack(length))
             for part in body:
                 self._sock.sendall(part)
-            (rlen,) = _U32.unpack(recv_exact(self._sock, 4))
-            ret, origin, session, nparams = _RESP_HEAD.unpack(recv_exact(self._sock, _RESP_HEAD.size))
-            got = _RESP_HEAD.size
+            (rlen,) = U32.unpack(recv_exact(self._sock, 4))
+            ret, origin, session, nparams = RESP_HEAD.unpack(recv_exact(self._sock, RESP_HEAD.size))
+            got = RESP_HEAD.size
             if nparams != len(params):
                 raise ConnectionError(f"TEE answered {nparams} parameters for {len(params)}")
             for p in params:
-                attr, a, b, _c = _WIRE_PARAM.unpack(recv_exact(self._sock, _WIRE_PARAM.size))
-                got += _WIRE_PARAM.size
+                attr, a, b, _c = WIRE_PARAM.unpack(recv_exact(self._sock, WIRE_PARAM.size))
+                got += WIRE_PARAM.size
                 if attr != p.attr:
                     raise ConnectionError("TEE changed a parameter's type")
                 if p.is_memref:
@@ -335,7 +297,7 @@ class SocketTransport(TeeTransport):
 
     def open_session(self, ta: uuid.UUID, login: int) -> int:
         params = _pad([])
-        body = [_U32.pack(OP_OPEN), ta.bytes, _U32.pack(login), _U32.pack(NUM_PARAMS), *encode_params(params, True)]
+        body = [U32.pack(OP_OPEN), ta.bytes, U32.pack(login), U32.pack(NUM_PARAMS), *encode_params(params, True)]
         ret, origin, session = self._call(body, params)
         if ret != TEE_SUCCESS:
             raise TeeError(ret, origin, f"open session to TA {ta}")
@@ -344,10 +306,10 @@ class SocketTransport(TeeTransport):
     def invoke(self, session: int, func: int, params: list[Param]) -> None:
         params = _pad(params)
         body = [
-            _U32.pack(OP_INVOKE),
-            _U32.pack(session),
-            _U32.pack(func),
-            _U32.pack(NUM_PARAMS),
+            U32.pack(OP_INVOKE),
+            U32.pack(session),
+            U32.pack(func),
+            U32.pack(NUM_PARAMS),
             *encode_params(params, True),
         ]
         ret, origin, _ = self._call(body, params)
@@ -355,7 +317,7 @@ class SocketTransport(TeeTransport):
             raise TeeError(ret, origin, f"invoke command {func}")
 
     def close_session(self, session: int) -> None:
-        self._call([_U32.pack(OP_CLOSE), _U32.pack(session)], [])
+        self._call([U32.pack(OP_CLOSE), U32.pack(session)], [])
 
     def close(self) -> None:
         self._sock.close()
@@ -497,8 +459,8 @@ class TrustedKeysClient:
 
 
 def _default_emulator_paths() -> tuple[Path, Path]:
-    base = state_dir() / "tee"
-    base.mkdir(mode=0o700, exist_ok=True)
+    # Checked (owner, mode) before anything in it is trusted; see keyring_types.state.
+    base = private_dir(state_dir() / "tee")
     return base / "emulated-tee.sock", base / "emulated-huk"
 
 
@@ -519,6 +481,8 @@ class TeeSource(TrustSource):
         self._login = login
         self._client: TrustedKeysClient | None = None
         self._lock = threading.Lock()
+        #: The emulated TEE's HUK file, when this source started the emulator.
+        self._huk: Path | None = None
 
     @staticmethod
     def _setting() -> str:
@@ -546,6 +510,7 @@ class TeeSource(TrustSource):
 
         sock, huk = _default_emulator_paths()
         ensure_emulator(sock, huk)
+        self._huk = huk
         return TrustedKeysClient(SocketTransport(sock), self._login)
 
     def _call(self, what: str, fn: Callable[[TrustedKeysClient], _T]) -> _T:
@@ -555,7 +520,12 @@ class TeeSource(TrustSource):
                 try:
                     return self._attempt(fn)
                 except TeeError as exc:
-                    raise error(errno.EFAULT, f"TEE {what} failed: {exc}") from None
+                    hint = ""
+                    if exc.ret == TEE_ERROR_ITEM_NOT_FOUND and self._huk is not None:
+                        # Our own emulator has no HUK (never made, or deleted: a new one
+                        # would open none of the old blobs, so an unseal never makes one).
+                        hint = f"; the emulated TEE has no hardware-unique key: {self._huk} does not exist"
+                    raise error(errno.EFAULT, f"TEE {what} failed: {exc}{hint}") from None
                 except KeyringError:
                     raise
                 except OSError as exc:  # includes ConnectionError
@@ -595,7 +565,10 @@ class TeeSource(TrustSource):
 
         ``EINVAL`` for any option; ``EFAULT`` when the TA refuses the blob (another
         TEE's, altered, or not a TEE blob: the TA reports ``TEE_ERROR_MAC_INVALID``
-        or ``TEE_ERROR_BAD_PARAMETERS``) or the TEE cannot be reached.
+        or ``TEE_ERROR_BAD_PARAMETERS``) or the TEE cannot be reached, and when the
+        emulated TEE this source started has no hardware-unique key file (the
+        message names it; an unseal never creates one); ``EACCES`` when the TEE
+        socket's peer is another user.
         """
         check_supported(options, self)
         blob = bytes(blob)

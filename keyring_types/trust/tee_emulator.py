@@ -3,9 +3,10 @@
 ``python -m keyring_types.trust.tee_emulator --socket PATH --state PATH [--idle-timeout S]``
 
 It stands in for the secure world: it owns a hardware-unique key (HUK) in its
-own state file (32 random bytes, created 0400, atomically), derives the TA's
+own state file (32 random bytes, created 0400, atomically, by the first SEAL:
+an UNSEAL never makes one, it answers ``TEE_ERROR_ITEM_NOT_FOUND``), derives the TA's
 unique key from it, and answers the trusted-keys protocol (see
-:mod:`keyring_types.trust.tee`) over a Unix socket (mode 0600).  The client
+:mod:`keyring_types.trust.tee_wire`) over a Unix socket (mode 0600).  The client
 process never sees the HUK or the derived key — only blobs, as with a real TEE.
 
 As the OP-TEE TA does, it accepts only sessions opened with the REE-kernel login,
@@ -22,8 +23,7 @@ in the spirit of OP-TEE's ``huk_subkey_derive`` for TA-unique keys.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
+import errno
 import os
 import secrets
 import signal
@@ -39,16 +39,17 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyring_types.trust.state import load_or_create_secret
-from keyring_types.trust.tee import (
-    _U32,
-    _WIRE_PARAM,
-    ATTR_MEMREF_INPUT,
+from keyring_types.hmac import HmacSha256
+from keyring_types.secret import SecretBuffer
+from keyring_types.state import load_or_create_secret, load_secret_file, private_dir
+from keyring_types.trust.tee_wire import (
     ATTR_MEMREF_INOUT,
+    ATTR_MEMREF_INPUT,
     ATTR_MEMREF_OUTPUT,
     ATTR_NONE,
     LOGIN_REE_KERNEL,
     MAX_FRAME,
+    MEMREF_ATTRS,
     NUM_PARAMS,
     OP_CLOSE,
     OP_INVOKE,
@@ -56,6 +57,7 @@ from keyring_types.trust.tee import (
     TA_CMD_GET_RANDOM,
     TA_CMD_SEAL,
     TA_CMD_UNSEAL,
+    TA_MAX_BUF_SIZE,
     TA_TRUSTED_KEYS_UUID,
     TEE_BLOB_OVERHEAD,
     TEE_ERROR_ACCESS_DENIED,
@@ -65,25 +67,35 @@ from keyring_types.trust.tee import (
     TEE_ERROR_ITEM_NOT_FOUND,
     TEE_ERROR_MAC_INVALID,
     TEE_ERROR_NOT_SUPPORTED,
+    TEE_ERROR_OUT_OF_MEMORY,
+    TEE_ERROR_SECURITY,
     TEE_ERROR_SHORT_BUFFER,
     TEE_IV_SIZE,
     TEE_ORIGIN_TEE,
     TEE_ORIGIN_TRUSTED_APP,
     TEE_SUCCESS,
     TEE_TAG_SIZE,
+    U32,
+    WIRE_PARAM,
 )
 
-__all__ = ["EmulatedTrustedKeysTA", "serve", "spawn_emulator", "ensure_emulator", "stop_spawned", "main"]
+__all__ = ["EmulatedTrustedKeysTA", "ensure_emulator", "main", "serve", "spawn_emulator", "stop_spawned"]
 
 HUK_SIZE = 32
 _spawned: list[subprocess.Popen[bytes]] = []
 #: The TA refuses blobs it could not have made (MAX_BLOB_SIZE in the kernel).
-MAX_BLOB = 512
-_MEMREFS = (ATTR_MEMREF_INPUT, ATTR_MEMREF_OUTPUT, ATTR_MEMREF_INOUT)
+MAX_BLOB = TA_MAX_BUF_SIZE
+#: The largest GET_RANDOM answered.  OP-TEE's trusted_keys TA stages the random
+#: bytes in a TEE_Malloc'ed buffer from its heap, which its TA_DATA_SIZE sets to
+#: 16 KiB, and answers TEE_ERROR_OUT_OF_MEMORY when that allocation fails; so no
+#: request above 16 KiB can succeed there (the real limit is a little lower, the
+#: heap's own bookkeeping taking some of it).  The kernel asks for at most 128.
+MAX_RANDOM = 16 * 1024
+_MEMREFS = MEMREF_ATTRS
 
 
 class _WireParam:
-    __slots__ = ("attr", "a", "b", "data", "out")
+    __slots__ = ("a", "attr", "b", "data", "out")
 
     def __init__(self, attr: int, a: int, b: int, data: bytes) -> None:
         self.attr, self.a, self.b, self.data = attr, a, b, data
@@ -94,14 +106,48 @@ class EmulatedTrustedKeysTA:
     """The trusted-keys TA's command handling, keyed by the emulated device's HUK."""
 
     def __init__(self, huk_path: Path) -> None:
-        huk = load_or_create_secret(huk_path, HUK_SIZE)
-        mv = huk.view()
+        self._huk_path = huk_path
+        self._lock = threading.Lock()
+        self._aead: AESGCM | None = None
+        # A HUK already there is checked and loaded now, so a bad one stops the
+        # start-up; a missing one is made by the first SEAL, never by an UNSEAL
+        # (a new HUK opens none of the old blobs).
         try:
-            ta_key = hmac.new(mv.tobytes(), b"emulated OP-TEE TA unique key\0" + TA_TRUSTED_KEYS_UUID.bytes, hashlib.sha256)
-        finally:
-            mv.release()
-            huk.wipe()
-        self._aead = AESGCM(ta_key.digest())
+            self._ta_key(create=False)
+        except OSError as exc:
+            if exc.errno != errno.ENOKEY:
+                raise
+
+    def _ta_key(self, create: bool) -> AESGCM:
+        """The TA's AEAD under HMAC-SHA256(HUK, label ‖ TA UUID); ``ENOKEY`` if there is no HUK."""
+        with self._lock:
+            if self._aead is None:
+                if create:
+                    huk = load_or_create_secret(self._huk_path, HUK_SIZE, "hardware-unique key")
+                else:
+                    huk = load_secret_file(self._huk_path, HUK_SIZE, "hardware-unique key")
+                key = SecretBuffer(32)
+                try:
+                    label = b"emulated OP-TEE TA unique key\0" + TA_TRUSTED_KEYS_UUID.bytes
+                    out = key.writable()
+                    try:
+                        with HmacSha256(huk) as mac:
+                            mac.mac_batch(label, len(label), out=out)
+                        self._aead = AESGCM(out)
+                    finally:
+                        out.release()
+                finally:
+                    huk.wipe()
+                    key.wipe()
+            return self._aead
+
+    def _aead_for(self, create: bool) -> AESGCM | int:
+        """The AEAD, or the GP error to answer with (reported on stderr, naming the file)."""
+        try:
+            return self._ta_key(create)
+        except OSError as exc:
+            print(f"tee_emulator: {exc}", file=sys.stderr)
+            return TEE_ERROR_ITEM_NOT_FOUND if exc.errno == errno.ENOKEY else TEE_ERROR_SECURITY
 
     @staticmethod
     def _types(params: list[_WireParam]) -> tuple[int, ...]:
@@ -113,6 +159,8 @@ class EmulatedTrustedKeysTA:
         if func == TA_CMD_GET_RANDOM:
             if self._types(params) != (ATTR_MEMREF_OUTPUT, ATTR_NONE, ATTR_NONE, ATTR_NONE) or not params[0].b:
                 return TEE_ERROR_BAD_PARAMETERS
+            if params[0].b > MAX_RANDOM:
+                return TEE_ERROR_OUT_OF_MEMORY  # what the TA's failed TEE_Malloc answers
             params[0].out = secrets.token_bytes(params[0].b)
             return TEE_SUCCESS
         if func not in (TA_CMD_SEAL, TA_CMD_UNSEAL):
@@ -120,6 +168,8 @@ class EmulatedTrustedKeysTA:
         if self._types(params) != expected:
             return TEE_ERROR_BAD_PARAMETERS
         src, dst = params[0], params[1]
+        if dst.b > TA_MAX_BUF_SIZE:
+            return TEE_ERROR_BAD_PARAMETERS  # as the TA: no output buffer above MAX_BUF_SIZE
         if func == TA_CMD_SEAL:
             need = len(src.data) + TEE_BLOB_OVERHEAD
             if not src.data or need > MAX_BLOB:
@@ -127,8 +177,11 @@ class EmulatedTrustedKeysTA:
             if dst.b < need:
                 dst.b = need
                 return TEE_ERROR_SHORT_BUFFER
+            aead = self._aead_for(create=True)
+            if isinstance(aead, int):
+                return aead
             iv = secrets.token_bytes(TEE_IV_SIZE)
-            sealed = self._aead.encrypt(iv, src.data, None)
+            sealed = aead.encrypt(iv, src.data, None)
             dst.out = b"\x00" + iv + sealed[-TEE_TAG_SIZE:] + sealed[:-TEE_TAG_SIZE]
             dst.b = len(dst.out)
             return TEE_SUCCESS
@@ -139,10 +192,13 @@ class EmulatedTrustedKeysTA:
         if dst.b < need:
             dst.b = need
             return TEE_ERROR_SHORT_BUFFER
+        aead = self._aead_for(create=False)
+        if isinstance(aead, int):
+            return aead
         iv = blob[1 : 1 + TEE_IV_SIZE]
         tag = blob[1 + TEE_IV_SIZE : TEE_BLOB_OVERHEAD]
         try:
-            dst.out = self._aead.decrypt(iv, blob[TEE_BLOB_OVERHEAD:] + tag, None)
+            dst.out = aead.decrypt(iv, blob[TEE_BLOB_OVERHEAD:] + tag, None)
         except InvalidTag:
             return TEE_ERROR_MAC_INVALID
         dst.b = len(dst.out)
@@ -170,7 +226,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 head = _recv_exact(self.request, 4)
                 if head is None:
                     return
-                (length,) = _U32.unpack(head)
+                (length,) = U32.unpack(head)
                 if length > MAX_FRAME:
                     return
                 body = _recv_exact(self.request, length)
@@ -180,7 +236,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 reply = self._dispatch(body, sessions)
                 if reply is None:
                     return
-                self.request.sendall(_U32.pack(len(reply)) + reply)
+                self.request.sendall(U32.pack(len(reply)) + reply)
         finally:
             self.server.active -= 1
             self.server.touch()
@@ -188,10 +244,10 @@ class _Handler(socketserver.BaseRequestHandler):
     def _parse_params(self, body: bytes, off: int, count: int) -> list[_WireParam] | None:
         params = []
         for _ in range(count):
-            if off + _WIRE_PARAM.size > len(body):
+            if off + WIRE_PARAM.size > len(body):
                 return None
-            attr, a, b, _c = _WIRE_PARAM.unpack_from(body, off)
-            off += _WIRE_PARAM.size
+            attr, a, b, _c = WIRE_PARAM.unpack_from(body, off)
+            off += WIRE_PARAM.size
             data = b""
             if attr in (ATTR_MEMREF_INPUT, ATTR_MEMREF_INOUT):
                 if off + b > len(body):
@@ -203,25 +259,25 @@ class _Handler(socketserver.BaseRequestHandler):
 
     @staticmethod
     def _reply(ret: int, origin: int, session: int, params: list[_WireParam]) -> bytes:
-        out = bytearray(_U32.pack(ret) + _U32.pack(origin) + _U32.pack(session) + _U32.pack(len(params)))
+        out = bytearray(U32.pack(ret) + U32.pack(origin) + U32.pack(session) + U32.pack(len(params)))
         for p in params:
             if p.attr in _MEMREFS:
                 size = len(p.out) if ret == TEE_SUCCESS and p.attr != ATTR_MEMREF_INPUT else p.b
-                out += _WIRE_PARAM.pack(p.attr, p.a, size, 0)
+                out += WIRE_PARAM.pack(p.attr, p.a, size, 0)
                 if ret == TEE_SUCCESS and p.attr in (ATTR_MEMREF_OUTPUT, ATTR_MEMREF_INOUT):
                     out += p.out
             else:
-                out += _WIRE_PARAM.pack(p.attr, p.a, p.b, 0)
+                out += WIRE_PARAM.pack(p.attr, p.a, p.b, 0)
         return bytes(out)
 
     def _dispatch(self, body: bytes, sessions: set[int]) -> bytes | None:
         if len(body) < 4:
             return None
-        (op,) = _U32.unpack_from(body)
+        (op,) = U32.unpack_from(body)
         if op == OP_OPEN:
             if len(body) < 28:
                 return None
-            ta, login, count = body[4:20], _U32.unpack_from(body, 20)[0], _U32.unpack_from(body, 24)[0]
+            ta, login, count = body[4:20], U32.unpack_from(body, 20)[0], U32.unpack_from(body, 24)[0]
             params = self._parse_params(body, 28, count)
             if params is None or count != NUM_PARAMS:
                 return self._reply(TEE_ERROR_BAD_FORMAT, TEE_ORIGIN_TEE, 0, params or [])
@@ -235,7 +291,7 @@ class _Handler(socketserver.BaseRequestHandler):
         if op == OP_INVOKE:
             if len(body) < 16:
                 return None
-            session, func, count = (_U32.unpack_from(body, o)[0] for o in (4, 8, 12))
+            session, func, count = (U32.unpack_from(body, o)[0] for o in (4, 8, 12))
             params = self._parse_params(body, 16, count)
             if params is None or count != NUM_PARAMS:
                 return self._reply(TEE_ERROR_BAD_FORMAT, TEE_ORIGIN_TEE, session, params or [])
@@ -246,7 +302,7 @@ class _Handler(socketserver.BaseRequestHandler):
         if op == OP_CLOSE:
             if len(body) != 8:
                 return None
-            (session,) = _U32.unpack_from(body, 4)
+            (session,) = U32.unpack_from(body, 4)
             sessions.discard(session)
             return self._reply(TEE_SUCCESS, TEE_ORIGIN_TEE, session, [])
         return None
@@ -297,7 +353,12 @@ def _socket_alive(path: Path) -> bool:
 
 
 def serve(socket_path: Path, state_path: Path, idle_timeout: float | None = None) -> int:
-    """Run the emulator until SIGTERM/SIGINT (or ``idle_timeout`` seconds without clients)."""
+    """Run the emulator until SIGTERM/SIGINT (or ``idle_timeout`` seconds without clients).
+
+    ``EACCES`` when the socket's or the HUK's directory fails the checks of
+    :mod:`keyring_types.state` (nobody else may plant or replace them).
+    """
+    private_dir(socket_path.parent, create=False)
     ta = EmulatedTrustedKeysTA(state_path)
     if socket_path.exists():
         if _socket_alive(socket_path):

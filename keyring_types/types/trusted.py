@@ -36,7 +36,7 @@ from keyring_types.secret import SecretBuffer
 from keyring_types.trust.base import TrustSource
 from keyring_types.trust.options import ParsedOptions, check_supported, hex2bin, kstrtol, parse_options, split_tokens
 from keyring_types.trust.registry import canonical_name, get_trust_source
-from keyring_types.trust.state import fill_random
+from keyring_types.osrng import fill_random
 
 __all__ = [
     "TrustedKeyType",
