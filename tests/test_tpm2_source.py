@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import require
+from vector_data import load_vector_file
 
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust import tpm2_blob
@@ -59,8 +60,11 @@ def raises(err: int, fn: Any, *args: Any) -> OSError:
 def test_seal_unseal_roundtrip(tpm2_source: Tpm2Source, size: int) -> None:
     key = secret(size)
     blob = tpm2_source.seal(key, opts())
-    assert blob[0] == 0x30 and blob[blob.index(b"\x06") :].startswith(bytes.fromhex("06066781050a0105a003010101"))
-    assert bytes.fromhex("02050081000001") in blob[:30]
+    # The kernel's TPMKey pieces, tests/vectors/tpm2_tpmkey_der.json.
+    der = load_vector_file("tpm2_tpmkey_der")
+    parent = next(v["integer"] for v in der["vectors"] if v["parent"] == 0x81000001)
+    assert blob[0] == 0x30 and blob[blob.index(b"\x06") :].startswith(bytes.fromhex(der["sealed_data_oid"] + der["empty_auth"]))
+    assert bytes.fromhex(parent) in blob[:30]
     assert len(blob) <= tpm2_blob.MAX_BLOB_SIZE
     assert key.view().tobytes() not in blob
     out = tpm2_source.unseal(blob, TrustedOptions())
