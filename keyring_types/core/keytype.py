@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import threading
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -26,11 +25,12 @@ if TYPE_CHECKING:
 __all__ = [
     "KeyType",
     "Preparsed",
-    "register_key_type",
-    "unregister_key_type",
     "lookup_key_type",
-    "registered_key_types",
     "on_unregister",
+    "register_key_type",
+    "register_key_type_lazily",
+    "registered_key_types",
+    "unregister_key_type",
 ]
 
 
@@ -74,14 +74,6 @@ class KeyType:
         cls._has_read = cls.read is not KeyType.read
         cls._has_vet = cls.vet_description is not KeyType.vet_description
         cls._has_free_preparse = cls.free_preparse is not KeyType.free_preparse
-
-    @classmethod
-    def has_update(cls) -> bool:
-        return cls._has_update
-
-    @classmethod
-    def has_read(cls) -> bool:
-        return cls._has_read
 
     # -- the ops table --------------------------------------------------------
     def vet_description(self, description: str) -> None:
@@ -137,7 +129,10 @@ class KeyType:
 
 _lock = threading.RLock()
 _registry: dict[str, KeyType] = {}
-_unregister_hooks: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: Types registered by where they live, not yet imported: name -> (module, class name).
+#: The first lookup imports the module and moves the type into ``_registry``.
+_lazy: dict[str, tuple[str, str]] = {}
+_unregister_hooks: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _check_name(name: str) -> None:
@@ -153,10 +148,49 @@ def register_key_type(cls: type[KeyType]) -> type[KeyType]:
     name = getattr(cls, "name", "")
     _check_name(name)
     with _lock:
-        if name in _registry:
+        if name in _registry or name in _lazy:
             raise error(errno.EEXIST, f"key type '{name}' is already registered")
         _registry[name] = cls()
     return cls
+
+
+def register_key_type_lazily(name: str, module: str, class_name: str) -> None:
+    """Register the key type ``module.class_name`` as ``name`` without importing it yet.
+
+    The module is imported, and the class instantiated, the first time
+    :func:`lookup_key_type` asks for ``name``; until then the type costs nothing
+    at import time but is listed by :func:`registered_key_types`.  ``EEXIST`` if
+    a type of that name is registered; ``EINVAL`` for a bad name (and, at that
+    first lookup, if the class's ``name`` is not ``name``).
+    """
+    _check_name(name)
+    with _lock:
+        if name in _registry or name in _lazy:
+            raise error(errno.EEXIST, f"key type '{name}' is already registered")
+        _lazy[name] = (module, class_name)
+
+
+def _load_lazy(name: str) -> KeyType | None:
+    """Import a lazily registered type and install it; None if ``name`` is not one.
+
+    ``EINVAL`` if the class found there is not called ``name``.
+    """
+    entry = _lazy.get(name)
+    if entry is None:
+        return None
+    from importlib import import_module
+
+    # Import outside the lock: a module that registers things at import time takes
+    # the lock itself, and another thread may be importing the same module.
+    cls = getattr(import_module(entry[0]), entry[1])
+    if getattr(cls, "name", None) != name:
+        raise error(errno.EINVAL, f"{entry[0]}.{entry[1]} is not the key type '{name}' it was registered as")
+    with _lock:
+        ktype = _registry.get(name)
+        if ktype is None and _lazy.get(name) == entry:  # not unregistered meanwhile
+            ktype = _registry[name] = cls()
+            del _lazy[name]
+        return ktype
 
 
 def unregister_key_type(name: str) -> None:
@@ -166,6 +200,9 @@ def unregister_key_type(name: str) -> None:
     """
     with _lock:
         ktype = _registry.pop(name, None)
+        never_loaded = ktype is None and _lazy.pop(name, None) is not None
+    if never_loaded:
+        return  # never looked up, so no key of the type exists
     if ktype is None:
         raise error(errno.ENODEV, f"key type '{name}' is not registered")
     for hook in list(_unregister_hooks):
@@ -173,27 +210,26 @@ def unregister_key_type(name: str) -> None:
 
 
 #: The registered type called ``name`` or None: a plain dict read, for hot paths
-#: that fall back to :func:`lookup_key_type` for the error.
+#: that fall back to :func:`lookup_key_type` for the error (or a first, lazy load).
 registered_type = _registry.get
 
 
 def lookup_key_type(name: str) -> KeyType:
-    """The registered type called ``name``; ``ENODEV`` if none."""
+    """The registered type called ``name`` (imported now if registered lazily); ``ENODEV`` if none."""
     ktype = _registry.get(name)  # a dict read is atomic; writers hold the lock
     if ktype is None:
-        raise error(errno.ENODEV, f"unknown key type '{name}'")
+        ktype = _load_lazy(name)
+        if ktype is None:
+            raise error(errno.ENODEV, f"unknown key type '{name}'")
     return ktype
 
 
 def registered_key_types() -> list[str]:
-    """Names of all registered key types."""
+    """Names of all registered key types, including those not imported yet."""
     with _lock:
-        return sorted(_registry)
+        return sorted({*_registry, *_lazy})
 
 
 def on_unregister(listener: Any) -> None:
     """Have ``listener.type_unregistered(ktype)`` called when a type goes (weakly held)."""
     _unregister_hooks.add(listener)
-
-
-KeyTypeFactory = Callable[[], KeyType]

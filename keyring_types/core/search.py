@@ -10,7 +10,7 @@ error to report if nothing usable turns up, the last one seen winning.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import IndexKey, KeyRecord
 
-__all__ = ["SearchContext", "search_keyring_tree", "search_cred_keyrings", "direct_hit", "EAGAIN"]
+__all__ = ["EAGAIN", "SearchContext", "direct_hit", "search_cred_keyrings", "search_keyring_tree"]
 
 #: "Nothing found" inside a search, before it is reported as ENOKEY.
 EAGAIN = errno.EAGAIN
@@ -40,7 +40,6 @@ class SearchContext:
     state_check: bool = True
     skip_expired: bool = False
     check_perm: bool = True
-    recurse: bool = True
     detect_too_deep: bool = False
     possessed: bool = False
     #: errno of the last unusable match (EAGAIN: none yet).
@@ -79,11 +78,11 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
     found = top.links.get(ctx.index) if top.links is not None else None
     if found is not None and ctx._consider(found):
         return found
-    if not ctx.recurse or top.links is None:
+    if top.links is None:
         return None
-    stack: list[Iterable[KeyRecord]] = [iter(list(_sub_keyrings(top)))]
+    stack: list[Iterator[KeyRecord]] = [iter(list(_sub_keyrings(top)))]
     while stack:
-        nxt = next(stack[-1], None)  # type: ignore[call-overload]
+        nxt = next(stack[-1], None)
         if nxt is None:
             stack.pop()
             continue

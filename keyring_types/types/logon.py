@@ -16,7 +16,7 @@ class LogonKeyType(UserKeyType):
 
     name = "logon"
     # No read op: KEYCTL_READ gives EOPNOTSUPP and add_key grants no possessor READ.
-    read = KeyType.read  # type: ignore[assignment]
+    read = KeyType.read
 
     def vet_description(self, description: str) -> None:
         """EINVAL unless the description has a ':' that is not its first character."""

@@ -9,7 +9,7 @@ from keyring_types.core.record import KeyRecord
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["UserKeyType", "USER_PAYLOAD_MAX"]
+__all__ = ["USER_PAYLOAD_MAX", "UserKeyType"]
 
 #: add_key accepts 1..32767 bytes for user and logon keys.
 USER_PAYLOAD_MAX = 32767

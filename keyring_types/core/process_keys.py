@@ -1,0 +1,288 @@
+"""A view's own keyrings (security/keys/process_keys.c): thread, process, session and
+user keyrings, the special ids that name them, possession, and ``lookup_user_key``.
+
+:class:`ProcessKeys` is the base of :class:`~keyring_types.core.keyspace.Keyspace`:
+it holds the view's credentials and keyrings and resolves key ids for the
+``sys_*`` operations in :mod:`keyring_types.core.keyctl`.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING
+
+from keyring_types.constants import (
+    KEY_POS_ALL,
+    KEY_POS_SEARCH,
+    KEY_SPEC_GROUP_KEYRING,
+    KEY_SPEC_PROCESS_KEYRING,
+    KEY_SPEC_REQKEY_AUTH_KEY,
+    KEY_SPEC_REQUESTOR_KEYRING,
+    KEY_SPEC_SESSION_KEYRING,
+    KEY_SPEC_THREAD_KEYRING,
+    KEY_SPEC_USER_KEYRING,
+    KEY_SPEC_USER_SESSION_KEYRING,
+    KEY_USR_LINK,
+    KEY_USR_READ,
+    KEY_USR_VIEW,
+)
+from keyring_types.core.cred import Cred
+from keyring_types.core.hints import denied, search_failure, unreachable_hint
+from keyring_types.core.keyring import find_keyring_by_name
+from keyring_types.core.perm import NEED_SEARCH, permitted
+from keyring_types.core.record import KeyRecord
+from keyring_types.core.search import (
+    EAGAIN,
+    SearchContext,
+    direct_hit,
+    search_cred_keyrings,
+)
+from keyring_types.core.world import World
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.keyspace import OpScope
+
+__all__ = ["DEFER_PERM_CHECK", "NEED_UNLINK", "ProcessKeyrings", "ProcessKeys"]
+
+# Lookup modes beyond a permission mask (``KEY_DEFER_PERM_CHECK``, ``KEY_NEED_UNLINK``).
+DEFER_PERM_CHECK = -1
+NEED_UNLINK = -2
+
+SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ  # anonymous session keyring
+NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
+PROC_PERM = KEY_POS_ALL | KEY_USR_VIEW  # thread and process keyrings
+
+
+class ProcessKeyrings:
+    """The keyrings a process's credentials point at."""
+
+    def __init__(self, session_from: ProcessKeyrings | None = None) -> None:
+        self.threads: dict[int, KeyRecord] = {}
+        self.process: KeyRecord | None = None
+        self._session: KeyRecord | None = None
+        # A process made by as_user() sees its creator's session until it joins its own.
+        self._session_from = session_from
+
+    @property
+    def session(self) -> KeyRecord | None:
+        if self._session_from is not None:
+            return self._session_from.session
+        return self._session
+
+    def set_session(self, ring: KeyRecord | None) -> KeyRecord | None:
+        old = self.session
+        self._session_from = None
+        self._session = ring
+        return old
+
+
+class ProcessKeys:
+    """Credentials plus process keyrings on a shared world: id resolution and possession.
+
+    Every method here runs with the world lock held (inside an operation).
+    """
+
+    cred: Cred
+    _world: World
+    _proc: ProcessKeyrings
+    _scope: OpScope
+
+    # -- the caller's own keyrings ------------------------------------------------
+    def _thread_ring(self, create: bool) -> KeyRecord | None:
+        tid = threading.get_ident()
+        ring = self._proc.threads.get(tid)
+        if ring is None and create:
+            ring = self._world.new_keyring("_tid", self.cred.uid, self.cred.gid, PROC_PERM)
+            ring.pins += 1
+            self._proc.threads[tid] = ring
+        return ring
+
+    def _process_ring(self, create: bool) -> KeyRecord | None:
+        ring = self._proc.process
+        if ring is None and create:
+            ring = self._world.new_keyring("_pid", self.cred.uid, self.cred.gid, PROC_PERM)
+            ring.pins += 1
+            self._proc.process = ring
+        return ring
+
+    def _install_session(self, ring: KeyRecord) -> None:
+        ring.pins += 1
+        old = self._proc.set_session(ring)
+        if old is not None:
+            old.pins -= 1
+            self._world.maybe_destroy(old)
+
+    def _join_session_keyring(self, name: str | None) -> int:
+        """``join_session_keyring``: a new anonymous session, or join (creating) ``name``; EDQUOT."""
+        w = self._world
+        if name is None:
+            ring = w.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM)
+            self._install_session(ring)
+            return ring.serial
+        found = find_keyring_by_name(w, self.cred, name)
+        if found is None:
+            found = w.new_keyring(name, self.cred.uid, self.cred.gid, NAMED_SES_PERM)
+        elif found is self._proc.session:
+            return found.serial
+        self._install_session(found)
+        return found.serial
+
+    def _special(self, keyid: int, create: bool) -> KeyRecord:
+        """The keyring a ``KEY_SPEC_*`` id names, made if ``create``; ENOKEY, EINVAL."""
+        w = self._world
+        if keyid == KEY_SPEC_THREAD_KEYRING:
+            ring = self._thread_ring(create)
+            if ring is None:
+                raise error(errno.ENOKEY, "this thread has no thread keyring (@t); create it first")
+            return ring
+        if keyid == KEY_SPEC_PROCESS_KEYRING:
+            ring = self._process_ring(create)
+            if ring is None:
+                raise error(errno.ENOKEY, "this process has no process keyring (@p); create it first")
+            return ring
+        if keyid == KEY_SPEC_SESSION_KEYRING:
+            ses = self._proc.session
+            if ses is None:
+                if create:
+                    ses = w.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM)
+                else:
+                    ses = w.user_keyrings(self.cred.uid)[1]
+                self._install_session(ses)
+            return ses
+        if keyid == KEY_SPEC_USER_KEYRING:
+            return w.user_keyrings(self.cred.uid)[0]
+        if keyid == KEY_SPEC_USER_SESSION_KEYRING:
+            return w.user_keyrings(self.cred.uid)[1]
+        if keyid == KEY_SPEC_GROUP_KEYRING:
+            raise error(errno.EINVAL, "group keyrings (@g) are not implemented, as in the kernel")
+        if keyid in (KEY_SPEC_REQKEY_AUTH_KEY, KEY_SPEC_REQUESTOR_KEYRING):
+            raise error(errno.ENOKEY, f"special key {keyid} exists only inside a request-key upcall")
+        raise error(errno.EINVAL, f"invalid key id {keyid}")
+
+    def _cred_rings(self) -> list[KeyRecord | None]:
+        """The keyrings a search starts from: thread, process, session (or the user session)."""
+        proc = self._proc
+        ses = proc._session if proc._session_from is None else proc.session
+        if ses is None:
+            rings = self._world.user_rings.get(self.cred.uid)
+            ses = rings[1] if rings else None
+        threads = proc.threads
+        return [threads.get(threading.get_ident()) if threads else None, proc.process, ses]
+
+    # -- possession and lookup_user_key ---------------------------------------------
+    def _possessed(self, rec: KeyRecord) -> bool:
+        """Whether ``rec`` is reachable from the caller's keyrings (identity search)."""
+        cred = self.cred
+        # Every path ends in the same check of the key's own possessor SEARCH bit.  A
+        # possessor bit grants whatever else the mask says, so it alone settles the
+        # common case without the full permitted() (likewise below).
+        if not rec.perm & KEY_POS_SEARCH and not permitted(rec, cred, True, NEED_SEARCH):
+            return False
+        parents = rec.parents
+        # The commonest case first, without building the list of caller keyrings: a key
+        # linked directly in a live session keyring its possessor may search.
+        proc = self._proc
+        ses = proc._session if proc._session_from is None else proc.session
+        if (
+            ses is not None
+            and ses.serial in parents
+            and not (ses.revoked or ses.invalidated)
+            and (ses.perm & KEY_POS_SEARCH or permitted(ses, cred, True, NEED_SEARCH))
+        ):
+            return True
+        rings = self._cred_rings()
+        keys = self._world.keys
+        # Possession asks only whether some search path reaches the key.  Linked in a
+        # caller keyring, or in a keyring linked there, the search would find it at
+        # depth 0 or 1, so the common cases need no walk.  On the path every keyring
+        # must be live and searchable by the possessor.
+        for ring in rings:
+            if ring is None:
+                continue
+            if ring is rec:
+                return True
+            if ring.revoked or ring.invalidated:
+                continue
+            if not (ring.perm & KEY_POS_SEARCH or permitted(ring, cred, True, NEED_SEARCH)):
+                continue
+            if ring.serial in parents:
+                return True
+            for mid_serial in parents:
+                mid = keys[mid_serial]
+                if (
+                    ring.serial in mid.parents
+                    and not (mid.revoked or mid.invalidated)
+                    and (mid.perm & KEY_POS_SEARCH or permitted(mid, cred, True, NEED_SEARCH))
+                ):
+                    return True
+        ctx = SearchContext(rec.index_key, cred, self._world.now(), match=lambda k: k is rec, state_check=False)
+        found, _ = search_cred_keyrings(rings, ctx)
+        return found is not None
+
+    def _lookup(self, keyid: int, need: int, *, create: bool = False) -> tuple[KeyRecord, bool]:
+        """``lookup_user_key``: resolve, validate, check permission; (record, possessed).
+
+        ``need`` is a ``NEED_*`` mask, or :data:`DEFER_PERM_CHECK` (resolve only; the
+        caller checks) or :data:`NEED_UNLINK` (resolve only, not validated).
+        ENOKEY, EINVAL, EACCES, EKEYREVOKED, EKEYEXPIRED.
+        """
+        if keyid > 0:
+            rec = self._world.keys.get(keyid)
+            if rec is None:
+                raise error(errno.ENOKEY, f"key {keyid} does not exist")
+            possessed = self._possessed(rec)
+        elif keyid == 0:
+            raise error(errno.EINVAL, "key id 0 names no key")
+        else:
+            proc = self._proc
+            rec = None
+            if keyid == KEY_SPEC_SESSION_KEYRING:
+                rec = proc._session if proc._session_from is None else proc.session
+            if rec is None:
+                rec = self._special(keyid, create)
+            possessed = True
+        if need == NEED_UNLINK:
+            return rec, possessed
+        if need != DEFER_PERM_CHECK:
+            if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
+                rec.validate(self._world.now())
+            if not (possessed and (rec.perm >> 24) & need == need) and not permitted(rec, self.cred, possessed, need):
+                raise denied(self, rec, possessed, need)
+        return rec, possessed
+
+    def _check(self, rec: KeyRecord, possessed: bool, need: int) -> None:
+        """EACCES unless the caller holds ``need`` on ``rec`` (``key_permission``)."""
+        if not permitted(rec, self.cred, possessed, need):
+            raise denied(self, rec, possessed, need)
+
+    # -- search_process_keyrings ----------------------------------------------------
+    def lookup_key(self, type_name: str, description: str) -> KeyRecord:
+        """``request_key_and_link``'s search over the caller's keyrings (no upcall).
+
+        Also the in-kernel ``request_key`` that key types use (:class:`Caller`):
+        ENOKEY / EKEYREVOKED / EACCES.
+        """
+        index = (type_name, description)
+        proc = self._proc
+        if not proc.threads and proc.process is None and type_name != "keyring":
+            # Only the session keyring to search: a usable key linked directly in it is
+            # what the search returns first.  Anything else takes the full search.
+            ses = proc._session if proc._session_from is None else proc.session
+            if ses is not None:
+                found = direct_hit(ses, index, self.cred, self._world.now)
+                if found is not None:
+                    return found
+        rings = self._cred_rings()
+        ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
+        found, err = search_cred_keyrings(rings, ctx)
+        if found is not None:
+            return found
+        if err in (EAGAIN, errno.ENOKEY):
+            raise error(
+                errno.ENOKEY,
+                f"no {type_name} key {description!r} in the caller's keyrings"
+                + unreachable_hint(self, type_name, description),
+            )
+        raise error(err, search_failure(err, type_name, description))
