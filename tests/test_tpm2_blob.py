@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 import struct
-import re
 import subprocess
 
 import pytest
 from conftest import require
 from vector_data import load_vector_file
 
-from keyring_types.trust.tpm2_blob import Tpm2Blob, decode, decode_old_format, decode_tpmkey, encode_tpmkey
+from keyring_types.trust.tpm2_blob import (
+    Tpm2Blob,
+    decode,
+    decode_old_format,
+    decode_tpmkey,
+    encode_tpmkey,
+)
 
 # The kernel's TPMKey encoding (spec 2.4): tests/vectors/tpm2_tpmkey_der.json.
 DER = load_vector_file("tpm2_tpmkey_der")
