@@ -34,9 +34,13 @@ __all__ = [
 ]
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, repr=False)
 class Preparsed:
-    """What ``preparse`` makes of a payload before any key exists (``key_preparsed_payload``)."""
+    """What ``preparse`` makes of a payload before any key exists (``key_preparsed_payload``).
+
+    The repr gives sizes and the payload's type, never the bytes: ``data`` is
+    what the caller wrote, secrets included.
+    """
 
     data: bytes
     #: What instantiate/update install on the key (type-defined).
@@ -45,6 +49,10 @@ class Preparsed:
     quotalen: int = 0
     #: A description supplied by the type when the caller gave none.
     description: str | None = None
+
+    def __repr__(self) -> str:
+        payload = "None" if self.payload is None else f"<{type(self.payload).__name__}>"
+        return f"Preparsed(data=<{len(self.data)} bytes>, payload={payload}, quotalen={self.quotalen})"
 
 
 class KeyType:

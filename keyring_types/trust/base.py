@@ -25,12 +25,13 @@ ALL_OPTIONS = frozenset(
 )
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TrustedOptions:
     """Parsed ``name=value`` options of a trusted-key payload.
 
     ``given`` names the options the caller actually wrote, so a source can
-    refuse those it does not support.  Defaults are the kernel's.
+    refuse those it does not support.  Defaults are the kernel's.  The repr
+    names the options given, never a value (``keyauth``/``blobauth`` are secrets).
     """
 
     keyhandle: int | None = None
@@ -44,6 +45,9 @@ class TrustedOptions:
     policydigest: bytes | None = None
     policyhandle: int | None = None
     given: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"TrustedOptions(given={sorted(self.given)})"
 
 
 @attrs.frozen

@@ -34,8 +34,9 @@ from keyring_types.core.record import KeyRecord
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust.base import TrustSource
-from keyring_types.trust.options import ParsedOptions, check_supported, hex2bin, kstrtol, parse_options, split_tokens
-from keyring_types.trust.registry import canonical_name, get_trust_source
+from keyring_types.grammar import as_payload, hex2bin, kstrtol, split_tokens
+from keyring_types.trust.options import ParsedOptions, check_supported, parse_options
+from keyring_types.trust.registry import canonical_name, get_trust_source, source_names
 from keyring_types.osrng import fill_random
 
 __all__ = [
@@ -61,14 +62,21 @@ TRUSTED_PAYLOAD_DATALEN = 672
 OS_RNG_NAMES = frozenset({"kernel", "os"})
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class TrustedCommand:
-    """A parsed payload: ``command`` is new/load/update."""
+    """A parsed payload: ``command`` is new/load/update.
+
+    The repr gives the command, the key length, the blob's size and the names of
+    the options given; never the blob or an option's value.
+    """
 
     command: str
     keylen: int = 0
     blob: bytes = b""
     opts: ParsedOptions = attrs.field(factory=lambda: parse_options(b""))
+
+    def __repr__(self) -> str:
+        return f"TrustedCommand({self.command!r}, keylen={self.keylen}, blob=<{len(self.blob)} bytes>, {self.opts!r})"
 
 
 @attrs.define(eq=False, repr=False)
@@ -87,15 +95,17 @@ class TrustedPayload:
         self.key.wipe()
 
 
-def parse_payload(data: bytes) -> TrustedCommand:
+def parse_payload(data: bytes | str) -> TrustedCommand:
     """Parse a trusted-key payload (``datablob_parse`` + ``getoptions``).
 
-    ``EINVAL``: empty or over 32767 bytes, unknown command, KEYLEN not 32..128,
-    blob over 512 bytes or not hex, or a bad option.
+    ``EINVAL``: not bytes or text, empty or over 32767 bytes, unknown command,
+    KEYLEN not 32..128, blob over 512 bytes or not hex, or a bad option.
+    Messages never repeat what was typed.
     """
+    data = as_payload(data, "trusted key payload")
     if not 0 < len(data) <= MAX_PAYLOAD:
         raise error(errno.EINVAL, f"a trusted key payload must be 1..{MAX_PAYLOAD} bytes, got {len(data)}")
-    text = bytes(data).split(b"\0", 1)[0]
+    text = data.split(b"\0", 1)[0]
     tokens = split_tokens(text)
     command = tokens[0]
     rest = tokens[1:]
@@ -103,11 +113,12 @@ def parse_payload(data: bytes) -> TrustedCommand:
         if not rest:
             raise error(errno.EINVAL, "'new' needs a key length")
         try:
-            keylen = kstrtol(rest[0])
+            keylen = kstrtol(rest[0], 10, "the key length")
         except OSError:
+            # datablob_parse folds kstrtol's ERANGE into EINVAL.
             keylen = -1
         if not MIN_KEY_SIZE <= keylen <= MAX_KEY_SIZE:
-            raise error(errno.EINVAL, f"key length must be {MIN_KEY_SIZE}..{MAX_KEY_SIZE} bytes, got {rest[0]!r}")
+            raise error(errno.EINVAL, f"the key length after 'new' must be a decimal {MIN_KEY_SIZE}..{MAX_KEY_SIZE}")
         return TrustedCommand("new", keylen=keylen, opts=parse_options(b" ".join(rest[1:])))
     if command == b"load":
         if not rest:
@@ -115,11 +126,11 @@ def parse_payload(data: bytes) -> TrustedCommand:
         nbytes = len(rest[0]) // 2
         if nbytes > MAX_BLOB_SIZE:
             raise error(errno.EINVAL, f"sealed blob is {nbytes} bytes, more than {MAX_BLOB_SIZE}")
-        blob = hex2bin(rest[0], nbytes, "sealed blob")
+        blob = hex2bin(rest[0], nbytes, "the sealed blob")
         return TrustedCommand("load", blob=blob, opts=parse_options(b" ".join(rest[1:])))
     if command == b"update":
         return TrustedCommand("update", opts=parse_options(b" ".join(rest)))
-    raise error(errno.EINVAL, f"trusted key command must be new, load or update, got {command[:16]!r}")
+    raise error(errno.EINVAL, "a trusted key payload must start with new, load or update")
 
 
 def trusted_payload(command: str, arg: int | bytes | str | None = None, **options: object) -> bytes:
@@ -133,13 +144,16 @@ def trusted_payload(command: str, arg: int | bytes | str | None = None, **option
     password as-is, ``migratable`` as 0/1.  The result is parsed back, so anything
     the grammar rejects is ``EINVAL`` here too.
     """
-    parts: list[bytes] = [command.encode()]
-    if isinstance(arg, int):
-        parts.append(str(arg).encode())
-    elif isinstance(arg, bytes):
-        parts.append(arg.hex().encode())
-    elif isinstance(arg, str):
-        parts.append(arg.encode())
+    if not isinstance(command, str):
+        raise error(errno.EINVAL, f"the trusted key command must be a str, not {type(command).__name__}")
+    parts: list[bytes] = [as_payload(command, "trusted key command")]
+    if arg is not None:
+        if isinstance(arg, bytes):
+            parts.append(arg.hex().encode())
+        elif isinstance(arg, (int, str)) and not isinstance(arg, bool):
+            parts.append(_decimal(arg) if isinstance(arg, int) else as_payload(arg, "blob"))
+        else:
+            raise error(errno.EINVAL, f"the argument of '{command}' must be an int, bytes or str, not {type(arg).__name__}")
     for name, value in options.items():
         if value is None:
             continue
@@ -148,15 +162,24 @@ def trusted_payload(command: str, arg: int | bytes | str | None = None, **option
         elif name in ("keyhandle", "policyhandle") and isinstance(value, int):
             text = f"0x{value:x}".encode()
         elif isinstance(value, int):
-            text = str(value).encode()
+            text = _decimal(value)
         elif isinstance(value, bytes):
             text = value.hex().encode()
+        elif isinstance(value, str):
+            text = as_payload(value, f"{name}= value")
         else:
-            text = str(value).encode()
+            raise error(errno.EINVAL, f"{name}= takes an int, bytes or str, not {type(value).__name__}")
         parts.append(name.encode() + b"=" + text)
     payload = b" ".join(parts)
     parse_payload(payload)
     return payload
+
+
+def _decimal(value: int) -> bytes:
+    # str() of an int over 4300 digits raises ValueError; no such number fits the grammar.
+    if value.bit_length() > 64:
+        raise error(errno.EINVAL, "a number in a trusted key payload must fit in 64 bits")
+    return str(value).encode()
 
 
 class TrustedKeyType(KeyType):
@@ -166,11 +189,17 @@ class TrustedKeyType(KeyType):
     def_datalen = TRUSTED_PAYLOAD_DATALEN
 
     def preparse(self, data: bytes) -> Preparsed:
-        """Keep the payload for instantiate/update (the kernel's type has no preparse)."""
-        return Preparsed(data=bytes(data), payload=None, quotalen=TRUSTED_PAYLOAD_DATALEN)
+        """Keep the payload for instantiate/update (the kernel's type has no preparse).
+
+        ``EINVAL`` if ``data`` is not bytes or text.
+        """
+        return Preparsed(data=as_payload(data), payload=None, quotalen=TRUSTED_PAYLOAD_DATALEN)
 
     @staticmethod
     def _source(name: str | None) -> TrustSource:
+        # A name from source= is an option value: an unknown one is not repeated.
+        if name is not None and canonical_name(name) not in source_names():
+            raise error(errno.ENODEV, f"source= names no trust source this library knows (known: {', '.join(source_names())})")
         return get_trust_source(name)
 
     @staticmethod
@@ -181,12 +210,9 @@ class TrustedKeyType(KeyType):
                 fill_random(buf)
                 return buf
             if canonical_name(rng) != source.name:
-                raise error(
-                    errno.EINVAL,
-                    f"rng={rng} must be 'kernel' or the key's trust source '{source.name}'",
-                )
+                raise error(errno.EINVAL, f"rng= must be 'kernel' or the key's trust source '{source.name}'")
             if not source.has_rng:
-                raise error(errno.EINVAL, f"trust source '{source.name}' has no RNG of its own (rng={rng})")
+                raise error(errno.EINVAL, f"trust source '{source.name}' has no RNG of its own for rng=")
             got = bytearray(source.get_random(keylen))
             try:
                 if len(got) != keylen:
