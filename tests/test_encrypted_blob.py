@@ -302,3 +302,19 @@ def test_ecryptfs_description_rule_is_sixteen_hex_digits_on_random_strings() -> 
 def test_ecryptfs_description_accepts_either_case() -> None:
     assert eb.valid_ecryptfs_desc("1000100010001000")
     assert eb.valid_ecryptfs_desc("abcdefABCDEF0123")
+
+
+def test_parse_datalen_is_kstrtol_whatever_the_input() -> None:
+    # Before the grammar module a length past int()'s 4300-digit limit raised ValueError.
+    assert eb.parse_datalen("0" * 5000 + "32") == 32
+    assert eb.parse_datalen("+" + "0" * 5000 + "32") == 32
+    assert eb.parse_datalen(b"32\n") == 32
+    for bad in ("9" * 5000, "-32", "0x20", "32 ", "", "\udcff", 32, None):
+        assert eb.parse_datalen(bad) is None  # type: ignore[arg-type]
+
+
+def test_parse_hex_blob_wrong_types_are_einval() -> None:
+    for text, n in ((32, 32), (None, 32), (b"00" * 81, "32")):
+        with pytest.raises(OSError) as info:
+            eb.parse_hex_blob(text, n)  # type: ignore[arg-type]
+        assert info.value.errno == errno.EINVAL

@@ -285,6 +285,8 @@ def parse_hex_blob(text: bytes, datalen: int) -> Sealed:
     the separator after the IV are skipped unchecked, as the kernel does.
     ``EINVAL`` for a wrong length or a non-hex digit.
     """
+    if not isinstance(text, (bytes, str)) or type(datalen) is not int:
+        raise error(errno.EINVAL, "an encrypted key blob is hex text, with an int data length")
     want = hex_blob_len(datalen)
     if len(text) != want:
         raise error(errno.EINVAL, f"encrypted key blob must be {want} hex characters for {datalen} bytes, got {len(text)}")
@@ -301,18 +303,20 @@ def parse_hex_blob(text: bytes, datalen: int) -> Sealed:
     return Sealed(iv, ct, mac)
 
 
-def parse_datalen(token: str) -> int | None:
+def parse_datalen(token: str | bytes) -> int | None:
     """The kernel's ``kstrtol(token, 10)``: digits with an optional ``+`` and one trailing newline.
 
     Returns None where the kernel's parse fails, ``ERANGE`` included (the caller
     raises ``EINVAL``, as ``encrypted_key_alloc`` does).  A leading ``-`` can only
     give a value below every limit, so it is refused here.
     """
+    if not isinstance(token, (str, bytes)):
+        return None
     if token.isascii() and token.isdigit():
         # Plain digits, the usual spelling.  int() refuses more than 4300 digits,
         # and leading zeros are the only way to write that many and stay in range.
         if len(token) > 19:
-            token = token.lstrip("0") or "0"
+            token = token.lstrip("0" if isinstance(token, str) else b"0") or "0"
             if len(token) > 19:
                 return None
         value = int(token)
