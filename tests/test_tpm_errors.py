@@ -41,6 +41,7 @@ def secret32() -> SecretBuffer:
         (0x18B, errno.EPERM, "TPM_RC_HANDLE", ["handle 1", "tpm2_evictcontrol"]),
         (0x99D, errno.EPERM, "TPM_RC_POLICY_FAIL", ["session 1", "policy"]),
         (0x128, errno.EPERM, "TPM_RC_PCR_CHANGED", ["PCR"]),
+        (0x1C4, errno.EPERM, "TPM_RC_VALUE", ["parameter 1"]),
         (0x1DF, errno.EPERM, "TPM_RC_INTEGRITY", ["parameter 1", "another TPM"]),
         (0x922, errno.EAGAIN, "TPM_RC_RETRY", ["busy"]),
         (0x101, errno.EIO, "TPM_RC_FAILURE", ["failure mode"]),

@@ -50,6 +50,7 @@ DEFAULT_TCTI = "device:/dev/tpmrm0"
 MAX_COMMAND_SIZE = 4096
 
 _HEADER = struct.Struct(">HII")
+_ZEROS = bytes(2 * MAX_COMMAND_SIZE)
 _LAYER_TCTI = 10
 _HR_SHIFT = 24
 _HT_TRANSIENT = 0x80
@@ -213,7 +214,7 @@ class TpmConnection:
             try:
                 yield whole[:MAX_COMMAND_SIZE], whole[MAX_COMMAND_SIZE:]
             finally:
-                whole[:] = bytes(2 * MAX_COMMAND_SIZE)
+                whole[:] = _ZEROS
                 whole.release()
 
     def exchange(self, command: memoryview, length: int, response: memoryview, what: str, *, seal: bool = False) -> int:

@@ -115,6 +115,22 @@ _KNOWN: dict[int, tuple[str, int, str]] = {
     TPM_RC_HASH: ("TPM_RC_HASH", errno.EPERM, "this TPM does not implement that hash algorithm (hash=)"),
 }
 
+#: Names of the other TPM 2.0 codes (Part 2, 6.6.3), for messages.
+_NAMES: dict[int, str] = {
+    0x081: "TPM_RC_ASYMMETRIC", 0x084: "TPM_RC_VALUE", 0x087: "TPM_RC_KEY_SIZE", 0x088: "TPM_RC_MGF",
+    0x089: "TPM_RC_MODE", 0x08A: "TPM_RC_TYPE", 0x08C: "TPM_RC_KDF", 0x08D: "TPM_RC_RANGE",
+    0x08F: "TPM_RC_NONCE", 0x090: "TPM_RC_PP", 0x092: "TPM_RC_SCHEME", 0x095: "TPM_RC_SIZE",
+    0x096: "TPM_RC_SYMMETRIC", 0x097: "TPM_RC_TAG", 0x098: "TPM_RC_SELECTOR", 0x09A: "TPM_RC_INSUFFICIENT",
+    0x09B: "TPM_RC_SIGNATURE", 0x0A0: "TPM_RC_TICKET", 0x0A1: "TPM_RC_RESERVED_BITS", 0x0A6: "TPM_RC_CURVE",
+    0x0A7: "TPM_RC_ECC_POINT", 0x103: "TPM_RC_SEQUENCE", 0x119: "TPM_RC_HMAC", 0x121: "TPM_RC_EXCLUSIVE",
+    0x127: "TPM_RC_PCR", 0x12D: "TPM_RC_UPGRADE", 0x131: "TPM_RC_UNBALANCED", 0x142: "TPM_RC_COMMAND_SIZE",
+    0x143: "TPM_RC_COMMAND_CODE", 0x144: "TPM_RC_AUTHSIZE", 0x145: "TPM_RC_AUTH_CONTEXT",
+    0x146: "TPM_RC_NV_RANGE", 0x147: "TPM_RC_NV_SIZE", 0x148: "TPM_RC_NV_LOCKED",
+    0x149: "TPM_RC_NV_AUTHORIZATION", 0x14A: "TPM_RC_NV_UNINITIALIZED", 0x14B: "TPM_RC_NV_SPACE",
+    0x14C: "TPM_RC_NV_DEFINED", 0x150: "TPM_RC_BAD_CONTEXT", 0x151: "TPM_RC_CPHASH", 0x152: "TPM_RC_PARENT",
+    0x153: "TPM_RC_NEEDS_TEST", 0x154: "TPM_RC_NO_RESULT", 0x901: "TPM_RC_CONTEXT_GAP", 0x907: "TPM_RC_LOCALITY",
+}  # fmt: skip
+
 
 @attrs.frozen
 class TpmRc:
@@ -178,7 +194,7 @@ def decode_rc(rc: int) -> TpmRc:
     if known is not None:
         name = known[0]
     elif layer in _TPM_LAYERS:
-        name = f"TPM_RC {value:#x}"
+        name = _NAMES.get(value, f"TPM_RC {value:#x}")
     else:
         name = f"{_LAYER_NAMES.get(layer, f'TSS layer {layer}')} error {code:#x}"
     return TpmRc(rc=rc, layer=layer, value=value, name=name, where=where, text=_tss_text(rc))
