@@ -32,20 +32,20 @@ import attrs
 from keyring_types.errors import error
 
 __all__ = [
+    "OptionTable",
     "Text",
     "as_payload",
     "as_token",
-    "split_tokens",
-    "split_text",
-    "kstrtoull",
-    "kstrtoll",
-    "kstrtoul",
-    "kstrtol",
-    "kstrtouint",
-    "kstrtoint",
-    "is_hex",
     "hex2bin",
-    "OptionTable",
+    "is_hex",
+    "kstrtoint",
+    "kstrtol",
+    "kstrtoll",
+    "kstrtouint",
+    "kstrtoul",
+    "kstrtoull",
+    "split_text",
+    "split_tokens",
 ]
 
 #: What the parsers accept: payload bytes, or text (encoded as UTF-8).

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 import attrs
 import pytest
 from conftest import kernel_keyring_reachable, require
+from keyring_types.bindings._encrypted import ffi
 from vector_data import load_vectors
 
 import keyring_types as kt
 from keyring_types.bindings import encrypted as nb
-from keyring_types.bindings._encrypted import ffi
 from keyring_types.secret import SecretBuffer
 from keyring_types.types import encrypted as enc
 from keyring_types.types import encrypted_blob as eb

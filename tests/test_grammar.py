@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 import pytest
 from conftest import kernel_keyring_reachable, require
@@ -19,7 +20,7 @@ from keyring_types import grammar as g
 U64 = (1 << 64) - 1
 
 
-def err(fn, *args):  # type: ignore[no-untyped-def]
+def err(fn: Callable[..., object], *args: object) -> int | None:
     with pytest.raises(OSError) as info:
         fn(*args)
     return info.value.errno

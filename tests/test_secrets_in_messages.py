@@ -163,7 +163,7 @@ def _sweep(ks: kt.Keyspace, type_name: str, payloads: list[str], existing: kt.Ke
             parsers = (tr.parse_payload,) if type_name == "trusted" else (enc.parse_payload,)
             for fn in (*parsers, kt.core.keytype.lookup_key_type(type_name).preparse):
                 try:
-                    result = fn(payload if fn is not parsers[0] else payload)
+                    result = fn(payload)
                 except OSError as exc:
                     _check_exception(exc, payload)
                 else:

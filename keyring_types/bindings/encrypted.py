@@ -25,24 +25,24 @@ from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
 __all__ = [
-    "IV_SIZE",
-    "HASH_SIZE",
     "BLOCK_SIZE",
-    "MAX_DATA",
     "ECRYPTFS_AUTH_TOK_SIZE",
     "ECRYPTFS_SIG_SIZE",
-    "Memory",
+    "HASH_SIZE",
     "IV",
+    "IV_SIZE",
+    "MAX_DATA",
+    "Memory",
     "iv_bytes",
+    "new_ecryptfs_token",
+    "new_material",
+    "new_secret",
+    "random_into",
     "seal",
     "seal_export",
+    "set_aesni",
     "unseal_into",
     "unseal_joined_into",
-    "random_into",
-    "new_secret",
-    "new_material",
-    "new_ecryptfs_token",
-    "set_aesni",
 ]
 
 IV_SIZE: int = _lib.KT_ENC_IV_SIZE
@@ -69,9 +69,8 @@ def _padded(n: int) -> int:
 def _read_ptr(buf: object, offset: int, n: int, what: str) -> Any:
     """What C may read ``n`` bytes from, ``offset`` bytes into ``buf``; EINVAL if too short."""
     if type(buf) is SecretBuffer:
-        ptr = buf._ptr
-        if ptr is None:
-            buf.address  # raises the wiped buffer's error
+        # .address raises the wiped buffer's error (EKEYREVOKED).
+        ptr = buf._ptr if buf._ptr is not None else buf.address
         size = len(buf)
     elif type(buf) is bytes:
         ptr, size = buf, len(buf)
@@ -130,7 +129,10 @@ def _native_error(rc: int) -> OSError:
 def iv_bytes(iv: IV) -> bytes:
     """The IV as ``bytes``, whichever form it is held in; ``EINVAL`` if it is not an IV."""
     _check_iv(iv)
-    return bytes(_ffi.buffer(iv)) if isinstance(iv, _CDATA) else iv
+    if isinstance(iv, _CDATA):
+        copy: bytes = _ffi.buffer(iv)[:]
+        return copy
+    return bytes(iv)
 
 
 def seal(master: Memory, header: bytes, iv: bytes, data: Memory) -> tuple[bytes, bytes]:
@@ -182,7 +184,8 @@ def seal_export(master: Memory, header: bytes, iv: IV, data: Memory, datalen: in
     rc = _lib.kt_enc_seal_export(mptr, mlen, header, len(header), iv, dptr, datalen, out)
     if rc:
         raise _native_error(rc)
-    return _ffi.buffer(out, n)[:]
+    blob: bytes = _ffi.buffer(out, n)[:]
+    return blob
 
 
 def unseal_into(

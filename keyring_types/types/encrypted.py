@@ -20,9 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from keyring_types.bindings.encrypted import iv_bytes, new_ecryptfs_token, new_material, new_secret, seal_export, unseal_joined_into
+from keyring_types.bindings.encrypted import (
+    iv_bytes,
+    new_ecryptfs_token,
+    new_material,
+    new_secret,
+    seal_export,
+    unseal_joined_into,
+)
 from keyring_types.core.context import current_caller
-from keyring_types.core.keytype import KeyType, Preparsed, lookup_key_type, register_key_type, registered_key_types
+from keyring_types.core.keytype import (
+    KeyType,
+    Preparsed,
+    lookup_key_type,
+    register_key_type,
+    registered_key_types,
+)
 from keyring_types.errors import error
 from keyring_types.grammar import as_payload, is_hex, split_text
 from keyring_types.secret import SecretBuffer
@@ -34,14 +47,14 @@ if TYPE_CHECKING:
     from keyring_types.core.record import KeyRecord
 
 __all__ = [
-    "EncryptedKeyType",
-    "ecryptfs_auth_token",
-    "EncryptedCommand",
-    "EncryptedPayload",
     "MAX_PAYLOAD",
-    "parse_payload",
-    "parse_cache_clear",
+    "EncryptedCommand",
+    "EncryptedKeyType",
+    "EncryptedPayload",
+    "ecryptfs_auth_token",
     "master_key_secret",
+    "parse_cache_clear",
+    "parse_payload",
     "quota_size",
     "set_user_decrypted_data",
 ]

@@ -23,6 +23,7 @@ import hashlib
 import struct
 
 import attrs
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -32,38 +33,38 @@ from keyring_types.grammar import kstrtol
 from keyring_types.secret import SecretBuffer
 
 __all__ = [
-    "IV_SIZE",
-    "HASH_SIZE",
+    "AUTH_TOK_TEMPLATE",
     "BLOCK_SIZE",
-    "MIN_DATA_SIZE",
-    "MAX_DATA_SIZE",
-    "ECRYPTFS_KEY_BYTES",
-    "ENC32_KEY_BYTES",
     "ECRYPTFS_AUTH_TOK_SIZE",
+    "ECRYPTFS_KEY_BYTES",
     "ECRYPTFS_KEY_OFFSET",
+    "ENC32_KEY_BYTES",
     "FORMATS",
+    "HASH_SIZE",
+    "IV_SIZE",
+    "MAX_DATA_SIZE",
+    "MIN_DATA_SIZE",
     "Sealed",
-    "derive_enc_key",
-    "derive_auth_key",
-    "padded_len",
-    "hex_blob_len",
-    "export_len",
-    "datablob_header",
     "compute_hmac",
+    "datablob_header",
+    "decrypt_padded",
+    "derive_auth_key",
+    "derive_enc_key",
+    "ecryptfs_auth_tok",
+    "ecryptfs_auth_tok_empty",
+    "ecryptfs_key_view",
     "encrypt",
+    "export",
+    "export_len",
+    "hex_blob_len",
+    "padded_len",
+    "parse_datalen",
+    "parse_hex_blob",
     "seal",
     "seal_with",
-    "verify",
-    "decrypt_padded",
     "unseal",
-    "export",
-    "parse_hex_blob",
-    "parse_datalen",
     "valid_ecryptfs_desc",
-    "ecryptfs_auth_tok",
-    "ecryptfs_key_view",
-    "ecryptfs_auth_tok_empty",
-    "AUTH_TOK_TEMPLATE",
+    "verify",
 ]
 
 IV_SIZE = 16
@@ -240,7 +241,7 @@ def verify(auth_key: Bytes, fmt: str | None, master_desc: str, datalen_str: str,
     h.update(sealed.ciphertext)
     try:
         h.verify(sealed.mac)  # constant time
-    except Exception:
+    except InvalidSignature:
         raise error(errno.EINVAL, "encrypted key blob failed HMAC verification (wrong master key or tampered blob)") from None
 
 
@@ -316,7 +317,7 @@ def parse_datalen(token: str | bytes) -> int | None:
         # Plain digits, the usual spelling.  int() refuses more than 4300 digits,
         # and leading zeros are the only way to write that many and stay in range.
         if len(token) > 19:
-            token = token.lstrip("0" if isinstance(token, str) else b"0") or "0"
+            token = (token.lstrip("0") if isinstance(token, str) else token.lstrip(b"0")) or "0"
             if len(token) > 19:
                 return None
         value = int(token)

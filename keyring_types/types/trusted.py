@@ -29,26 +29,31 @@ import errno
 
 import attrs
 
-from keyring_types.core.keytype import KeyType, Preparsed, register_key_type, registered_key_types
+from keyring_types.core.keytype import (
+    KeyType,
+    Preparsed,
+    register_key_type,
+    registered_key_types,
+)
 from keyring_types.core.record import KeyRecord
 from keyring_types.errors import error
+from keyring_types.grammar import as_payload, hex2bin, kstrtol, split_tokens
+from keyring_types.osrng import fill_random
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust.base import TrustSource
-from keyring_types.grammar import as_payload, hex2bin, kstrtol, split_tokens
 from keyring_types.trust.options import ParsedOptions, check_supported, parse_options
 from keyring_types.trust.registry import canonical_name, get_trust_source, source_names
-from keyring_types.osrng import fill_random
 
 __all__ = [
-    "TrustedKeyType",
+    "MAX_BLOB_SIZE",
+    "MAX_KEY_SIZE",
+    "MIN_KEY_SIZE",
+    "TRUSTED_PAYLOAD_DATALEN",
     "TrustedCommand",
+    "TrustedKeyType",
     "TrustedPayload",
     "parse_payload",
     "trusted_payload",
-    "MIN_KEY_SIZE",
-    "MAX_KEY_SIZE",
-    "MAX_BLOB_SIZE",
-    "TRUSTED_PAYLOAD_DATALEN",
 ]
 
 MIN_KEY_SIZE = 32
