@@ -118,6 +118,18 @@ class PluginGroup:
         with self._lock:
             return sorted(set(self.builtins) | set(eps) | set(self._registered))
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a member (registered, built-in or installed).
+
+        Built-in and registered names answer without scanning entry points; any
+        other name is looked up in the cached scan, rescanning once if absent.
+        """
+        name = self.canonical(name)
+        with self._lock:
+            if name in self._registered or name in self.builtins:
+                return True
+        return name in self.entry_points() or name in self.entry_points(rescan=True)
+
     def registered(self) -> dict[str, Any]:
         """A copy of the in-code registrations."""
         with self._lock:

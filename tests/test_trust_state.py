@@ -138,3 +138,34 @@ def test_seal_rejects_bad_key_lengths(tmp_path: Path, source: type, n: int) -> N
     with pytest.raises(OSError) as info:
         source(tmp_path).seal(SecretBuffer.from_bytes(bytes(n)), NO_OPTS)
     assert info.value.errno == errno.EINVAL
+
+
+def test_caam_bkek_lives_in_secret_memory_and_is_wiped_on_close(tmp_path: Path) -> None:
+    src = CaamSource(tmp_path)
+    blob = src.seal(SecretBuffer.from_bytes(os.urandom(32)), NO_OPTS)
+    bkek = src._bkek
+    assert isinstance(bkek, SecretBuffer) and len(bkek) == 32
+    # No attribute of the source holds the key in an ordinary bytes object.
+    assert not any(isinstance(v, (bytes, bytearray)) and len(v) == 32 for v in vars(src).values())
+    src.close()
+    assert bkek.wiped and src._bkek is None
+    src.unseal(blob, NO_OPTS).secret.wipe()  # derived again from the master key file
+
+
+def test_caam_blob_format_and_derivation_unchanged(tmp_path: Path) -> None:
+    # A blob built by hand with the emulation's documented derivation still opens:
+    # BKEK = HMAC-SHA256(master, "emulated CAAM BKEK\0" + key modifier), enc(BK) by
+    # AES-256-ECB under it, the key by AES-256-CCM under BK (16-byte MAC, zero nonce).
+    import hmac as std_hmac
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    src = CaamSource(tmp_path)
+    src.seal(SecretBuffer.from_bytes(os.urandom(32)), NO_OPTS)  # makes the master key file
+    master = load_secret_file(src.master_key_path, 32).tobytes()
+    bkek = std_hmac.new(master, b"emulated CAAM BKEK\0" + KEY_MODIFIER, hashlib.sha256).digest()
+    bk, key = os.urandom(32), os.urandom(64)
+    enc = Cipher(algorithms.AES(bkek), modes.ECB()).encryptor()
+    blob = enc.update(bk) + enc.finalize() + AESCCM(bk, tag_length=16).encrypt(bytes(13), key, None)
+    assert CaamSource(tmp_path).unseal(blob, NO_OPTS).secret == key

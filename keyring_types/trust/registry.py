@@ -39,6 +39,7 @@ __all__ = [
     "clear_cache",
     "default_source_name",
     "get_trust_source",
+    "is_source_name",
     "register_trust_source",
     "set_default_trust_source",
     "source_class",
@@ -99,6 +100,11 @@ def _entry_point_targets() -> dict[str, Any]:
 def source_names() -> list[str]:
     """Every known source name (built-in, entry point or registered), loadable or not."""
     return TRUST_SOURCES.names()
+
+
+def is_source_name(name: str) -> bool:
+    """Whether ``name`` (or its alias) names a source; built-ins answer without an entry-point scan."""
+    return TRUST_SOURCES.knows(name)
 
 
 def source_class(name: str) -> type[TrustSource]:

@@ -42,7 +42,12 @@ from keyring_types.osrng import fill_random
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust.base import TrustSource
 from keyring_types.trust.options import ParsedOptions, check_supported, parse_options
-from keyring_types.trust.registry import canonical_name, get_trust_source, source_names
+from keyring_types.trust.registry import (
+    canonical_name,
+    get_trust_source,
+    is_source_name,
+    source_names,
+)
 
 __all__ = [
     "MAX_BLOB_SIZE",
@@ -203,7 +208,7 @@ class TrustedKeyType(KeyType):
     @staticmethod
     def _source(name: str | None) -> TrustSource:
         # A name from source= is an option value: an unknown one is not repeated.
-        if name is not None and canonical_name(name) not in source_names():
+        if name is not None and not is_source_name(name):
             raise error(errno.ENODEV, f"source= names no trust source this library knows (known: {', '.join(source_names())})")
         return get_trust_source(name)
 
