@@ -193,3 +193,33 @@ def test_py_typed_marker_is_shipped() -> None:
     data = tomllib.loads(pyproject)
     package_data = data["tool"]["setuptools"]["package-data"]["keyring_types"]
     assert "py.typed" in package_data
+
+
+def test_type_checkers_see_the_lazy_classes(tmp_path: Path) -> None:
+    """mypy resolves ``kt.KernelKeyspace`` and the other lazy names to their classes, not ``Any``."""
+    pytest.importorskip("mypy")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        textwrap.dedent(
+            """
+            import keyring_types as kt
+
+            reveal_type(kt.KernelKeyspace())
+            reveal_type(kt.Keyspace().add_key("user", "d", b"x", kt.KEY_SPEC_SESSION_KEYRING))
+            reveal_type(kt.SecretBuffer)
+            wrong: int = kt.KernelKeyspace
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-incremental",
+         "--cache-dir", str(tmp_path / "cache"), str(probe)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    out = result.stdout
+    assert 'Revealed type is "keyring_types.integrations.kernel_keyspace.KernelKeyspace"' in out, out
+    assert 'Revealed type is "keyring_types.core.handle.Key"' in out, out
+    assert "keyring_types.secret.SecretBuffer" in out, out
+    # The one deliberate error proves the checker did not fall back to Any.
+    assert 'has type "type[KernelKeyspace]", variable has type "int"' in out, out
+    assert out.count("error:") == 1, out
