@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keyring_types.hmac import HmacSha256  # noqa: E402
-from keyring_types.rpmb import frames  # noqa: E402
+from keyring_types.hmac import HmacSha256
+from keyring_types.rpmb import frames
 
 PERCENTILES = (None, 0.5, 0.75, 0.9, 0.95, 0.99)
 
@@ -154,7 +154,7 @@ def main() -> int:
             for _ in range(1000):  # warm caches and branch predictors
                 call()
             ta, tb = measure(call, buf, at, class_a, class_b, a.samples, a.inner)
-            t, where = max_t(ta, tb)
+            t, _where = max_t(ta, tb)
             ts.append(t)
         # Noise on a shared machine moves t both ways between runs; a real leak does not.
         leak = all(abs(t) > a.threshold for t in ts) and len({t > 0 for t in ts}) == 1

@@ -41,7 +41,7 @@ from pathlib import Path
 # Run from a checkout: prefer the package next to this script over whatever is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keyring_types as kt  # noqa: E402
+import keyring_types as kt
 
 OPS = ("new", "read", "load", "user add", "user read")
 
@@ -135,8 +135,8 @@ def main() -> None:
         for side in order:
             for op in OPS:
                 per_round[side][op].append(res[side][op] / args.keys / 1000)
-    for side in per_round:
-        per_round[side]["new+read"] = [a + b for a, b in zip(per_round[side]["new"], per_round[side]["read"])]
+    for ops in per_round.values():
+        ops["new+read"] = [a + b for a, b in zip(ops["new"], ops["read"])]
 
     us = {side: {op: statistics.median(v) for op, v in per_round[side].items()} for side in per_round}
     # The ratio of each pair, then the median over rounds: robust to the machine's
