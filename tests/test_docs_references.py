@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 _DOTTED = re.compile(r"(?<![\w./-])keyring_types(?:\.[A-Za-z_]\w*)+")
+#: ``kt.X``: the docs' alias for the package (``import keyring_types as kt``).
+_KT = re.compile(r"(?<![\w.])kt\.([A-Za-z_]\w*)")
 _PATH = re.compile(r"(?<![\w./-])keyring_types/[\w/]*(?:\.py)?")
 #: Names that look dotted but are not Python objects: the entry-point group.
 NOT_OBJECTS = {"keyring_types.trust_sources"}
@@ -36,8 +38,12 @@ def resolves(dotted: str) -> bool:
 
 
 def references(path: Path) -> tuple[set[str], set[str]]:
-    text = path.read_text(encoding="utf-8")
-    return set(_DOTTED.findall(text)) - NOT_OBJECTS, {p.rstrip("/.") for p in _PATH.findall(text)}
+    return references_in(path.read_text(encoding="utf-8"))
+
+
+def references_in(text: str) -> tuple[set[str], set[str]]:
+    names = set(_DOTTED.findall(text)) | {f"keyring_types.{name}" for name in _KT.findall(text)}
+    return names - NOT_OBJECTS, {p.rstrip("/.") for p in _PATH.findall(text)}
 
 
 def missing(path: Path) -> list[str]:
@@ -56,3 +62,5 @@ def test_a_stale_name_is_caught() -> None:
     assert resolves("keyring_types.rpmb.frames.unpack")
     assert not resolves("keyring_types.rpmb.frames.no_such_function")
     assert not resolves("keyring_types.no_such_module")
+    names, _ = references_in("Use `kt.Keyspace()` or keyring_types.rpmb.frames; not_kt.x")
+    assert names == {"keyring_types.Keyspace", "keyring_types.rpmb.frames"}
