@@ -20,11 +20,12 @@ from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 from keyring_types.tpm.connection import TpmConnection
 
-__all__ = ["TPM_RS_PW", "create", "flush_context", "load", "unseal"]
+__all__ = ["TPM_RH_OWNER", "TPM_RS_PW", "CommandWriter", "ResponseReader", "create", "flush_context", "load", "unseal"]
 
 Buffer = bytes | bytearray | memoryview
 
 TPM_RS_PW = 0x40000009
+TPM_RH_OWNER = 0x40000001
 _TPM_ST_NO_SESSIONS = 0x8001
 _TPM_ST_SESSIONS = 0x8002
 _TPM_CC_CREATE = 0x00000153
@@ -34,12 +35,18 @@ _TPM_CC_FLUSH_CONTEXT = 0x00000165
 _HEADER_SIZE = 10
 
 
-class _Writer:
-    """Appends big-endian fields to a command buffer (bounds-checked: ``E2BIG``)."""
+class CommandWriter:
+    """Appends big-endian fields to a command buffer (bounds-checked: ``E2BIG``).
+
+    For other commands that carry secrets (e.g. a derived key's TPM2_Sign): write
+    the handles, :meth:`password_auth`, the parameters, then :meth:`finish` with
+    the tag and command code, and pass the length to ``TpmConnection.exchange``.
+    """
 
     __slots__ = ("buf", "pos")
 
     def __init__(self, buf: memoryview) -> None:
+        """Write into ``buf`` after the 10-byte header, which :meth:`finish` fills in."""
         self.buf = buf
         self.pos = _HEADER_SIZE
 
@@ -51,16 +58,20 @@ class _Writer:
         return start
 
     def u16(self, v: int) -> None:
+        """Append a UINT16 (``E2BIG`` past the buffer)."""
         struct.pack_into(">H", self.buf, self._room(2), v)
 
     def u32(self, v: int) -> None:
+        """Append a UINT32 (``E2BIG`` past the buffer)."""
         struct.pack_into(">I", self.buf, self._room(4), v)
 
     def raw(self, data: Buffer) -> None:
+        """Append ``data`` as is, copied from the caller's buffer (``E2BIG``)."""
         start = self._room(len(data))
         self.buf[start : self.pos] = data
 
     def tpm2b(self, data: Buffer) -> None:
+        """Append a TPM2B: the size, then ``data`` (``E2BIG``)."""
         self.u16(len(data))
         self.raw(data)
 
@@ -73,16 +84,18 @@ class _Writer:
         self.tpm2b(auth)
 
     def finish(self, tag: int, cc: int) -> int:
+        """Write the header (``tag``, the size, command code ``cc``); return the command's length."""
         struct.pack_into(">HII", self.buf, 0, tag, self.pos, cc)
         return self.pos
 
 
-class _Reader:
+class ResponseReader:
     """Reads a response's fields; running past its end is ``EFAULT`` (a malformed response, as the kernel says)."""
 
     __slots__ = ("buf", "end", "pos", "what")
 
     def __init__(self, buf: memoryview, end: int, what: str) -> None:
+        """Read ``buf[:end]`` (the response of ``what``) from just after its header."""
         self.buf, self.pos, self.end, self.what = buf, _HEADER_SIZE, end, what
 
     def _take(self, n: int) -> int:
@@ -93,9 +106,11 @@ class _Reader:
         return start
 
     def u16(self) -> int:
+        """Read a UINT16 (``EFAULT`` past the response)."""
         return int(struct.unpack_from(">H", self.buf, self._take(2))[0])
 
     def u32(self) -> int:
+        """Read a UINT32 (``EFAULT`` past the response)."""
         return int(struct.unpack_from(">I", self.buf, self._take(4))[0])
 
     def tpm2b_span(self) -> tuple[int, int]:
@@ -122,7 +137,7 @@ def create(
     ``EINVAL``); ``E2BIG`` when the command does not fit; ``EIO``/``ENODEV``.
     """
     with conn.lock, conn.scratch() as (cmd, rsp):
-        w = _Writer(cmd)
+        w = CommandWriter(cmd)
         w.u32(parent)
         w.password_auth(TPM_RS_PW, parent_auth)
         # inSensitive: TPM2B_SENSITIVE_CREATE { userAuth, data }
@@ -133,7 +148,7 @@ def create(
         w.u16(0)  # outsideInfo
         w.u32(0)  # creationPCR: empty TPML_PCR_SELECTION
         n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_CREATE), rsp, what, seal=True)
-        r = _Reader(rsp, n, what)
+        r = ResponseReader(rsp, n, what)
         r.u32()  # parameterSize
         p0, p1 = r.tpm2b_span()
         q0, q1 = r.tpm2b_span()
@@ -149,13 +164,13 @@ def load(
     The caller flushes the handle (:func:`flush_context`).
     """
     with conn.lock, conn.scratch() as (cmd, rsp):
-        w = _Writer(cmd)
+        w = CommandWriter(cmd)
         w.u32(parent)
         w.password_auth(TPM_RS_PW, parent_auth)
         w.raw(private)
         w.raw(public)
         n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_LOAD), rsp, what)
-        return _Reader(rsp, n, what).u32()
+        return ResponseReader(rsp, n, what).u32()
 
 
 def unseal(conn: TpmConnection, item: int, session: int, auth: Buffer, what: str = "unseal the key") -> SecretBuffer:
@@ -166,11 +181,11 @@ def unseal(conn: TpmConnection, item: int, session: int, auth: Buffer, what: str
     :func:`keyring_types.tpm.errors.tpm_error`; ``EIO``/``ENODEV``.
     """
     with conn.lock, conn.scratch() as (cmd, rsp):
-        w = _Writer(cmd)
+        w = CommandWriter(cmd)
         w.u32(item)
         w.password_auth(session, auth)
         n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_UNSEAL), rsp, what)
-        r = _Reader(rsp, n, what)
+        r = ResponseReader(rsp, n, what)
         r.u32()  # parameterSize
         start, end = r.tpm2b_span()
         return SecretBuffer.from_bytes(rsp[start + 2 : end])
@@ -179,6 +194,6 @@ def unseal(conn: TpmConnection, item: int, session: int, auth: Buffer, what: str
 def flush_context(conn: TpmConnection, handle: int, what: str = "flush the loaded object") -> None:
     """TPM2_FlushContext of ``handle``; TPM errors as :func:`keyring_types.tpm.errors.tpm_error`."""
     with conn.lock, conn.scratch() as (cmd, rsp):
-        w = _Writer(cmd)
+        w = CommandWriter(cmd)
         w.u32(handle)
         conn.exchange(cmd, w.finish(_TPM_ST_NO_SESSIONS, _TPM_CC_FLUSH_CONTEXT), rsp, what)
