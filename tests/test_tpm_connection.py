@@ -72,3 +72,15 @@ def test_transport_failure_is_eio_then_reopen_is_enodev(swtpm: Any) -> None:
 
 def test_repr_names_the_tcti_only() -> None:
     assert repr(TpmConnection("swtpm:port=1")) == "<TpmConnection tcti='swtpm:port=1' closed>"
+
+
+def test_nested_scratch_is_ebusy() -> None:
+    conn = TpmConnection("swtpm:port=1")
+    with conn.scratch() as (cmd, _):
+        cmd[:4] = b"keep"
+        with pytest.raises(OSError) as exc, conn.scratch():
+            pass
+        assert exc.value.errno == errno.EBUSY
+        assert cmd[:4].tobytes() == b"keep"
+    with conn.scratch() as (cmd, _):
+        assert cmd[:4].tobytes() == bytes(4)

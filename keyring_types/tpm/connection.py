@@ -133,6 +133,7 @@ class TpmConnection:
         self._tcti_obj: Any = None
         self._esapi: Any = None
         self._scratch: SecretBuffer | None = None
+        self._scratch_busy = False
         #: Set when the transport failed; everything is reopened before the next use.
         self._broken = False
 
@@ -205,17 +206,22 @@ class TpmConnection:
     def scratch(self) -> Iterator[tuple[memoryview, memoryview]]:
         """Command and response buffers in secret memory, zeroed when the block ends.
 
-        Hold :attr:`lock` around the block: the buffers belong to the connection.
+        The buffers belong to the connection: the block holds :attr:`lock`, and
+        a nested block is ``EBUSY``.
         """
         with self.lock:
+            if self._scratch_busy:
+                # The lock is re-entrant: a nested block would zero the outer one's command.
+                raise error(errno.EBUSY, "the TPM connection's command buffers are already in use")
             if self._scratch is None:
                 self._scratch = SecretBuffer(2 * MAX_COMMAND_SIZE)
             whole = self._scratch.writable()
+            self._scratch_busy = True
             try:
                 yield whole[:MAX_COMMAND_SIZE], whole[MAX_COMMAND_SIZE:]
             finally:
                 whole[:] = _ZEROS
-                whole.release()
+                self._scratch_busy = False
 
     def exchange(self, command: memoryview, length: int, response: memoryview, what: str, *, seal: bool = False) -> int:
         """Send ``command[:length]`` to the TPM and receive into ``response``; return the response length.
