@@ -399,7 +399,7 @@ class DeviceTransport(TeeTransport):
         _u, _c, _l, _cancel, session, ret, origin, _n = _OPEN_SESSION_ARG.unpack_from(out)
         if ret != TEE_SUCCESS:
             raise TeeError(ret, origin, f"open session to TA {ta}")
-        return session
+        return int(session)
 
     def invoke(self, session: int, func: int, params: list[Param]) -> None:
         params = _pad(params)
