@@ -3,14 +3,20 @@
 Key material lives in native memory from ``_native/secmem.c``: outside the
 Python heap, ``mlock``ed where the OS allows, excluded from core dumps, wiped
 with an explicit wipe on :meth:`SecretBuffer.wipe`, on garbage collection and
-at interpreter exit.
+at interpreter exit, and zero in a forked child.
+
+A buffer's memory belongs to the cffi pointer in ``_ptr`` (``ffi.gc``): every
+view of the buffer holds that pointer, so the memory goes back to the allocator
+only when the buffer *and* every view and slice of it are gone, and is wiped
+again then.  :meth:`SecretBuffer.wipe` zeroes the memory at once; a view kept
+past it reads zeros from then on, and writing through a kept writable view
+touches only that dead block, never another secret or the allocator's lists.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +30,9 @@ atexit.register(lib.kt_secure_wipe_all)
 
 Buffer = bytes | bytearray | memoryview
 
-_WIPE_LOCK = threading.Lock()
+_gc = ffi.gc
+_release = lib.kt_secure_release
+_wipe = lib.kt_wipe
 
 
 def ct_memcmp(a: Buffer, b: Buffer) -> bool:
@@ -37,7 +45,8 @@ def ct_memcmp(a: Buffer, b: Buffer) -> bool:
         return False
     if not a:
         return True
-    return lib.kt_ct_memcmp(ffi.from_buffer(a), ffi.from_buffer(b), len(a)) == 0
+    equal: bool = lib.kt_ct_memcmp(ffi.from_buffer(a), ffi.from_buffer(b), len(a)) == 0
+    return equal
 
 
 def live_secret_bytes() -> int:
@@ -52,16 +61,19 @@ class SecretBuffer:
     ``memoryview`` and :meth:`wipe` (or let it be collected) to destroy it.
     """
 
-    __slots__ = ("_ptr", "_size", "__weakref__")
+    __slots__ = ("__weakref__", "_ptr", "_size")
 
     def __init__(self, size: int) -> None:
-        """Allocate ``size`` zeroed bytes; ``ENOMEM`` if secret memory is exhausted."""
+        """Allocate ``size`` zeroed bytes; ``EINVAL`` for a negative size, ``ENOMEM``
+        if secret memory is exhausted."""
         if size < 0:
             raise error(errno.EINVAL, f"secret buffer size must not be negative, got {size}")
         ptr = lib.kt_secure_alloc(size)
         if not ptr:  # NULL; cheaper than comparing with ffi.NULL
             raise error(errno.ENOMEM, f"cannot allocate {size} bytes of secret memory")
-        self._ptr: Any = ptr
+        # The block is released (wiped, then reused) when the last holder of this
+        # pointer, the buffer or a view of it, is gone.
+        self._ptr: Any = _gc(ptr, _release)
         self._size = size
 
     @classmethod
@@ -74,7 +86,7 @@ class SecretBuffer:
         if not ptr:  # NULL; cheaper than comparing with ffi.NULL
             raise error(errno.ENOMEM, f"cannot allocate {n} bytes of secret memory")
         buf = cls.__new__(cls)
-        buf._ptr = ptr
+        buf._ptr = _gc(ptr, _release)
         buf._size = n
         return buf
 
@@ -106,24 +118,30 @@ class SecretBuffer:
 
     @property
     def locked(self) -> bool:
-        """True when the pages holding this buffer are ``mlock``ed."""
-        if self._ptr is None:
+        """True when the pages holding this buffer are ``mlock``ed (never in a
+        forked child for a buffer it inherited: memory locks are not inherited)."""
+        ptr = self._ptr
+        if ptr is None:
             return False
-        return bool(lib.kt_secure_is_locked(self._ptr, max(self._size, 1)))
+        return bool(lib.kt_secure_is_locked(ptr, max(self._size, 1)))
 
-    def _check(self) -> None:
-        if self._ptr is None:
+    def _live(self) -> Any:
+        ptr = self._ptr
+        if ptr is None:
             raise error(errno.EKEYREVOKED, "secret buffer has been wiped")
+        return ptr
 
     def view(self) -> memoryview:
-        """A read-only view of the secret; valid until :meth:`wipe`."""
-        self._check()
-        return memoryview(ffi.buffer(self._ptr, self._size)).toreadonly()
+        """A read-only view of the secret; ``EKEYREVOKED`` once wiped.
+
+        The view stays safe to hold past :meth:`wipe`: from then on it reads zeros.
+        """
+        return memoryview(ffi.buffer(self._live(), self._size)).toreadonly()
 
     def writable(self) -> memoryview:
-        """A writable view, for code that fills the buffer in place."""
-        self._check()
-        return memoryview(ffi.buffer(self._ptr, self._size))
+        """A writable view, for code that fills the buffer in place; ``EKEYREVOKED``
+        once wiped.  Writes through it after :meth:`wipe` reach no other secret."""
+        return memoryview(ffi.buffer(self._live(), self._size))
 
     @contextmanager
     def _reading(self) -> Iterator[memoryview]:
@@ -134,33 +152,31 @@ class SecretBuffer:
             mv.release()
 
     def tobytes(self) -> bytes:
-        """Copy the secret out into an ordinary ``bytes`` (for ``read()`` of plain types)."""
-        if self._ptr is None:
-            self._check()
+        """Copy the secret out into an ordinary ``bytes`` (for ``read()`` of plain
+        types); ``EKEYREVOKED`` once wiped."""
+        ptr = self._ptr
+        if ptr is None:
+            ptr = self._live()
         # One call for the copy (ffi.unpack would need a cast to char * first).
-        return ffi.buffer(self._ptr, self._size)[:]
+        out: bytes = ffi.buffer(ptr, self._size)[:]
+        return out
 
     @property
     def address(self) -> Any:
-        """The cffi pointer, for native code that consumes the secret in place."""
-        if self._ptr is None:
-            self._check()
-        return self._ptr
+        """The cffi pointer, for native code that consumes the secret in place;
+        ``EKEYREVOKED`` once wiped.  Holding it keeps the memory from reuse."""
+        ptr = self._ptr
+        if ptr is None:
+            ptr = self._live()
+        return ptr
 
     def wipe(self) -> None:
-        """Zero and release the memory.  Idempotent."""
-        # Two threads wiping at once must not free twice; nothing between acquire
-        # and release can raise, so no with-block is needed.
-        _WIPE_LOCK.acquire()
-        ptr, self._ptr = self._ptr, None
-        _WIPE_LOCK.release()
+        """Zero the memory now and release it once no view holds it.  Idempotent."""
+        ptr = self._ptr
         if ptr is not None:
-            lib.kt_secure_free(ptr, self._size)
-
-    def __del__(self) -> None:
-        if self._ptr is None:
-            return
-        try:
-            self.wipe()
-        except Exception:  # interpreter shutdown: the atexit wipe already ran
-            pass
+            # Zeroed before it is marked wiped, so that a wipe() that returns early
+            # in another thread also leaves zeros behind.  Threads that both get
+            # here both zero it; the block is released once, when its last
+            # reference (this one, the buffer's or a view's) goes.
+            _wipe(ptr, self._size)
+            self._ptr = None
