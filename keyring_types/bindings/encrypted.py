@@ -58,8 +58,6 @@ Memory = SecretBuffer | bytes | bytearray | memoryview
 IV = Any
 
 _CDATA = _ffi.CData
-#: The native IV type new keys hold (what new_secret and friends return).
-_IV_TYPE = _ffi.typeof("char[16]")
 
 
 def _padded(n: int) -> int:
@@ -113,7 +111,7 @@ def _write_ptr(buf: object, offset: int, n: int, what: str) -> Any:
 def _check_iv(iv: IV) -> None:
     if type(iv) is bytes and len(iv) == IV_SIZE:
         return
-    if isinstance(iv, _CDATA) and _ffi.typeof(iv) is _IV_TYPE:
+    if isinstance(iv, _CDATA) and _ffi.typeof(iv).kind == "array" and _ffi.typeof(iv).length == IV_SIZE:
         return
     raise error(errno.EINVAL, f"the IV must be {IV_SIZE} bytes")
 
@@ -173,7 +171,13 @@ def seal_export(master: Memory, header: bytes, iv: IV, data: Memory, datalen: in
         dptr = data._ptr if not offset else _ffi.cast("uint8_t *", data._ptr) + offset
     else:
         dptr = _read_ptr(data, offset, datalen, "the data")
-    if (type(iv) is not bytes or len(iv) != IV_SIZE) and (not isinstance(iv, _CDATA) or _ffi.typeof(iv) is not _IV_TYPE):
+    # Inline, without a cffi call: 16 bytes, or a native array of 16 elements (len()
+    # of a native pointer raises TypeError; C reads 16 bytes in either case).
+    try:
+        bad_iv = len(iv) != IV_SIZE or (type(iv) is not bytes and not isinstance(iv, _CDATA))
+    except TypeError:
+        bad_iv = True
+    if bad_iv:
         _check_iv(iv)
     if type(header) is not bytes:
         raise error(errno.EINVAL, "the datablob header must be bytes")
