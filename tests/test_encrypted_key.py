@@ -466,7 +466,7 @@ def test_quota_sizes_on_kernel() -> None:
     kk = kt.KernelKeyspace(new_session=True)
     kk.add_key("user", "kmk", MASTER, "@s")
     k = kk.add_key("encrypted", "evm", "new user:kmk 32", "@s")
-    with open("/proc/keys") as f:
+    with open("/proc/keys", encoding="utf-8", errors="surrogateescape") as f:
         line = next(line for line in f if line.startswith(f"{k.serial:08x} "))
     assert line.rstrip().endswith("encrypted evm: 134")
 
