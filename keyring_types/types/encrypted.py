@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import binascii
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from keyring_types.bindings.encrypted import (
+    IV,
     iv_bytes,
     new_ecryptfs_token,
     new_material,
@@ -124,9 +125,9 @@ class EncryptedPayload:
     #: The length token exactly as typed ("+32", "032", "32\\n" survive); it is MAC'd and re-emitted.
     datalen_str: str
     datalen: int
-    #: 16 bytes; for a key made by ``new``, the cffi ``char[16]`` they were drawn into
-    #: (the native seal reads either in place; :meth:`iv_bytes` copies it out).
-    iv: Any
+    #: 16 bytes; for a key made by ``new``, the opaque native array they were drawn
+    #: into (the native seal reads either in place; :meth:`iv_bytes` copies it out).
+    iv: IV
     #: The kernel's payload: the decrypted data (``datalen`` bytes; the zero pad
     #: of a loaded blob is dropped, as the kernel drops it), or for ecryptfs the
     #: 740-byte auth token that holds the 64 decrypted bytes.
@@ -148,11 +149,6 @@ class EncryptedPayload:
         if self.format == "ecryptfs":
             return eb.ecryptfs_key_view(self.data)
         return self.data.view()[: self.datalen]
-
-    @property
-    def plaintext_offset(self) -> int:
-        """Where the decrypted data starts in :attr:`data` (inside the auth token for ecryptfs)."""
-        return eb.ECRYPTFS_KEY_OFFSET if self.format == "ecryptfs" else 0
 
     @property
     def quota_size(self) -> int:
