@@ -135,3 +135,31 @@ def test_check_supported_names_the_option_and_source() -> None:
     assert "keyhandle" in str(info.value) and "pcrlock" in str(info.value) and "'host'" in str(info.value)
     with pytest.raises(OSError):
         check_supported(parse_options("migratable=1").options, CaamSource)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pcrlock=" + "9" * 4400,  # past int()'s 4300-digit limit: was ValueError
+        "pcrlock=" + "0" * 4400 + "x",
+        "keyhandle=" + "f" * 4400,
+        "policyhandle=0x" + "1" * 17,  # ERANGE in kstrtoul, EINVAL from getoptions
+        "pcrlock=18446744073709551616",
+    ],
+)
+def test_numbers_too_long_or_too_large_are_einval(text: str) -> None:
+    einval(text)
+
+
+def test_huge_leading_zeros_still_parse() -> None:
+    assert parse_options("pcrlock=" + "0" * 4400 + "7").options.pcrlock == 7
+
+
+@pytest.mark.parametrize("data", [5, None, 1.5, ["keyhandle=1"], "blobauth=\ud800"])
+def test_wrong_types_are_einval(data: object) -> None:
+    einval(data)  # type: ignore[arg-type]
+
+
+def test_unknown_option_is_not_echoed() -> None:
+    e = einval("blobauht=hunter2hunter2")
+    assert "hunter2" not in str(e) and "blobauht" not in str(e) and "did you mean blobauth=" in str(e)

@@ -305,3 +305,20 @@ def test_payload_builder_writes_the_grammar(ks: kt.Keyspace) -> None:
     k = ks.add_key("trusted", "b", trusted_payload("new", 32, blobauth="pw"), "@s")
     k2 = ks.add_key("trusted", "b2", trusted_payload("load", bytes.fromhex(k.read().decode()), blobauth="pw"), "@s")
     assert secret_of(k2) == secret_of(k)
+
+
+@pytest.mark.parametrize("length", ["9" * 4400, "0" * 4400 + "x", "9" * 19, "9" * 20])
+def test_huge_key_length_is_einval(length: str) -> None:
+    # 4400 digits used to escape as ValueError (int()'s digit limit).
+    einval("new " + length)
+
+
+def test_key_length_with_many_leading_zeros_is_the_kernels_kstrtol() -> None:
+    assert parse_payload(b"new " + b"0" * 4400 + b"32").keylen == 32
+
+
+@pytest.mark.parametrize("data", [5, None, 1.5, ["new 32"]])
+def test_parse_payload_wrong_types_are_einval(data: object) -> None:
+    with pytest.raises(OSError) as info:
+        parse_payload(data)  # type: ignore[arg-type]
+    assert info.value.errno == errno.EINVAL
