@@ -22,7 +22,6 @@ number or an option name was expected.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import re
 from collections.abc import Iterable, Iterator
@@ -271,6 +270,8 @@ class OptionTable:
             yield name, value
 
     def _unknown(self, position: int, name: str) -> str:
+        import difflib  # only on this error path: it costs a millisecond of import time
+
         # Only a short name can be a typo of a known one; a long one is not compared.
         close = difflib.get_close_matches(name, sorted(self.names), n=1, cutoff=0.75) if len(name) <= 32 else []
         hint = f"; did you mean {close[0]}=?" if close else f" (known: {', '.join(sorted(self.names))})"
