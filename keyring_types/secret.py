@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,7 @@ Buffer = bytes | bytearray | memoryview
 _gc = ffi.gc
 _release = lib.kt_secure_release
 _wipe = lib.kt_wipe
+_refs = sys.getrefcount
 
 
 def ct_memcmp(a: Buffer, b: Buffer) -> bool:
@@ -173,10 +175,19 @@ class SecretBuffer:
     def wipe(self) -> None:
         """Zero the memory now and release it once no view holds it.  Idempotent."""
         ptr = self._ptr
-        if ptr is not None:
-            # Zeroed before it is marked wiped, so that a wipe() that returns early
-            # in another thread also leaves zeros behind.  Threads that both get
-            # here both zero it; the block is released once, when its last
-            # reference (this one, the buffer's or a view's) goes.
+        if ptr is None:
+            return
+        # Anyone else holding the pointer (a view, a handed-out address, another
+        # thread inside a method or this same wipe) must find zeros by the time
+        # this returns, so it is zeroed here: before the buffer reads as wiped,
+        # so that a racing wipe() that returns early also leaves zeros, and once
+        # more after, for a view made in between.  With no other holder (the
+        # usual case) the release below wipes the block, and the zeroing call
+        # is saved.  getrefcount counts its own argument: 3 is self, ptr, arg.
+        zeroed = _refs(ptr) > 3
+        if zeroed:
             _wipe(ptr, self._size)
-            self._ptr = None
+        self._ptr = None
+        if not zeroed and _refs(ptr) > 2:
+            _wipe(ptr, self._size)
+        # The last reference to ptr going releases the block (wiped again there).

@@ -161,3 +161,19 @@ def test_threads_wiping_one_buffer_while_others_read_it(quiet_secret_memory: Non
     assert all(b.wiped for b in bufs)
     del bufs
     assert live_secret_bytes() == base
+
+
+def test_an_address_kept_past_wipe_reads_zeros_and_is_not_handed_out() -> None:
+    # Native code given SecretBuffer.address (a seal in another thread, an HMAC
+    # state) keeps the block: a wipe meanwhile zeroes it but frees nothing.
+    a = SecretBuffer.from_bytes(b"k" * 24)
+    ptr = a.address
+    old = _addr(a)
+    a.wipe()
+    others = [SecretBuffer.from_bytes(b"o" * 24) for _ in range(100)]
+    try:
+        assert old not in {_addr(b) for b in others}
+        assert ffi.buffer(ptr, 24)[:] == bytes(24)
+    finally:
+        for b in others:
+            b.wipe()
