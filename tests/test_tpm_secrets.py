@@ -165,3 +165,15 @@ def _reachable_values(obj: object, depth: int = 3) -> list[object]:
             children = list(vars(o).values())
         todo.extend((c, d + 1) for c in children)
     return found
+
+
+def test_random_into_secret_memory_leaves_no_copy(tpm2_source: Tpm2Source) -> None:
+    """get_random_into fills secret memory; nothing of the random key stays behind (ESAPI kept the last response)."""
+    buf = SecretBuffer(48)
+    tpm2_source.get_random_into(buf.writable())
+    needle = buf.tobytes()  # the one copy the scan is allowed to find
+    assert needle != bytes(48)
+    buf.wipe()
+    gc.collect()
+    assert copies_in_memory(needle) == []
+    assert len(tpm2_source.get_random(100)) == 100 and tpm2_source.get_random(0) == b""

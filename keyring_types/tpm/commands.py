@@ -20,7 +20,17 @@ from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 from keyring_types.tpm.connection import TpmConnection
 
-__all__ = ["TPM_RH_OWNER", "TPM_RS_PW", "CommandWriter", "ResponseReader", "create", "flush_context", "load", "unseal"]
+__all__ = [
+    "TPM_RH_OWNER",
+    "TPM_RS_PW",
+    "CommandWriter",
+    "ResponseReader",
+    "create",
+    "flush_context",
+    "get_random_into",
+    "load",
+    "unseal",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -32,6 +42,7 @@ _TPM_CC_CREATE = 0x00000153
 _TPM_CC_LOAD = 0x00000157
 _TPM_CC_UNSEAL = 0x0000015E
 _TPM_CC_FLUSH_CONTEXT = 0x00000165
+_TPM_CC_GET_RANDOM = 0x0000017B
 _HEADER_SIZE = 10
 
 
@@ -197,3 +208,24 @@ def flush_context(conn: TpmConnection, handle: int, what: str = "flush the loade
         w = CommandWriter(cmd)
         w.u32(handle)
         conn.exchange(cmd, w.finish(_TPM_ST_NO_SESSIONS, _TPM_CC_FLUSH_CONTEXT), rsp, what)
+
+
+def get_random_into(conn: TpmConnection, out: memoryview, what: str = "return random bytes") -> None:
+    """Fill ``out`` from the TPM's RNG (TPM2_GetRandom, repeated: the TPM returns at most a digest per call).
+
+    The bytes go from the secret-memory response buffer straight into ``out``.
+    ``EIO`` if the TPM returns nothing; TPM errors as
+    :func:`keyring_types.tpm.errors.tpm_error`; ``ENODEV``.
+    """
+    done = 0
+    while done < len(out):
+        with conn.lock, conn.scratch() as (cmd, rsp):
+            w = CommandWriter(cmd)
+            w.u16(min(len(out) - done, 64))
+            n = conn.exchange(cmd, w.finish(_TPM_ST_NO_SESSIONS, _TPM_CC_GET_RANDOM), rsp, what)
+            start, end = ResponseReader(rsp, n, what).tpm2b_span()
+            got = min(end - start - 2, len(out) - done)
+            if got <= 0:
+                raise error(errno.EIO, "TPM2_GetRandom returned no bytes")
+            out[done : done + got] = rsp[start + 2 : start + 2 + got]
+            done += got

@@ -310,19 +310,20 @@ class Tpm2Source(TrustSource):
         """``n`` bytes from the TPM's RNG (TPM2_GetRandom, repeated as the TPM returns at most a digest).
 
         Raises ``EINVAL`` for negative ``n``, ``EIO`` if the TPM returns nothing.
+        Key material is better taken with :meth:`get_random_into` (no ``bytes`` copy).
         """
         if n < 0:
             raise error(errno.EINVAL, f"cannot return {n} random bytes")
-        out = bytearray()
-        conn = self._conn
-        with conn.lock:
-            esapi = conn.esapi
-            while len(out) < n:
-                chunk = bytes(conn.call(esapi.get_random, "return random bytes", min(n - len(out), 64)))
-                if not chunk:
-                    raise error(errno.EIO, "TPM2_GetRandom returned no bytes")
-                out += chunk
+        out = bytearray(n)
+        commands.get_random_into(self._conn, memoryview(out))
         return bytes(out)
+
+    def get_random_into(self, out: memoryview) -> None:
+        """Fill ``out`` (e.g. ``SecretBuffer.writable()``) from the TPM's RNG, through secret memory only.
+
+        Raises ``EIO`` if the TPM returns nothing, ``ENODEV`` without a TPM.
+        """
+        commands.get_random_into(self._conn, out)
 
     # ------------------------------------------------------------------ diagnostics
 
