@@ -90,18 +90,24 @@ def test_a_collected_buffer_is_released_and_wiped(quiet_secret_memory: None) -> 
 
 
 def test_writes_through_a_stale_view_are_wiped_when_the_block_is_released() -> None:
-    a = SecretBuffer(32)
-    w = a.writable()
-    old = _addr(a)
-    a.wipe()
-    w[:] = b"w" * 32
-    assert bytes(w) == b"w" * 32  # the dead block is the writer's own
-    del w
-    b = SecretBuffer(32)
-    try:
-        assert _addr(b) == old and b.tobytes() == bytes(32)
-    finally:
-        b.wipe()
+    # Isolated: before the fix this write hit the free list of this very process.
+    proc = run_isolated(
+        """
+        from keyring_types.bindings._secmem import ffi
+        from keyring_types.secret import SecretBuffer
+        a = SecretBuffer(32)
+        w = a.writable()
+        old = int(ffi.cast("uintptr_t", a.address))
+        a.wipe()
+        w[:] = b"w" * 32
+        assert bytes(w) == b"w" * 32  # the dead block is the writer's own
+        del w
+        b = SecretBuffer(32)  # the newest free block of the class comes back first
+        assert int(ffi.cast("uintptr_t", b.address)) == old and b.tobytes() == bytes(32)
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
 
 
 def test_a_writable_stale_view_cannot_corrupt_other_secrets_or_the_allocator() -> None:
