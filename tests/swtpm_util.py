@@ -160,7 +160,11 @@ def create_primary_with_auth(tcti: str, handle: int, auth: bytes, alg: str = "ec
     """
     from tpm2_pytss import ESAPI
     from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
-    from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMS_SENSITIVE_CREATE
+    from tpm2_pytss.types import (
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE_CREATE,
+        TPMS_SENSITIVE_CREATE,
+    )
 
     with ESAPI(tcti) as esapi:
         template = TPM2B_PUBLIC.parse(
