@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from keyring_types.core.syscall_args import c_string, owner_id, payload_bytes, u32
+from keyring_types.core.syscall_args import c_string, key_id, owner_id, payload_bytes, u32
 
 if TYPE_CHECKING:
     from keyring_types.core.api import KeyspaceAPI, KeyTarget
@@ -33,6 +33,10 @@ class Key:
         type_name: str | None = None,
         description: str | None = None,
     ) -> None:
+        """A handle on ``serial`` in ``keyspace``; ``EINVAL`` if it is not a ``key_serial_t``."""
+        # int32 bounds as literals (constants, not global lookups): this is on the hot path.
+        if type(serial) is not int or not -0x80000000 <= serial <= 0x7FFFFFFF:
+            serial = key_id(serial)  # an __index__ object, or EINVAL
         self._ks = keyspace
         self._serial = serial
         self._type = type_name
