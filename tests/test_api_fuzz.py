@@ -8,8 +8,9 @@ TypeError, ValueError, AttributeError, UnicodeEncodeError, OverflowError or
 RecursionError.
 
 On the kernel backend each example runs in a fresh anonymous session, and no value
-may name the thread or process keyring (-1, -2, "@t", "@p"): creating those would
-leave a keyring attached to the test process for the rest of the run.
+may name the thread, process or user keyrings (-1, -2, -4, -5, "@t", "@p", "@u",
+"@us"): keys linked into the caller's @u would stay in the kernel until reboot, and
+a thread or process keyring would stay attached to the test process.
 """
 
 from __future__ import annotations
@@ -137,12 +138,20 @@ def _space(backend: str) -> kt.KeyspaceAPI:
     return kt.KernelKeyspace(new_session=True)
 
 
-def _names_thread_or_process_keyring(value: object) -> bool:
-    """Whether ``value`` would resolve to @t or @p (which a call might create)."""
+#: @t, @p, @u, @us: keyrings that outlive the example's session.
+_LASTING_RINGS = (-1, -2, -4, -5)
+
+
+def _names_a_lasting_keyring(value: object) -> bool:
+    """Whether ``value`` resolves to a keyring the example's session does not own."""
     try:
-        return kt.KernelKeyspace.resolve(kt.KernelKeyspace.__new__(kt.KernelKeyspace), value) in (-1, -2)  # type: ignore[arg-type]
+        return kt.KernelKeyspace.resolve(kt.KernelKeyspace.__new__(kt.KernelKeyspace), value) in _LASTING_RINGS  # type: ignore[arg-type]
     except OSError:
         return False
+
+
+def _own_user_keyrings_contents() -> list[bytes]:
+    return [kt.KernelKeyspace().sys_read(spec) for spec in (-4, -5)]
 
 
 def _substitute(value: object, key: kt.Key, ring: kt.Keyring) -> object:
@@ -159,11 +168,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _leave_a_fresh_session() -> Any:
+def _leave_nothing_behind() -> Any:
+    if not kernel_keyring_reachable():
+        yield
+        return
+    before = _own_user_keyrings_contents()
     yield
-    if kernel_keyring_reachable():
-        # The last example's session (and what it linked) is released with it.
-        kt.KernelKeyspace(new_session=True)
+    # The last example's session (and what it linked) is released with it ...
+    kt.KernelKeyspace(new_session=True)
+    # ... and nothing was linked where it would outlive the run.
+    assert _own_user_keyrings_contents() == before, "the fuzz linked keys into the caller's @u or @us"
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -175,7 +189,7 @@ def test_public_api_answers_only_with_an_errno(request: pytest.FixtureRequest, b
     call, arg_strategies = METHODS[method]
     args_strategy = st.tuples(*arg_strategies)
     if backend == "kernel":
-        args_strategy = args_strategy.filter(lambda args: not any(map(_names_thread_or_process_keyring, args)))
+        args_strategy = args_strategy.filter(lambda args: not any(map(_names_a_lasting_keyring, args)))
 
     @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(args=args_strategy)

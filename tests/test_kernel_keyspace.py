@@ -22,6 +22,7 @@ from keyring_types.constants import (
     KEY_SPEC_SESSION_KEYRING,
     KEY_SPEC_THREAD_KEYRING,
     KEY_SPEC_USER_KEYRING,
+    KEY_SPEC_USER_SESSION_KEYRING,
 )
 from keyring_types.core.handle import Key, Keyring
 from keyring_types.errors import KeyringError
@@ -44,6 +45,39 @@ def kk() -> KernelKeyspace:
 @pytest.fixture
 def root() -> None:
     require(os.geteuid() == 0, "root (to switch credentials in as_user children)")
+
+
+def _invalidate_own_user_keyrings() -> None:
+    """As the calling uid: invalidate its @u and @us (both looked up before either goes,
+    since looking one up after the other is gone would make a new pair)."""
+    rings = [sc.keyctl_get_keyring_id(spec, True) for spec in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING)]
+    for serial in rings:
+        sc.keyctl_invalidate(serial)
+
+
+def _users_with_keys() -> set[int]:
+    """The uids /proc/key-users lists, i.e. that still own at least one key."""
+    with open("/proc/key-users") as f:
+        return {int(line.split(":", 1)[0]) for line in f if ":" in line}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_other_uid() -> Iterator[None]:
+    """Leave no key of OTHER_UID in the kernel once the module is done.
+
+    as_user children make OTHER_UID's user keyrings, which the kernel keeps in its
+    user namespace until reboot; only their owner can invalidate them, so a child
+    running as OTHER_UID does.  Keys chowned to it go with the sessions holding them.
+    """
+    yield
+    if os.geteuid() != 0 or not kernel_keyring_reachable():
+        return
+    KernelKeyspace(new_session=True)  # drop the last test's session and what it links
+    KernelKeyspace().as_user(OTHER_UID, OTHER_GID)._call(_invalidate_own_user_keyrings)
+    deadline = time.monotonic() + 30.0
+    while OTHER_UID in _users_with_keys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert OTHER_UID not in _users_with_keys(), f"uid {OTHER_UID} still owns kernel keys after the module"
 
 
 def errno_of(fn: object, *args: object) -> int:

@@ -19,7 +19,7 @@ from keyring_types.errors import error
 if TYPE_CHECKING:
     from keyring_types.secret import SecretBuffer
 
-__all__ = ["KeyspaceAPI", "KeyTarget"]
+__all__ = ["KeyTarget", "KeyspaceAPI"]
 
 #: Anything that names a key or keyring: a handle, a serial or KEY_SPEC_* id, or "@s" etc.
 KeyTarget = Union[Key, int, str]

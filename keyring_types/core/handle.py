@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from keyring_types.core.syscall_args import c_string, key_id, owner_id, payload_bytes, u32
+from keyring_types.core.syscall_args import (
+    c_string,
+    key_id,
+    owner_id,
+    payload_bytes,
+    u32,
+)
 
 if TYPE_CHECKING:
     from keyring_types.core.api import KeyspaceAPI, KeyTarget
@@ -24,7 +30,7 @@ __all__ = ["Key", "Keyring"]
 class Key:
     """A handle on one key in a keyspace."""
 
-    __slots__ = ("_ks", "_serial", "_type", "_description")
+    __slots__ = ("_description", "_ks", "_serial", "_type")
 
     def __init__(
         self,
