@@ -96,5 +96,23 @@ class TrustSource(abc.ABC):
 
         raise error(errno.EOPNOTSUPP, f"trust source '{self.name}' has no random number generator")
 
+    def get_random_into(self, out: memoryview) -> None:
+        """Fill ``out`` from the source's own RNG; ``EOPNOTSUPP`` if it has none, ``EIO`` if short.
+
+        Sources that can write straight into ``out`` override this; the default goes
+        through :meth:`get_random` and zeroes its intermediate copy.
+        """
+        import errno
+
+        from keyring_types.errors import error
+
+        got = bytearray(self.get_random(len(out)))
+        try:
+            if len(got) != len(out):
+                raise error(errno.EIO, f"trust source RNG returned {len(got)} of {len(out)} bytes")
+            out[:] = got
+        finally:
+            got[:] = bytes(len(got))
+
     def close(self) -> None:
         """Release connections and contexts."""

@@ -133,7 +133,7 @@ class Tpm2Source(TrustSource):
     def _hash(options: TrustedOptions) -> tuple[int, int]:
         alg = HASH_ALGORITHMS.get(options.hash)
         if alg is None:
-            raise error(errno.EINVAL, f"hash={options.hash!r} is not a hash algorithm TPM2 trusted keys accept")
+            raise error(errno.EINVAL, f"hash= names no hash algorithm TPM2 trusted keys accept (known: {', '.join(sorted(HASH_ALGORITHMS))})")
         return alg
 
     @staticmethod
@@ -144,13 +144,13 @@ class Tpm2Source(TrustSource):
         if len(options.blobauth) > MAX_BLOBAUTH:
             raise error(errno.EINVAL, f"blobauth is {len(options.blobauth)} bytes, at most {MAX_BLOBAUTH} allowed")
         if options.pcrlock is not None and not 0 <= options.pcrlock < _PCR_COUNT:
-            raise error(errno.EINVAL, f"pcrlock={options.pcrlock} is not a PCR index (0..{_PCR_COUNT - 1})")
+            raise error(errno.EINVAL, f"pcrlock= is not a PCR index (0..{_PCR_COUNT - 1})")
         if options.pcrlock and not _has_cap_sys_admin():
             raise error(errno.EPERM, "pcrlock= needs CAP_SYS_ADMIN")
         if options.keyhandle is not None and not 0 <= options.keyhandle <= 0xFFFFFFFF:
-            raise error(errno.EINVAL, f"keyhandle={options.keyhandle:#x} does not fit in 32 bits")
+            raise error(errno.EINVAL, "keyhandle= does not fit in 32 bits")
         if options.policyhandle is not None and not 0 <= options.policyhandle <= 0xFFFFFFFF:
-            raise error(errno.EINVAL, f"policyhandle={options.policyhandle:#x} does not fit in 32 bits")
+            raise error(errno.EINVAL, "policyhandle= does not fit in 32 bits")
 
     # ------------------------------------------------------------------ seal
 

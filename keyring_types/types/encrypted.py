@@ -34,8 +34,6 @@ from keyring_types.core.keytype import (
     KeyType,
     Preparsed,
     lookup_key_type,
-    register_key_type,
-    registered_key_types,
 )
 from keyring_types.errors import error
 from keyring_types.grammar import as_payload, is_hex, split_text
@@ -543,6 +541,3 @@ def ecryptfs_auth_token(key: Key) -> SecretBuffer:
             raise error(errno.EINVAL, f"key {key.serial} holds {len(mv)} bytes, not an ecryptfs key's 64")
         return eb.ecryptfs_auth_tok(key.description, mv)
 
-
-if EncryptedKeyType.name not in registered_key_types():
-    register_key_type(EncryptedKeyType)

@@ -32,8 +32,6 @@ import attrs
 from keyring_types.core.keytype import (
     KeyType,
     Preparsed,
-    register_key_type,
-    registered_key_types,
 )
 from keyring_types.core.record import KeyRecord
 from keyring_types.errors import error
@@ -223,13 +221,7 @@ class TrustedKeyType(KeyType):
                 raise error(errno.EINVAL, f"rng= must be 'kernel' or the key's trust source '{source.name}'")
             if not source.has_rng:
                 raise error(errno.EINVAL, f"trust source '{source.name}' has no RNG of its own for rng=")
-            got = bytearray(source.get_random(keylen))
-            try:
-                if len(got) != keylen:
-                    raise error(errno.EIO, f"trust source RNG returned {len(got)} of {keylen} bytes")
-                buf.writable()[:] = got
-            finally:
-                got[:] = bytes(len(got))
+            source.get_random_into(buf.writable())
             return buf
         except BaseException:
             buf.wipe()
@@ -334,6 +326,3 @@ class TrustedKeyType(KeyType):
             raise error(errno.EKEYREVOKED, f"trusted key {key.serial} has no payload")
         return SecretBuffer.from_bytes(p.key.view())
 
-
-if TrustedKeyType.name not in registered_key_types():
-    register_key_type(TrustedKeyType)
