@@ -102,6 +102,12 @@ int kt_rand_fill2(uint8_t *iv, size_t ivlen, uint8_t *data, size_t n)
 {
     int rc = -1;
 
+    /* A NULL destination (a SecretBuffer wiped by another thread between the
+     * caller's check and its call reaches C as NULL) is refused, not written. */
+    if ((!iv && ivlen) || (!data && n)) {
+        errno = EINVAL;
+        return -1;
+    }
     pthread_mutex_lock(&kt_rand_lock);
     if (kt_pool || kt_rand_setup() == 0)
         rc = kt_rand_take(iv, ivlen) || kt_rand_take(data, n) ? -1 : 0;

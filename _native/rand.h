@@ -17,7 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* n bytes into out; 0, or -1 with errno set (getrandom or mmap failed). */
+/* n bytes into out; 0, or -1 with errno set (getrandom or mmap failed, or EINVAL
+ * for a NULL destination of a nonzero length). */
 int kt_rand_fill(uint8_t *out, size_t n);
 
 /* A new key's IV (ivlen bytes) and data (n bytes) in one call; 0 or -1. */
