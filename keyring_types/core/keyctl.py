@@ -173,6 +173,9 @@ class Keyctl(ProcessKeys):
                     ) from None
                 raise
             if dest is not None:
+                # Found through the caller's keyrings, so possessed; linking it still
+                # needs LINK on the key, as request_key_and_link checks.
+                self._check(found, True, NEED_LINK)
                 key_link(self._world, self.cred, dest, found)
             return found.serial
 

@@ -171,7 +171,23 @@ class World:
 
     # -- garbage collection ---------------------------------------------------
     def schedule_gc(self, when: int, key: KeyRecord) -> None:
-        heapq.heappush(self.gc_heap, (when, key.serial))
+        """Make sure the GC looks at ``key`` no later than ``when``.
+
+        A key has at most one live heap entry (``key.gc_at``): a later reap time
+        needs none, since the GC re-examines the key when the earlier entry falls
+        due and reschedules it then.  Entries left stale by an earlier one are
+        skipped when popped, and the heap is rebuilt when they outnumber the keys,
+        so repeated ``set_timeout`` cannot grow it.
+        """
+        if key.gc_at and key.gc_at <= when:
+            return
+        key.gc_at = when
+        heap = self.gc_heap
+        if len(heap) > 2 * len(self.keys) + 64:
+            keys = self.keys
+            heap[:] = [e for e in heap if (r := keys.get(e[1])) is not None and r.gc_at == e[0]]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (when, key.serial))
 
     def gc_due(self) -> None:
         """Run :meth:`gc` if a scheduled reap is due (every operation starts with this)."""
@@ -183,18 +199,25 @@ class World:
         now = self.now()
         heap = self.gc_heap
         while heap and heap[0][0] <= now:
-            _, serial = heapq.heappop(heap)
+            when, serial = heapq.heappop(heap)
             rec = self.keys.get(serial)
-            if rec is None:
-                continue
+            if rec is None or rec.gc_at != when:
+                continue  # a stale entry: the key has died, or has an earlier one
+            rec.gc_at = 0
             dead_at = None
             if rec.revoked:
                 dead_at = rec.revoked_at + self.gc_delay
             if rec.expiry:
                 exp = rec.expiry + self.gc_delay
                 dead_at = exp if dead_at is None else min(dead_at, exp)
-            if dead_at is not None and dead_at <= now:
+            if dead_at is None:
+                continue
+            if dead_at <= now:
                 self.unlink_everywhere(rec)
+            else:
+                # The expiry moved later since this entry was made: look again then.
+                rec.gc_at = dead_at
+                heapq.heappush(heap, (dead_at, serial))
 
     def type_unregistered(self, ktype: KeyType) -> None:
         """Keys of an unregistered type die: payload freed, links dropped."""
