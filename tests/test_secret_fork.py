@@ -17,8 +17,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import keyring_types as kt
 from keyring_types.bindings._secmem import ffi, lib
+
+import keyring_types as kt
 from keyring_types.secret import SecretBuffer
 
 ROOT = Path(__file__).resolve().parents[1]

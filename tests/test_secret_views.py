@@ -15,8 +15,9 @@ import textwrap
 import threading
 from pathlib import Path
 
-import keyring_types as kt
 from keyring_types.bindings._secmem import ffi
+
+import keyring_types as kt
 from keyring_types.secret import SecretBuffer, live_secret_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
