@@ -80,7 +80,9 @@ def test_describe_prints_ids_as_the_kernel_does(request: pytest.FixtureRequest, 
     require(os.geteuid() == 0, "root (chgrp to a group the caller is not in)")
     if isinstance(space, kt.Keyspace):
         request.applymarker(
-            pytest.mark.xfail(strict=True, reason="Keyspace's KEYCTL_DESCRIBE prints uid/gid unsigned; the kernel uses %d")
+            pytest.mark.xfail(
+                strict=True, reason="Keyspace's KEYCTL_DESCRIBE prints uid/gid unsigned; the kernel uses %d"
+            )
         )
     k = space.add_key("user", "fid:gid-max", b"x", "@s")
     k.chown(-1, 2**32 - 2)  # the largest real gid is an ordinary in-range value ...
@@ -153,6 +155,7 @@ def test_wrong_typed_key_ids_are_einval(space: kt.KeyspaceAPI, bad: object) -> N
 def test_a_handle_of_another_keyspace_is_einval() -> None:
     a, b = kt.Keyspace(), kt.Keyspace()
     ring_a = a.add_key("keyring", "fid:a", None, "@s")
+    assert isinstance(ring_a, kt.Keyring)
     k_b = b.add_key("user", "fid:b", b"x", "@s")
     assert errno_of(ring_a.link, k_b) == errno.EINVAL  # its serial would name some key of a
     assert errno_of(a.add_key, "user", "fid:c", b"x", b.session) == errno.EINVAL
@@ -182,7 +185,9 @@ def test_chown_by_name_is_einval(space: kt.KeyspaceAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    "desc", [5, b"fid", "\udc80", "fid\ud800", "a\0b", ["d"]], ids=["int", "bytes", "low-surrogate", "high-surrogate", "nul", "list"]
+    "desc",
+    [5, b"fid", "\udc80", "fid\ud800", "a\0b", ["d"]],
+    ids=["int", "bytes", "low-surrogate", "high-surrogate", "nul", "list"],
 )
 def test_descriptions_that_are_not_c_strings_are_einval(space: kt.KeyspaceAPI, desc: object) -> None:
     ring = space.add_key("keyring", "fid:descs", None, "@s")
@@ -254,7 +259,16 @@ def test_joining_the_current_named_session_returns_its_serial(space: kt.Keyspace
 
 
 def _as_user_cases(space: kt.KeyspaceAPI) -> list[tuple[object, object, object]]:
-    return [(2**40, 0, ()), (0, 2**32, ()), (-1, 0, ()), (0, -1, ()), ("root", 0, ()), (0, 0, "abc"), (0, 0, [2**33]), (0, 0, 5)]
+    return [
+        (2**40, 0, ()),
+        (0, 2**32, ()),
+        (-1, 0, ()),
+        (0, -1, ()),
+        ("root", 0, ()),
+        (0, 0, "abc"),
+        (0, 0, [2**33]),
+        (0, 0, 5),
+    ]
 
 
 def test_as_user_ids_that_do_not_fit_are_einval(request: pytest.FixtureRequest, space: kt.KeyspaceAPI) -> None:

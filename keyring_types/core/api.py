@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import errno
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from keyring_types.constants import KEY_SPEC_ALIASES
 from keyring_types.core.handle import Key, Keyring
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["KeyTarget", "KeyspaceAPI"]
 
 #: Anything that names a key or keyring: a handle, a serial or KEY_SPEC_* id, or "@s" etc.
-KeyTarget = Union[Key, int, str]
+KeyTarget = Key | int | str
 
 
 class KeyspaceAPI(abc.ABC):

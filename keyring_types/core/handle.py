@@ -108,7 +108,7 @@ class Key:
         """
         return self._ks.sys_describe(self._serial)
 
-    def update(self, payload: bytes | str) -> None:
+    def update(self, payload: bytes | bytearray | memoryview | str) -> None:
         """``keyctl update``: replace the payload (one page at most).
 
         Raises ``EINVAL`` (bad or oversize payload, or not bytes-like/str), ``EOPNOTSUPP``

@@ -288,7 +288,7 @@ def _child(creds: _Creds, fn: Callable[..., Any], args: tuple[Any, ...], fd: int
         body = str(exc.strerror).encode("utf-8", "surrogateescape")
         _write_all(fd, _HEADER.pack(_ERROR, exc.errno or 0, len(body)) + body)
         return
-    except Exception as exc:  # a caller's mistake (TypeError ...): re-raised in the parent
+    except Exception as exc:  # noqa: BLE001 -- any other exception is re-raised in the parent
         body = f"{type(exc).__name__}\0{exc}".encode("utf-8", "surrogateescape")
         _write_all(fd, _HEADER.pack(_EXC, 0, len(body)) + body)
         return
@@ -342,7 +342,7 @@ def _run_as(creds: _Creds, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             os.close(rfd)
             _child(creds, fn, args, wfd)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 -- the child must reach os._exit whatever happens
             status = 1
         finally:
             os._exit(status)

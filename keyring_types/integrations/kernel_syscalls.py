@@ -96,7 +96,7 @@ def _buffer(payload: bytes | memoryview | None, what: str) -> tuple[Any, int]:
         return ffi.NULL, 0
     try:
         ptr = ffi.from_buffer(payload)
-    except TypeError:
+    except (TypeError, ValueError, BufferError):  # not a buffer, or a released one
         raise error(errno.EINVAL, f"{what} must be bytes-like, not {type(payload).__name__}") from None
     return ptr, len(ptr)  # bytes, whatever the buffer's item size
 
@@ -134,7 +134,8 @@ def request_key(type_name: str, description: str, callout: bytes | None, destrin
     ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
     if callout is not None and (type(callout) is not bytes or b"\0" in callout):
         raise error(errno.EINVAL, "callout info must be bytes without a NUL byte")
-    rc = lib.kt_request_key(ctype, cdesc, ffi.NULL if callout is None else callout, key_id(destringid, "destination id"))
+    dest = key_id(destringid, "destination id")
+    rc = lib.kt_request_key(ctype, cdesc, ffi.NULL if callout is None else callout, dest)
     return _check(rc, f"request_key(type {type_name!r}, description {description!r}, destination {destringid})")
 
 
@@ -191,7 +192,8 @@ def _read_loop(op: int, keyid: int, what: str) -> bytes:
         buf = ffi.new("char[]", size)
         rc = _check(lib.kt_keyctl_buf(op, keyid, buf, size), what)
         if rc <= size:
-            return ffi.unpack(buf, rc)
+            data: bytes = ffi.unpack(buf, rc)
+            return data
         size = rc
 
 
@@ -227,9 +229,10 @@ def keyctl_search(ringid: int, type_name: str, description: str, destringid: int
     """``KEYCTL_SEARCH``: ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES``
     (only unusable matches), ``ENOTDIR``, ``EINVAL``, ``EPERM``."""
     ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
-    rc = lib.kt_keyctl_search(key_id(ringid, "keyring id"), ctype, cdesc, key_id(destringid, "destination id"))
+    ring, dest = key_id(ringid, "keyring id"), key_id(destringid, "destination id")
+    rc = lib.kt_keyctl_search(ring, ctype, cdesc, dest)
     return _check(
-        rc, f"keyctl_search(keyring {ringid}, type {type_name!r}, description {description!r}, destination {destringid})"
+        rc, f"keyctl_search(keyring {ring}, type {type_name!r}, description {description!r}, destination {dest})"
     )
 
 
