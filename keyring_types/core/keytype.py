@@ -9,6 +9,7 @@ same points the kernel does.  Types hold their payload on the record
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -136,6 +137,9 @@ class KeyType:
 
 
 _lock = threading.RLock()
+# Held only briefly and never while waiting for another lock, so fork can take it:
+# a child forked while another thread registered a type must not inherit it held.
+os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_lock.release)
 _registry: dict[str, KeyType] = {}
 #: Types registered by where they live, not yet imported: name -> (module, class name).
 #: The first lookup imports the module and moves the type into ``_registry``.

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import heapq
+import os
 import random
 import threading
+import weakref
 from collections.abc import Callable
 
 from keyring_types.constants import (
@@ -51,6 +53,7 @@ class World:
         #: that act as the caller (``context.current_caller``); None between operations.
         self.caller: Caller | None = None
         on_unregister(self)
+        _worlds.add(self)
 
     def now(self) -> int:
         return int(self.clock())
@@ -244,6 +247,33 @@ class World:
             self.add_link(ses_ring, uid_ring)
             rings = self.user_rings[uid] = (uid_ring, ses_ring)
         return rings
+
+
+# -- fork ------------------------------------------------------------------------
+# A child of fork() has only the forking thread.  A world lock another thread held
+# at that moment would stay held in the child for ever, and the world's state could
+# be half-changed.  So fork waits until every world is between operations (the locks
+# are taken in a fixed order, so two forking threads cannot deadlock) and both sides
+# release them afterwards; the child inherits a consistent, unlocked world.
+_worlds: weakref.WeakSet[World] = weakref.WeakSet()
+_held_at_fork: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    locks = [w.lock for w in sorted(_worlds, key=id)]
+    for lock in locks:
+        lock.acquire()
+    _held_at_fork[:] = locks
+
+
+def _after_fork() -> None:
+    locks = _held_at_fork[:]
+    _held_at_fork.clear()
+    for lock in reversed(locks):
+        lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 class NoCaller:
