@@ -11,6 +11,13 @@ only when the buffer *and* every view and slice of it are gone, and is wiped
 again then.  :meth:`SecretBuffer.wipe` zeroes the memory at once; a view kept
 past it reads zeros from then on, and writing through a kept writable view
 touches only that dead block, never another secret or the allocator's lists.
+
+A forked child inherits no secret: the memory is marked ``MADV_WIPEONFORK``
+(``MADV_DONTFORK`` on kernels without it, with zero pages mapped back in the
+child), so every SecretBuffer, view and address the child inherited reads zeros
+(same length, not ``mlock``ed).  The child may wipe them, write to them (its own
+pages) and make new SecretBuffers, which work as in any process; keys of an
+in-process Keyspace it inherited read as zeros, so it should make its own.
 """
 
 from __future__ import annotations
