@@ -68,7 +68,11 @@ def _read_ptr(buf: object, offset: int, n: int, what: str) -> Any:
     """What C may read ``n`` bytes from, ``offset`` bytes into ``buf``; EINVAL if too short."""
     if type(buf) is SecretBuffer:
         # .address raises the wiped buffer's error (EKEYREVOKED).
-        ptr = buf._ptr if buf._ptr is not None else buf.address
+        # One read of _ptr: another thread's wipe() may clear it at any moment, and the
+        # pointer held here keeps the (then zeroed) block alive until C returns.
+        ptr = buf._ptr
+        if ptr is None:
+            ptr = buf.address
         size = len(buf)
     elif type(buf) is bytes:
         ptr, size = buf, len(buf)
@@ -163,12 +167,19 @@ def seal_export(master: Memory, header: bytes, iv: IV, data: Memory, datalen: in
     """
     # The read path of every encrypted key: SecretBuffers (the usual case) are
     # taken apart inline; everything else goes through the checked helpers.
-    if type(master) is SecretBuffer and master._ptr is not None:
-        mptr, mlen = master._ptr, master._size
+    if type(master) is SecretBuffer and (mptr := master._ptr) is not None:
+        mlen = master._size
     else:
         mptr, mlen = _whole(master, "the master key")
-    if type(data) is SecretBuffer and data._ptr is not None and 0 <= offset and 0 <= datalen and offset + datalen <= data._size:
-        dptr = data._ptr if not offset else _ffi.cast("uint8_t *", data._ptr) + offset
+    if (
+        type(data) is SecretBuffer
+        and (dptr := data._ptr) is not None
+        and 0 <= offset
+        and 0 <= datalen
+        and offset + datalen <= data._size
+    ):
+        if offset:
+            dptr = _ffi.cast("uint8_t *", dptr) + offset
     else:
         dptr = _read_ptr(data, offset, datalen, "the data")
     # Inline, without a cffi call: 16 bytes, or a native array of 16 elements (len()
@@ -216,12 +227,19 @@ def unseal_joined_into(master: Memory, header: bytes, iv: bytes, ctmac: bytes, o
     """:func:`unseal_into` with ciphertext and MAC in one buffer, as the blob holds them
     (``padded(datalen) + 32`` bytes).  Errors as :func:`unseal_into`."""
     # The load path of every encrypted key, SecretBuffers inline as in seal_export.
-    if type(master) is SecretBuffer and master._ptr is not None:
-        mptr, mlen = master._ptr, master._size
+    if type(master) is SecretBuffer and (mptr := master._ptr) is not None:
+        mlen = master._size
     else:
         mptr, mlen = _whole(master, "the master key")
-    if type(out) is SecretBuffer and out._ptr is not None and 0 <= offset and 0 <= datalen and offset + datalen <= out._size:
-        optr = out._ptr if not offset else _ffi.cast("uint8_t *", out._ptr) + offset
+    if (
+        type(out) is SecretBuffer
+        and (optr := out._ptr) is not None
+        and 0 <= offset
+        and 0 <= datalen
+        and offset + datalen <= out._size
+    ):
+        if offset:
+            optr = _ffi.cast("uint8_t *", optr) + offset
     else:
         optr = _write_ptr(out, offset, datalen, "the output buffer")
     if type(iv) is not bytes or len(iv) != IV_SIZE or type(ctmac) is not bytes or type(header) is not bytes:
