@@ -132,8 +132,10 @@ class OpScope:
         w = self._world
         self._saved.append(w.caller)
         w.caller = self._ks
-        if w.gc_heap:
+        if w.gc_heap or w._unpins:
             try:
+                if w._unpins:
+                    w.release_pending()
                 w.gc_due()
             except BaseException:
                 self.__exit__(None, None, None)

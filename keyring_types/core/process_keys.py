@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from keyring_types.constants import (
@@ -55,11 +56,28 @@ NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
 PROC_PERM = KEY_POS_ALL | KEY_USR_VIEW  # thread and process keyrings
 
 
+class _ThreadRing:
+    """A thread's ``@t``, held in that thread's slot of a ``threading.local``.
+
+    Python drops the slot when the thread ends; the finaliser then releases the
+    keyring, as the kernel puts a thread keyring at thread exit.  A later thread,
+    even one given the same ident, starts with an empty slot.
+    """
+
+    __slots__ = ("ring", "__weakref__")
+
+    def __init__(self, ring: KeyRecord) -> None:
+        self.ring = ring
+
+
 class ProcessKeyrings:
     """The keyrings a process's credentials point at."""
 
     def __init__(self, session_from: ProcessKeyrings | None = None) -> None:
-        self.threads: dict[int, KeyRecord] = {}
+        #: Per thread: ``.t``, the thread's :class:`_ThreadRing` once it has one.
+        self.threads = threading.local()
+        #: Whether any thread ever had a thread keyring here (lets the common case skip the lookup).
+        self.any_thread = False
         self.process: KeyRecord | None = None
         self._session: KeyRecord | None = None
         # A process made by as_user() sees its creator's session until it joins its own.
@@ -91,12 +109,19 @@ class ProcessKeys:
 
     # -- the caller's own keyrings ------------------------------------------------
     def _thread_ring(self, create: bool) -> KeyRecord | None:
-        tid = threading.get_ident()
-        ring = self._proc.threads.get(tid)
-        if ring is None and create:
-            ring = self._world.new_keyring("_tid", self.cred.uid, self.cred.gid, PROC_PERM)
-            ring.pins += 1
-            self._proc.threads[tid] = ring
+        proc = self._proc
+        held: _ThreadRing | None = getattr(proc.threads, "t", None)
+        if held is not None:
+            return held.ring
+        if not create:
+            return None
+        w = self._world
+        ring = w.new_keyring("_tid", self.cred.uid, self.cred.gid, PROC_PERM)
+        ring.pins += 1
+        held = _ThreadRing(ring)
+        weakref.finalize(held, w.release_pin, ring)
+        proc.threads.t = held
+        proc.any_thread = True
         return ring
 
     def _process_ring(self, create: bool) -> KeyRecord | None:
@@ -168,8 +193,8 @@ class ProcessKeys:
         if ses is None:
             rings = self._world.user_rings.get(self.cred.uid)
             ses = rings[1] if rings else None
-        threads = proc.threads
-        return [threads.get(threading.get_ident()) if threads else None, proc.process, ses]
+        held: _ThreadRing | None = getattr(proc.threads, "t", None) if proc.any_thread else None
+        return [None if held is None else held.ring, proc.process, ses]
 
     # -- possession and lookup_user_key ---------------------------------------------
     def _possessed(self, rec: KeyRecord) -> bool:
@@ -266,7 +291,7 @@ class ProcessKeys:
         """
         index = (type_name, description)
         proc = self._proc
-        if not proc.threads and proc.process is None and type_name != "keyring":
+        if not proc.any_thread and proc.process is None and type_name != "keyring":
             # Only the session keyring to search: a usable key linked directly in it is
             # what the search returns first.  Anything else takes the full search.
             ses = proc._session if proc._session_from is None else proc.session

@@ -52,6 +52,8 @@ class World:
         #: The view whose operation is in progress (under ``lock``), for key types
         #: that act as the caller (``context.current_caller``); None between operations.
         self.caller: Caller | None = None
+        #: Pins released while the world was busy, applied by the next operation.
+        self._unpins: list[KeyRecord] = []
         on_unregister(self)
         _worlds.add(self)
 
@@ -129,6 +131,32 @@ class World:
             rec.user.nikeys -= 1
         rec.dead = True
 
+    def release_pin(self, rec: KeyRecord) -> None:
+        """Drop a pin whose holder is gone (a thread's ``@t`` at thread exit), from any thread.
+
+        It runs from a finaliser, perhaps in the middle of an operation on this very
+        thread or while another thread holds the lock; then the release waits for
+        the next operation (:meth:`release_pending`) rather than change the world
+        under that operation.
+        """
+        lock = self.lock
+        if not lock._is_owned() and lock.acquire(blocking=False):  # type: ignore[attr-defined]
+            try:
+                self._unpins.append(rec)
+                self.release_pending()
+            finally:
+                lock.release()
+        else:
+            self._unpins.append(rec)  # list.append is atomic
+
+    def release_pending(self) -> None:
+        """Apply the pin releases :meth:`release_pin` deferred (with the lock held)."""
+        unpins = self._unpins
+        while unpins:
+            rec = unpins.pop()
+            rec.pins -= 1
+            self.maybe_destroy(rec)
+
     # -- links ------------------------------------------------------------------
     def add_link(self, ring: KeyRecord, key: KeyRecord) -> KeyRecord | None:
         """Install ``key`` in ``ring``, displacing a same-index key; returns the displaced one."""
@@ -199,6 +227,8 @@ class World:
 
     def gc(self) -> None:
         """Reap revoked and expired keys whose grace period (gc_delay) has passed."""
+        if self._unpins:
+            self.release_pending()
         now = self.now()
         heap = self.gc_heap
         while heap and heap[0][0] <= now:
