@@ -62,11 +62,9 @@ class Keyspace(Keyctl, KeyspaceAPI):
         )
         if _world is None:
             _world = World(limits or QuotaLimits(), clock, gc_delay)
-            _proc = ProcessKeyrings()
+            _proc = ProcessKeyrings(_world)
             with _world.lock:
-                ses = _world.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM)
-                ses.pins += 1
-                _proc.set_session(ses)
+                _proc.set_session(_world.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM))
         assert _proc is not None
         self._world = _world
         self._proc = _proc
@@ -79,9 +77,15 @@ class Keyspace(Keyctl, KeyspaceAPI):
     def as_user(self, uid: int, gid: int, groups: tuple[int, ...] | list[int] = ()) -> Keyspace:
         """A process of another user in this session: same keys and session keyring.
 
-        It has its own thread and process keyrings and its own user keyrings.
+        It has its own thread and process keyrings and its own user keyrings, and
+        its own hold on the session keyring: joining another session (either side)
+        leaves the other's session as it is, as after fork and setuid.
         """
-        return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=ProcessKeyrings(self._proc))
+        proc = ProcessKeyrings(self._world)
+        with self._world.lock:
+            if self._proc.session is not None:
+                proc.set_session(self._proc.session)
+        return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
 
     def same_world(self, other: KeyspaceAPI) -> bool:
         return isinstance(other, Keyspace) and other._world is self._world

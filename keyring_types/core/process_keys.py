@@ -71,29 +71,44 @@ class _ThreadRing:
 
 
 class ProcessKeyrings:
-    """The keyrings a process's credentials point at."""
+    """The keyrings a process's credentials point at, each pinned while held.
 
-    def __init__(self, session_from: ProcessKeyrings | None = None) -> None:
+    A process made by ``as_user`` starts holding its creator's session keyring
+    (a reference of its own, as a forked child holds one): either may then join
+    another session without taking the keyring from the other.  The process and
+    session keyrings are released when the process (the view) is collected.
+    """
+
+    def __init__(self, world: World) -> None:
         #: Per thread: ``.t``, the thread's :class:`_ThreadRing` once it has one.
         self.threads = threading.local()
         #: Whether any thread ever had a thread keyring here (lets the common case skip the lookup).
         self.any_thread = False
         self.process: KeyRecord | None = None
-        self._session: KeyRecord | None = None
-        # A process made by as_user() sees its creator's session until it joins its own.
-        self._session_from = session_from
+        self.session: KeyRecord | None = None
+        # What this process pins, shared with the finaliser that unpins it.
+        self._pinned: dict[str, KeyRecord] = {}
+        fin = weakref.finalize(self, _release_pins, world, self._pinned)
+        fin.atexit = False  # at exit the whole world goes; no need to walk it
 
-    @property
-    def session(self) -> KeyRecord | None:
-        if self._session_from is not None:
-            return self._session_from.session
-        return self._session
-
-    def set_session(self, ring: KeyRecord | None) -> KeyRecord | None:
-        old = self.session
-        self._session_from = None
-        self._session = ring
+    def set_session(self, ring: KeyRecord) -> KeyRecord | None:
+        """Hold ``ring`` as the session keyring; returns the old one, whose pin the caller drops."""
+        ring.pins += 1
+        old, self.session = self.session, ring
+        self._pinned["session"] = ring
         return old
+
+    def set_process(self, ring: KeyRecord) -> None:
+        """Hold ``ring`` (new, unpinned) as the process keyring."""
+        ring.pins += 1
+        self.process = ring
+        self._pinned["process"] = ring
+
+
+def _release_pins(world: World, pinned: dict[str, KeyRecord]) -> None:
+    for rec in pinned.values():
+        world.release_pin(rec)
+    pinned.clear()
 
 
 class ProcessKeys:
@@ -128,12 +143,10 @@ class ProcessKeys:
         ring = self._proc.process
         if ring is None and create:
             ring = self._world.new_keyring("_pid", self.cred.uid, self.cred.gid, PROC_PERM)
-            ring.pins += 1
-            self._proc.process = ring
+            self._proc.set_process(ring)
         return ring
 
     def _install_session(self, ring: KeyRecord) -> None:
-        ring.pins += 1
         old = self._proc.set_session(ring)
         if old is not None:
             old.pins -= 1
@@ -189,7 +202,7 @@ class ProcessKeys:
     def _cred_rings(self) -> list[KeyRecord | None]:
         """The keyrings a search starts from: thread, process, session (or the user session)."""
         proc = self._proc
-        ses = proc._session if proc._session_from is None else proc.session
+        ses = proc.session
         if ses is None:
             rings = self._world.user_rings.get(self.cred.uid)
             ses = rings[1] if rings else None
@@ -209,7 +222,7 @@ class ProcessKeys:
         # The commonest case first, without building the list of caller keyrings: a key
         # linked directly in a live session keyring its possessor may search.
         proc = self._proc
-        ses = proc._session if proc._session_from is None else proc.session
+        ses = proc.session
         if (
             ses is not None
             and ses.serial in parents
@@ -264,7 +277,7 @@ class ProcessKeys:
             proc = self._proc
             rec = None
             if keyid == KEY_SPEC_SESSION_KEYRING:
-                rec = proc._session if proc._session_from is None else proc.session
+                rec = proc.session
             if rec is None:
                 rec = self._special(keyid, create)
             possessed = True
@@ -294,7 +307,7 @@ class ProcessKeys:
         if not proc.any_thread and proc.process is None and type_name != "keyring":
             # Only the session keyring to search: a usable key linked directly in it is
             # what the search returns first.  Anything else takes the full search.
-            ses = proc._session if proc._session_from is None else proc.session
+            ses = proc.session
             if ses is not None:
                 found = direct_hit(ses, index, self.cred, self._world.now)
                 if found is not None:
