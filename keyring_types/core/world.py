@@ -43,6 +43,8 @@ class World:
         self.keys: dict[int, KeyRecord] = {}
         self.users: dict[int, KeyUser] = {}
         self.user_rings: dict[int, tuple[KeyRecord, KeyRecord]] = {}
+        #: A ``_uid.N`` made while its ``_uid_ses.N`` could not be (quota): used next time.
+        self.uid_ring_alone: dict[int, KeyRecord] = {}
         self.limits = limits
         self.clock = clock
         self.gc_delay = gc_delay
@@ -261,22 +263,65 @@ class World:
                 self.unlink_everywhere(rec)
 
     def user_keyrings(self, uid: int) -> tuple[KeyRecord, KeyRecord]:
-        """``look_up_user_keyrings``: ``_uid.N`` and ``_uid_ses.N``, made on first use."""
+        """``look_up_user_keyrings``: ``_uid.N`` and ``_uid_ses.N``, made on first use.
+
+        As the kernel's register of user keyrings: one that was invalidated, or
+        reaped after revocation or expiry, is replaced by a new one on the next
+        use (a new ``_uid.N`` is not linked from an existing ``_uid_ses.N``; a new
+        ``_uid_ses.N`` links ``_uid.N``).  ENOKEY while either is revoked or
+        expired but not yet reaped; EDQUOT if one cannot be made, in which case a
+        ``_uid.N`` already made stays registered for the next try and nothing else
+        is left behind.
+        """
         rings = self.user_rings.get(uid)
-        if rings is None:
+        if rings is not None:
+            u, s = rings
+            if not (u.invalidated or u.revoked or u.expiry or s.invalidated or s.revoked or s.expiry):
+                return rings
+        return self._look_up_user_keyrings(uid, rings)
+
+    def _look_up_user_keyrings(self, uid: int, rings: tuple[KeyRecord, KeyRecord] | None) -> tuple[KeyRecord, KeyRecord]:
+        now = self.now()
+        uid_ring = self._registered(rings[0] if rings else self.uid_ring_alone.get(uid), now)
+        ses_ring = self._registered(rings[1], now) if rings else None
+        if uid_ring is not None and ses_ring is not None:
+            return rings  # type: ignore[return-value]  # only expiring, still usable
+        self.user_rings.pop(uid, None)
+        if uid_ring is None:
+            self.uid_ring_alone.pop(uid, None)
             uid_ring = self.new_keyring(f"_uid.{uid}", uid, None, _UID_PERM)
             uid_ring.pins += 1
+        self.uid_ring_alone[uid] = uid_ring
+        if ses_ring is None:
+            ses_ring = self.new_keyring(f"_uid_ses.{uid}", uid, None, _UID_PERM)
             try:
-                ses_ring = self.new_keyring(f"_uid_ses.{uid}", uid, None, _UID_PERM)
-            except OSError:
-                uid_ring.pins -= 1
-                self.maybe_destroy(uid_ring)
+                ses_ring.payload_reserve(ses_ring.datalen + KEYQUOTA_LINK_BYTES)
+                self.add_link(ses_ring, uid_ring)
+            except BaseException:
+                self.maybe_destroy(ses_ring)
                 raise
             ses_ring.pins += 1
-            ses_ring.payload_reserve(ses_ring.datalen + KEYQUOTA_LINK_BYTES)
-            self.add_link(ses_ring, uid_ring)
-            rings = self.user_rings[uid] = (uid_ring, ses_ring)
+        del self.uid_ring_alone[uid]
+        rings = self.user_rings[uid] = (uid_ring, ses_ring)
         return rings
+
+    def _registered(self, ring: KeyRecord | None, now: int) -> KeyRecord | None:
+        """A registered user keyring if usable; None (and unregistered) if gone; ENOKEY if unusable."""
+        if ring is None:
+            return None
+        if not (ring.invalidated or ring.dead):
+            if not (ring.revoked or ring.expired_at(now)):
+                return ring
+            reaped_at = min(
+                ring.revoked_at + self.gc_delay if ring.revoked else now + 1,
+                ring.expiry + self.gc_delay if ring.expiry else now + 1,
+            )
+            if now < reaped_at:
+                state = "revoked" if ring.revoked else "expired"
+                raise error(errno.ENOKEY, f"user keyring {ring.description} (key {ring.serial}) is {state}")
+        ring.pins -= 1
+        self.maybe_destroy(ring)
+        return None
 
 
 # -- fork ------------------------------------------------------------------------
