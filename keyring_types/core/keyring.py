@@ -104,12 +104,14 @@ def keyring_clear(world: World, ring: KeyRecord) -> None:
 
 
 def find_keyring_by_name(world: World, cred: Cred, name: str) -> KeyRecord | None:
-    """``find_keyring_by_name``: a live named keyring ``cred`` may search (never a user keyring)."""
-    uid_names = {r.description for pair in world.user_rings.values() for r in pair}
-    uid_names.update(r.description for r in world.uid_ring_alone.values())
+    """``find_keyring_by_name``: the oldest live, unexpired keyring called ``name`` that ``cred`` may search.
+
+    User keyrings count (joining ``_uid.N`` as uid N joins the user keyring, as
+    on current kernels); another uid's are not searchable, so not found.
+    """
     now = world.now()
     for rec in world.keys.values():
-        if not rec.is_keyring or rec.description != name or name in uid_names:
+        if rec.description != name or not rec.is_keyring:
             continue
         if rec.revoked or rec.invalidated or rec.dead or rec.expired_at(now):
             continue

@@ -182,7 +182,9 @@ class ProcessKeys:
             return ring
         if keyid == KEY_SPEC_SESSION_KEYRING:
             ses = self._proc.session
-            if ses is None:
+            # Asked to create, a caller whose session is a user keyring (none yet, or
+            # joined by name) gets a new anonymous one, as lookup_user_key does.
+            if ses is None or (create and ses.uid_keyring):
                 if create:
                     ses = w.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM)
                 else:
@@ -278,6 +280,8 @@ class ProcessKeys:
             rec = None
             if keyid == KEY_SPEC_SESSION_KEYRING:
                 rec = proc.session
+                if rec is not None and rec.uid_keyring and create:
+                    rec = None
             if rec is None:
                 rec = self._special(keyid, create)
             possessed = True

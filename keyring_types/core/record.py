@@ -46,6 +46,8 @@ class KeyRecord:
     #: Absolute expiry time in clock seconds; 0 means none.
     expiry: int = 0
     revoked_at: int = 0
+    #: A user or user-session keyring (the kernel's KEY_FLAG_UID_KEYRING).
+    uid_keyring: bool = False
     #: When this key's one live GC heap entry is due (0: none); other entries are stale.
     gc_at: int = 0
     #: Contents when this is a keyring: index key -> record.

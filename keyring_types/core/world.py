@@ -291,9 +291,11 @@ class World:
             self.uid_ring_alone.pop(uid, None)
             uid_ring = self.new_keyring(f"_uid.{uid}", uid, None, _UID_PERM)
             uid_ring.pins += 1
+            uid_ring.uid_keyring = True
         self.uid_ring_alone[uid] = uid_ring
         if ses_ring is None:
             ses_ring = self.new_keyring(f"_uid_ses.{uid}", uid, None, _UID_PERM)
+            ses_ring.uid_keyring = True
             try:
                 ses_ring.payload_reserve(ses_ring.datalen + KEYQUOTA_LINK_BYTES)
                 self.add_link(ses_ring, uid_ring)
