@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 import subprocess
 
@@ -110,7 +111,7 @@ def test_first_user_keyrings_over_the_key_quota_keep_the_user_keyring() -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("keyctl") or not shutil.which("setpriv"), reason="needs root, keyctl, setpriv")
 def test_kernel_replaces_an_invalidated_user_keyring() -> None:
     """What the in-process tests above follow, checked on this kernel with a fresh uid."""
-    uid = 45000 + os.getpid() % 1000
+    uid = 1_800_000_000 + random.SystemRandom().randrange(1 << 24)  # owns no keys yet
     # Keys are named by serial where a special id would make a new user keyring, and
     # the script ends with none left but the revoked one, which the kernel's GC reaps.
     script = (
