@@ -21,7 +21,7 @@ from keyring_types.constants import (
     KEYQUOTA_LINK_BYTES,
     OVERFLOW_GID,
 )
-from keyring_types.core.hints import denied, search_failure, unreachable_hint
+from keyring_types.core.hints import denied, search_failure, unreachable_hint, user_ring_hint
 from keyring_types.core.key import (
     default_perm,
     key_change_owner,
@@ -331,7 +331,7 @@ class Keyctl(ProcessKeys):
                 key_link(self._world, self.cred, dest, found)
             return found.serial
 
-    def _readable(self, keyid: int, need_read_op: bool = True) -> KeyRecord:
+    def _readable(self, keyid: int) -> KeyRecord:
         """KEYCTL_READ's checks: READ or possession, a read op, a valid key."""
         try:
             rec, possessed = self._lookup(keyid, DEFER_PERM_CHECK)
@@ -339,7 +339,7 @@ class Keyctl(ProcessKeys):
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
         if not possessed and not permitted(rec, self.cred, False, NEED_READ):
             raise denied(self, rec, possessed, NEED_READ)
-        if need_read_op and not rec.ktype._has_read:
+        if not rec.ktype._has_read:
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
         if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
             rec.validate(self._world.now())
@@ -361,11 +361,31 @@ class Keyctl(ProcessKeys):
             w.lock.release()
 
     def sys_secret(self, keyid: int) -> SecretBuffer:
-        """The plaintext for in-process use; the same access rules as ``read``.
+        """The plaintext for in-process use, under the rules of the kernel's in-kernel users.
 
-        Types without a read op (logon) still hand their secret to in-process consumers,
-        as the kernel hands logon keys to kernel consumers.
+        dm-crypt, fscrypt and eCryptfs get a key's payload only through
+        ``request_key`` with the caller's credentials: the key must be found from
+        the caller's thread, process or session keyring, with SEARCH on it and on
+        every keyring on the way (possessor bits count).  So here: the key must be
+        possessed, READ alone is not enough; types without a read op (logon) still
+        hand over their secret.  The type may check more with the caller's
+        credentials (an encrypted key looks its master up as the caller).
+        ENOKEY (no such key, invalidated), EACCES (not possessed), EKEYREVOKED,
+        EKEYEXPIRED, EOPNOTSUPP (no secret), and the type's errors.
         """
         with self._scope:
-            rec = self._readable(keyid, need_read_op=False)
+            try:
+                rec, possessed = self._lookup(keyid, DEFER_PERM_CHECK)
+            except OSError as exc:
+                raise error(errno.ENOKEY, f"no secret for key {keyid}: {exc.strerror}") from None
+            if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
+                rec.validate(self._world.now())
+            if not possessed:
+                hint = user_ring_hint(self, rec)
+                raise error(
+                    errno.EACCES,
+                    f"{rec.ktype.name} key {rec.serial} is not possessed by uid {self.cred.uid} (not found from its "
+                    "thread, process or session keyring with SEARCH), so its plaintext is not handed over"
+                    + (f"; {hint}" if hint else ""),
+                )
             return rec.ktype.secret(rec)

@@ -517,11 +517,17 @@ class EncryptedKeyType(KeyType):
         """A new SecretBuffer with the decrypted data (64 bytes for ``ecryptfs``).
 
         The eCryptfs auth token built around it comes from :func:`ecryptfs_auth_token`.
-        ``EKEYREVOKED`` if the key has no payload.
+        ``EKEYREVOKED`` if the key has no payload; the master lookup's errors
+        (``ENOKEY``, ``EKEYREVOKED``, ``EACCES``) when the caller cannot reach the master.
         """
         p: EncryptedPayload | None = key.payload
         if p is None:
             raise error(errno.EKEYREVOKED, f"encrypted key {key.serial} has no payload")
+        # As read does: the master must be reachable with the caller's credentials,
+        # so a caller who cannot use the master gets nothing it protects.
+        _master, copy = _master_material(key, p.master_desc)
+        if copy is not None:
+            copy.wipe()
         return SecretBuffer.from_bytes(p.plaintext())
 
 
