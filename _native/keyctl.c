@@ -26,6 +26,18 @@ long kt_keyctl_int(int op, long a2, long a3, long a4, long a5)
     return kt_result(syscall(SYS_keyctl, op, a2, a3, a4, a5));
 }
 
+/* REVOKE / CLEAR / INVALIDATE: one key id. */
+long kt_keyctl_id(int op, int32_t id)
+{
+    return kt_result(syscall(SYS_keyctl, op, (long)id, 0L, 0L, 0L));
+}
+
+/* LINK / UNLINK: a key id and a keyring id. */
+long kt_keyctl_id2(int op, int32_t id, int32_t id2)
+{
+    return kt_result(syscall(SYS_keyctl, op, (long)id, (long)id2, 0L, 0L));
+}
+
 /* KEYCTL_READ / KEYCTL_DESCRIBE / KEYCTL_GET_SECURITY: (id, buffer, length). */
 long kt_keyctl_buf(int op, int32_t id, void *buf, size_t buflen)
 {

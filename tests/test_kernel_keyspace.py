@@ -13,6 +13,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 
 import pytest
 from conftest import kernel_keyring_reachable, require
@@ -594,3 +595,24 @@ def test_secret_of_a_sealed_kernel_key_is_refused(need_kernel_keyring: None) -> 
             pass
     assert info.value.errno == errno.EOPNOTSUPP
     assert k.read().startswith(b"default user:kmk-secret-test 32 ")
+
+
+def test_syscall_wrappers_refuse_ids_the_kernel_would_truncate(kk: KernelKeyspace) -> None:
+    # The kernel reads a key id as int32 and a uid as u32: 2**32 + serial would be
+    # the same key to it, and uid 2**40 would be root.  The wrappers refuse both.
+    k = kk.add_key("user", "wide", b"x", "@s")
+    ring = kk.add_key("keyring", "wide-ring", None, "@s")
+    wide = 2**32 + k.serial
+    assert errno_of(sc.keyctl_invalidate, wide) == errno.EINVAL
+    assert errno_of(sc.keyctl_revoke, wide) == errno.EINVAL
+    assert errno_of(sc.keyctl_link, wide, ring.serial) == errno.EINVAL
+    assert errno_of(sc.keyctl_read, wide) == errno.EINVAL
+    assert errno_of(sc.keyctl_setperm, wide, 0x3F3F0000) == errno.EINVAL
+    assert errno_of(sc.keyctl_set_timeout, k.serial, 2**32) == errno.EINVAL
+    assert errno_of(sc.keyctl_chown, k.serial, 2**40, -1) == errno.EINVAL
+    assert errno_of(sc.add_key, "user", "wide2", b"y", 2**32 + ring.serial) == errno.EINVAL
+    assert errno_of(sc.keyctl_search, 2**32 + ring.serial, "user", "wide", 0) == errno.EINVAL
+    # A number-like that is not an int is refused, not truncated through its __int__.
+    assert errno_of(sc.keyctl_read, Decimal(k.serial) + Decimal("0.5")) == errno.EINVAL
+    assert k.read() == b"x" and k.describe().split(";")[1:4] == [str(os.geteuid()), str(os.getegid()), "3f010000"]
+    assert sc.keyctl_read(ring.serial) == b""

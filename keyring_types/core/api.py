@@ -147,11 +147,16 @@ class KeyspaceAPI(abc.ABC):
         ``ENODEV`` (unknown type), ``ENOKEY``/``ENOTDIR`` (bad destination),
         ``EACCES`` (no WRITE on it), ``EDQUOT`` (over quota).
         """
-        # The common argument types are checked inline: this is the hot path.  A
-        # printable str has no NUL and no lone surrogate, so it is a good C string.
-        if not (type(type_name) is str and type_name.isprintable()):
-            type_name = c_string(type_name, "key type")  # type: ignore[assignment]
-        if description is not None and not (type(description) is str and description.isprintable()):
+        # The common argument types are checked inline: this is the hot path.  Type
+        # names come from a handful, remembered once checked; a printable str has no
+        # NUL and no lone surrogate, so it is a good C string.
+        try:
+            known_type = type_name in _CHECKED_TYPE_NAMES
+        except (TypeError, ValueError):  # unhashable (a released memoryview: ValueError): not a str
+            known_type = False
+        if not known_type:
+            type_name = _checked_type_name(type_name)
+        if description is not None and not (description.__class__ is str and description.isprintable()):
             description = c_string(description, "description", None)
         data = payload if type(payload) is bytes else payload_bytes(payload)
         if type(keyring) is str:
@@ -159,7 +164,13 @@ class KeyspaceAPI(abc.ABC):
         else:
             ringid = keyring._serial if isinstance(keyring, Key) and keyring._ks is self else None
         serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
-        return (Keyring if type_name == "keyring" else Key)(self, serial, type_name, description)
+        # Built without Key.__init__, whose serial check a syscall's answer does not need.
+        handle = _new_handle(Keyring if type_name == "keyring" else Key)
+        handle._ks = self
+        handle._serial = serial
+        handle._type = type_name
+        handle._description = description
+        return handle
 
     def request_key(
         self,
@@ -227,6 +238,20 @@ class KeyspaceAPI(abc.ABC):
     @property
     def user_keyring(self) -> Keyring:
         return self.keyring("@u", create=True)
+
+
+_new_handle = object.__new__
+
+#: Key type names add_key has seen pass c_string (bounded: names are few, junk is not kept).
+_CHECKED_TYPE_NAMES: set[str] = set()
+
+
+def _checked_type_name(type_name: object) -> str:
+    checked = c_string(type_name, "key type")
+    assert checked is not None
+    if checked.isprintable() and len(_CHECKED_TYPE_NAMES) < 64:
+        _CHECKED_TYPE_NAMES.add(checked)
+    return checked
 
 
 def _callout_bytes(callout: object) -> bytes | None:

@@ -86,19 +86,36 @@ def _cstr(text: str | None, what: str) -> Any:
 
     ``EINVAL`` for a non-str, an embedded NUL or text with no UTF-8 form.
     """
+    if type(text) is str and text.isprintable():  # no NUL, no lone surrogate
+        return text.encode()
     checked = c_string(text, what, None)
     return ffi.NULL if checked is None else checked.encode()
 
 
-def _buffer(payload: bytes | memoryview | None, what: str) -> tuple[Any, int]:
-    """(pointer, length) of a payload; (NULL, 0) for ``None``; ``EINVAL`` if not bytes-like."""
+def _buffer(payload: bytes | memoryview | None, what: str) -> Any:
+    """A pointer to a payload's bytes (NULL for ``None``); ``EINVAL`` if not bytes-like."""
     if payload is None:
-        return ffi.NULL, 0
+        return ffi.NULL
     try:
-        ptr = ffi.from_buffer(payload)
+        return ffi.from_buffer(payload)
     except (TypeError, ValueError, BufferError):  # not a buffer, or a released one
         raise error(errno.EINVAL, f"{what} must be bytes-like, not {type(payload).__name__}") from None
-    return ptr, len(ptr)  # bytes, whatever the buffer's item size
+
+
+def _id_error(*ids: object) -> KeyringError:
+    """The ``EINVAL`` for whichever of ``ids`` (Python ints) is not a key_serial_t.
+
+    For the helpers whose C signature types the id as int32_t: cffi's own
+    conversion refuses an int out of range (OverflowError), and this names which.
+    Anything but an int is converted with key_id first (cffi would take a
+    Decimal's or a float-like's __int__ and truncate it).
+    """
+    for value in ids:
+        try:
+            key_id(value)
+        except KeyringError as exc:
+            return exc
+    return error(errno.EINVAL, "a key id does not fit key_serial_t")
 
 
 def _fail(rc: int, what: str) -> KeyringError:
@@ -112,6 +129,10 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+# The messages below are formatted only on failure: these calls are the kernel
+# side of the measured lifecycle, and the ids in them are known to fit by then.
+
+
 def add_key(type_name: str, description: str | None, payload: bytes | memoryview | None, ringid: int) -> int:
     """``add_key(2)``: the new (or updated) key's serial.
 
@@ -120,9 +141,17 @@ def add_key(type_name: str, description: str | None, payload: bytes | memoryview
     (destination), ``EACCES``, ``EDQUOT``.
     """
     ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
-    data, plen = _buffer(payload, "payload")
-    rc = lib.kt_add_key(ctype, cdesc, data, plen, key_id(ringid, "keyring id"))
-    return _check(rc, f"add_key(type {type_name!r}, description {description!r}, {plen} bytes, keyring {ringid})")
+    data = _buffer(payload, "payload")
+    plen = len(data) if payload is not None else 0  # bytes, whatever the buffer's item size
+    if type(ringid) is not int:
+        ringid = key_id(ringid, "keyring id")
+    try:
+        rc = lib.kt_add_key(ctype, cdesc, data, plen, ringid)
+    except OverflowError:
+        raise _id_error(ringid) from None
+    if rc < 0:
+        raise _fail(rc, f"add_key(type {type_name!r}, description {description!r}, {plen} bytes, keyring {ringid})")
+    return rc  # type: ignore[no-any-return]
 
 
 def request_key(type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
@@ -136,14 +165,14 @@ def request_key(type_name: str, description: str, callout: bytes | None, destrin
         raise error(errno.EINVAL, "callout info must be bytes without a NUL byte")
     dest = key_id(destringid, "destination id")
     rc = lib.kt_request_key(ctype, cdesc, ffi.NULL if callout is None else callout, dest)
-    return _check(rc, f"request_key(type {type_name!r}, description {description!r}, destination {destringid})")
+    return _check(rc, f"request_key(type {type_name!r}, description {description!r}, destination {dest})")
 
 
 def keyctl_get_keyring_id(keyid: int, create: bool) -> int:
     """``KEYCTL_GET_KEYRING_ID``: resolve a special id; ``ENOKEY`` (absent, ``create`` false), ``EINVAL``."""
-    flag = 1 if c_int_flag(create, "create flag") else 0
-    rc = lib.kt_keyctl_int(KEYCTL_GET_KEYRING_ID, key_id(keyid), flag, 0, 0)
-    return _check(rc, f"keyctl_get_keyring_id(key {keyid}, create={bool(create)})")
+    keyid, flag = key_id(keyid), c_int_flag(create, "create flag")
+    rc = lib.kt_keyctl_int(KEYCTL_GET_KEYRING_ID, keyid, 1 if flag else 0, 0, 0)
+    return _check(rc, f"keyctl_get_keyring_id(key {keyid}, create={flag})")
 
 
 def keyctl_join_session_keyring(name: str | None) -> int:
@@ -159,38 +188,64 @@ def keyctl_join_session_keyring(name: str | None) -> int:
 def keyctl_update(keyid: int, payload: bytes | memoryview | None) -> None:
     """``KEYCTL_UPDATE``: ``EINVAL`` (0 or > one page), ``EOPNOTSUPP``, ``EACCES``,
     ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``, ``EDQUOT``."""
-    data, plen = _buffer(payload, "payload")
-    _check(lib.kt_keyctl_update(key_id(keyid), data, plen), f"keyctl_update(key {keyid}, {plen} bytes)")
+    data = _buffer(payload, "payload")
+    plen = len(data) if payload is not None else 0
+    if type(keyid) is not int:
+        keyid = key_id(keyid)
+    try:
+        rc = lib.kt_keyctl_update(keyid, data, plen)
+    except OverflowError:
+        raise _id_error(keyid) from None
+    if rc < 0:
+        raise _fail(rc, f"keyctl_update(key {keyid}, {plen} bytes)")
+
+
+def _keyctl_id(op: int, keyid: int, name: str) -> None:
+    if type(keyid) is not int:
+        keyid = key_id(keyid)
+    try:
+        rc = lib.kt_keyctl_id(op, keyid)
+    except OverflowError:
+        raise _id_error(keyid) from None
+    if rc < 0:
+        raise _fail(rc, f"{name}(key {keyid})")
 
 
 def keyctl_revoke(keyid: int) -> None:
     """``KEYCTL_REVOKE``: ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_REVOKE, key_id(keyid), 0, 0, 0), f"keyctl_revoke(key {keyid})")
+    _keyctl_id(KEYCTL_REVOKE, keyid, "keyctl_revoke")
 
 
 def keyctl_chown(keyid: int, uid: int, gid: int) -> None:
     """``KEYCTL_CHOWN`` (-1 or 2**32-1 keeps a field): ``EACCES``, ``EDQUOT``, ``EKEYREVOKED``,
     ``ENOKEY``; ``EINVAL`` for an id outside ``uid_t``/``gid_t``."""
-    rc = lib.kt_keyctl_int(KEYCTL_CHOWN, key_id(keyid), owner_id(uid, "uid"), owner_id(gid, "gid"), 0)
+    keyid, uid, gid = key_id(keyid), owner_id(uid, "uid"), owner_id(gid, "gid")
+    rc = lib.kt_keyctl_int(KEYCTL_CHOWN, keyid, uid, gid, 0)
     _check(rc, f"keyctl_chown(key {keyid}, uid {uid}, gid {gid})")
 
 
 def keyctl_setperm(keyid: int, perm: int) -> None:
     """``KEYCTL_SETPERM``: ``EINVAL`` (bits outside 0x3f3f3f3f), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    mask = u32(perm, "permission mask")
-    rc = lib.kt_keyctl_int(KEYCTL_SETPERM, key_id(keyid), mask, 0, 0)
+    keyid, mask = key_id(keyid), u32(perm, "permission mask")
+    rc = lib.kt_keyctl_int(KEYCTL_SETPERM, keyid, mask, 0, 0)
     _check(rc, f"keyctl_setperm(key {keyid}, perm {mask:#010x})")
 
 
-def _read_loop(op: int, keyid: int, what: str) -> bytes:
+def _read_loop(op: int, keyid: int, name: str) -> bytes:
     # The kernel returns the full length whatever the buffer size and copies only
     # when the buffer is large enough (keyctl.c keyctl_read_key/keyctl_describe_key),
     # so retry with the reported length until the data fits (it can grow meanwhile).
-    keyid = key_id(keyid)
+    if type(keyid) is not int:
+        keyid = key_id(keyid)
     size = _READ_GUESS
     while True:
         buf = ffi.new("char[]", size)
-        rc = _check(lib.kt_keyctl_buf(op, keyid, buf, size), what)
+        try:
+            rc = lib.kt_keyctl_buf(op, keyid, buf, size)
+        except OverflowError:
+            raise _id_error(keyid) from None
+        if rc < 0:
+            raise _fail(rc, f"{name}(key {keyid})")
         if rc <= size:
             data: bytes = ffi.unpack(buf, rc)
             return data
@@ -202,7 +257,7 @@ def keyctl_describe(keyid: int) -> str:
 
     ``EACCES`` without VIEW, ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
     """
-    raw = _read_loop(KEYCTL_DESCRIBE, keyid, f"keyctl_describe(key {keyid})")
+    raw = _read_loop(KEYCTL_DESCRIBE, keyid, "keyctl_describe")
     if raw.endswith(b"\0"):
         raw = raw[:-1]
     return raw.decode("utf-8", "surrogateescape")
@@ -210,30 +265,47 @@ def keyctl_describe(keyid: int) -> str:
 
 def keyctl_clear(ringid: int) -> None:
     """``KEYCTL_CLEAR``: ``ENOTDIR`` (not a keyring), ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_CLEAR, key_id(ringid), 0, 0, 0), f"keyctl_clear(keyring {ringid})")
+    _keyctl_id(KEYCTL_CLEAR, ringid, "keyctl_clear")
+
+
+def _keyctl_id2(op: int, keyid: int, ringid: int, name: str) -> None:
+    if type(keyid) is not int or type(ringid) is not int:
+        keyid, ringid = key_id(keyid), key_id(ringid, "keyring id")
+    try:
+        rc = lib.kt_keyctl_id2(op, keyid, ringid)
+    except OverflowError:
+        raise _id_error(keyid, ringid) from None
+    if rc < 0:
+        raise _fail(rc, f"{name}(key {keyid}, keyring {ringid})")
 
 
 def keyctl_link(keyid: int, ringid: int) -> None:
     """``KEYCTL_LINK``: ``EDEADLK`` (cycle), ``ENOTDIR``, ``EACCES``, ``EDQUOT``, ``ENOKEY``, ``EKEYREVOKED``."""
-    rc = lib.kt_keyctl_int(KEYCTL_LINK, key_id(keyid), key_id(ringid, "keyring id"), 0, 0)
-    _check(rc, f"keyctl_link(key {keyid}, keyring {ringid})")
+    _keyctl_id2(KEYCTL_LINK, keyid, ringid, "keyctl_link")
 
 
 def keyctl_unlink(keyid: int, ringid: int) -> None:
     """``KEYCTL_UNLINK``: ``ENOENT`` (not linked there), ``ENOTDIR``, ``EACCES``, ``ENOKEY``."""
-    rc = lib.kt_keyctl_int(KEYCTL_UNLINK, key_id(keyid), key_id(ringid, "keyring id"), 0, 0)
-    _check(rc, f"keyctl_unlink(key {keyid}, keyring {ringid})")
+    _keyctl_id2(KEYCTL_UNLINK, keyid, ringid, "keyctl_unlink")
 
 
 def keyctl_search(ringid: int, type_name: str, description: str, destringid: int) -> int:
     """``KEYCTL_SEARCH``: ``ENOKEY`` (no match), ``EKEYREVOKED``/``EKEYEXPIRED``/``EACCES``
     (only unusable matches), ``ENOTDIR``, ``EINVAL``, ``EPERM``."""
     ctype, cdesc = _cstr(type_name, "key type"), _cstr(description, "description")
-    ring, dest = key_id(ringid, "keyring id"), key_id(destringid, "destination id")
-    rc = lib.kt_keyctl_search(ring, ctype, cdesc, dest)
-    return _check(
-        rc, f"keyctl_search(keyring {ring}, type {type_name!r}, description {description!r}, destination {dest})"
-    )
+    if type(ringid) is not int or type(destringid) is not int:
+        ringid, destringid = key_id(ringid, "keyring id"), key_id(destringid, "destination id")
+    try:
+        rc = lib.kt_keyctl_search(ringid, ctype, cdesc, destringid)
+    except OverflowError:
+        raise _id_error(ringid, destringid) from None
+    if rc < 0:
+        raise _fail(
+            rc,
+            f"keyctl_search(keyring {ringid}, type {type_name!r}, description {description!r}, "
+            f"destination {destringid})",
+        )
+    return rc  # type: ignore[no-any-return]
 
 
 def keyctl_read(keyid: int) -> bytes:
@@ -242,18 +314,20 @@ def keyctl_read(keyid: int) -> bytes:
     ``EACCES`` (no READ, not possessed), ``EOPNOTSUPP`` (no read op, e.g. logon),
     ``EKEYREVOKED``, ``EKEYEXPIRED``, ``ENOKEY``.
     """
-    return _read_loop(KEYCTL_READ, keyid, f"keyctl_read(key {keyid})")
+    return _read_loop(KEYCTL_READ, keyid, "keyctl_read")
 
 
 def keyctl_read_size(keyid: int) -> int:
     """``KEYCTL_READ`` with no buffer: the payload length.  Same errno as :func:`keyctl_read`."""
-    return _check(lib.kt_keyctl_buf(KEYCTL_READ, key_id(keyid), ffi.NULL, 0), f"keyctl_read(key {keyid})")
+    keyid = key_id(keyid)
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, keyid, ffi.NULL, 0), f"keyctl_read(key {keyid})")
 
 
 def keyctl_read_into(keyid: int, target: memoryview) -> int:
     """``KEYCTL_READ`` into ``target``: the full length (data copied only if it fits)."""
+    keyid = key_id(keyid)
     ptr = ffi.from_buffer(target, require_writable=True)
-    return _check(lib.kt_keyctl_buf(KEYCTL_READ, key_id(keyid), ptr, len(target)), f"keyctl_read(key {keyid})")
+    return _check(lib.kt_keyctl_buf(KEYCTL_READ, keyid, ptr, len(target)), f"keyctl_read(key {keyid})")
 
 
 def keyctl_read_secret(keyid: int) -> SecretBuffer:
@@ -297,10 +371,11 @@ def keyctl_read_secret(keyid: int) -> SecretBuffer:
 def keyctl_set_timeout(keyid: int, timeout: int) -> None:
     """``KEYCTL_SET_TIMEOUT`` (0 clears): ``EACCES``, ``EKEYREVOKED``, ``ENOKEY``;
     ``EINVAL`` outside ``unsigned int`` (0..2**32-1)."""
-    rc = lib.kt_keyctl_int(KEYCTL_SET_TIMEOUT, key_id(keyid), u32(timeout, "timeout"), 0, 0)
+    keyid, timeout = key_id(keyid), u32(timeout, "timeout")
+    rc = lib.kt_keyctl_int(KEYCTL_SET_TIMEOUT, keyid, timeout, 0, 0)
     _check(rc, f"keyctl_set_timeout(key {keyid}, {timeout} s)")
 
 
 def keyctl_invalidate(keyid: int) -> None:
     """``KEYCTL_INVALIDATE``: ``EACCES`` (no SEARCH), ``ENOKEY``."""
-    _check(lib.kt_keyctl_int(KEYCTL_INVALIDATE, key_id(keyid), 0, 0, 0), f"keyctl_invalidate(key {keyid})")
+    _keyctl_id(KEYCTL_INVALIDATE, keyid, "keyctl_invalidate")
