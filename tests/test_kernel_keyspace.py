@@ -136,7 +136,8 @@ def test_join_named_and_anonymous_session(kk: KernelKeyspace) -> None:
     name = f"kt-test-{os.getpid()}-{time.monotonic_ns()}"
     ring = kk.join_session_keyring(name)
     assert kk.sys_get_keyring_id(KEY_SPEC_SESSION_KEYRING, False) == ring.serial
-    assert kk.sys_describe(ring.serial).split(";") == ["keyring", str(os.geteuid()), str(os.getegid()), "3f130000", name]
+    expected = ["keyring", str(os.geteuid()), str(os.getegid()), "3f130000", name]
+    assert kk.sys_describe(ring.serial).split(";") == expected
     anon = kk.sys_join_session_keyring(None)
     assert anon != ring.serial
     assert kk.sys_describe(anon).endswith(";_ses")
