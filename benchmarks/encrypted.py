@@ -46,7 +46,15 @@ import keyring_types as kt
 OPS = ("new", "read", "load", "user add", "user read")
 
 
-def one_round(spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]], order: list[str], tag: str, count: int, new_payload: str, blob: bytes, desc_of) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def one_round(  # type: ignore[no-untyped-def]
+    spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]],
+    order: list[str],
+    tag: str,
+    count: int,
+    new_payload: str,
+    blob: bytes,
+    desc_of,
+) -> dict[str, dict[str, int]]:
     """Time ``count`` of each operation on each side: nanoseconds per side and operation.
 
     Each operation runs on both sides back to back (in ``order``) before the next
@@ -75,7 +83,9 @@ def one_round(spaces: dict[str, tuple[kt.KeyspaceAPI, kt.Keyring]], order: list[
             k.read()
         return []
 
-    def add_all(ks: kt.KeyspaceAPI, ring: kt.Keyring, type_name: str, names: list[str], payload: str | bytes) -> list[kt.Key]:
+    def add_all(
+        ks: kt.KeyspaceAPI, ring: kt.Keyring, type_name: str, names: list[str], payload: str | bytes
+    ) -> list[kt.Key]:
         add = ks.add_key
         return [add(type_name, d, payload, ring) for d in names]
 
@@ -131,18 +141,19 @@ def main() -> None:
         # Alternate which side goes first in each pair.
         order = ["ours", "kernel"] if r % 2 == 0 else ["kernel", "ours"]
         gc.collect()
-        res = one_round(spaces, order, f"{r:02x}" if fmt == "ecryptfs" else f"r{r}", args.keys, new_payload, blob, desc_of)
+        tag = f"{r:02x}" if fmt == "ecryptfs" else f"r{r}"
+        res = one_round(spaces, order, tag, args.keys, new_payload, blob, desc_of)
         for side in order:
             for op in OPS:
                 per_round[side][op].append(res[side][op] / args.keys / 1000)
     for ops in per_round.values():
-        ops["new+read"] = [a + b for a, b in zip(ops["new"], ops["read"])]
+        ops["new+read"] = [a + b for a, b in zip(ops["new"], ops["read"], strict=True)]
 
     us = {side: {op: statistics.median(v) for op, v in per_round[side].items()} for side in per_round}
     # The ratio of each pair, then the median over rounds: robust to the machine's
     # changes of speed, which hit both figures of a pair alike.
     ratio = {
-        op: statistics.median(a / b for a, b in zip(per_round["ours"][op], per_round["kernel"][op]))
+        op: statistics.median(a / b for a, b in zip(per_round["ours"][op], per_round["kernel"][op], strict=True))
         for op in per_round["ours"]
     }
 

@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # swtpm_util: the same swtpm launcher the tests use
 
-from swtpm_util import Swtpm, create_primary, start_swtpm
+from swtpm_util import Swtpm, create_primary, start_swtpm  # noqa: E402
 
 PARENT = 0x81000001
 KEY_LEN = 32
@@ -353,7 +353,7 @@ def breakdown_ours(ours: Ours, cycles: int) -> list[str]:
         for owner, name, raw in reversed(undo):
             setattr(owner, name, raw)
     exchange = per_cycle.get("tpm.connection: TpmConnection.exchange", [0] * cycles)
-    outside = [c - e for c, e in zip(cycle_ns, exchange)]
+    outside = [c - e for c, e in zip(cycle_ns, exchange, strict=True)]
     lines = [
         f"# where an ours cycle goes ({cycles} more cycles, each function timed inclusive, medians)",
         (f"  cycle {statistics.median(cycle_ns) / 1000:.1f} us; outside the TPM exchanges "
