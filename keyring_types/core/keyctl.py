@@ -30,7 +30,7 @@ from keyring_types.core.key import (
     key_update,
 )
 from keyring_types.core.keyring import key_link, keyring_clear
-from keyring_types.core.keytype import lookup_key_type, registered_type
+from keyring_types.core.keytype import KeyType, Preparsed, lookup_key_type, registered_type
 from keyring_types.core.perm import (
     NEED_LINK,
     NEED_READ,
@@ -114,7 +114,18 @@ class Keyctl(ProcessKeys):
             if ring.links is None:
                 raise error(errno.ENOTDIR, f"destination {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
             # key_create_or_update (key.c), written out here: this is the measured hot path.
-            prep = ktype.preparse(data)
+            if ktype.preparse_blocks:
+                prep = self._preparse_unlocked(ktype, data)
+                try:
+                    # The world may have changed meanwhile: resolve the keyring again.
+                    ring, ring_possessed = self._lookup(ringid, NEED_WRITE, create=True)
+                    if ring.links is None:
+                        raise error(errno.ENOTDIR, f"destination {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
+                except BaseException:
+                    ktype.free_preparse(prep)
+                    raise
+            else:
+                prep = ktype.preparse(data)
             try:
                 desc = description if description is not None else prep.description
                 if not desc:
@@ -154,6 +165,26 @@ class Keyctl(ProcessKeys):
         finally:
             w.caller = prev_caller
             w.lock.release()
+
+    def _preparse_unlocked(self, ktype: KeyType, data: bytes) -> Preparsed:
+        """``ktype.preparse(data)`` with this operation's hold on the world lock let go.
+
+        Called with the lock held once by the operation (an enclosing operation's
+        hold, if any, stays: a nested call cannot let the world change under its
+        caller).  The lock is held again, with this view as the caller and due GC
+        run, when it returns or raises.
+        """
+        w = self._world
+        w.lock.release()
+        try:
+            return ktype.preparse(data)
+        finally:
+            w.lock.acquire()
+            w.caller = self
+            if w.gc_heap or w._unpins:
+                if w._unpins:
+                    w.release_pending()
+                w.gc_due()
 
     def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
         """``request_key(2)`` without an upcall; ENOKEY (also for an unknown type) / EKEYREVOKED / EACCES."""
@@ -204,7 +235,19 @@ class Keyctl(ProcessKeys):
             )
         with self._scope:
             rec, _ = self._lookup(keyid, NEED_WRITE)
-            key_update(rec, payload)
+            ktype = rec.ktype
+            if not (ktype.preparse_blocks and ktype._has_update):
+                key_update(rec, payload)
+                return
+            prep = self._preparse_unlocked(ktype, payload)
+            try:
+                # Revoked, invalidated or replaced while the lock was let go?
+                again, _ = self._lookup(keyid, NEED_WRITE)
+                if again is not rec:
+                    raise error(errno.ENOKEY, f"key {keyid} went away during the update")
+                ktype.update(rec, prep)
+            finally:
+                ktype.free_preparse(prep)
 
     def sys_revoke(self, keyid: int) -> None:
         """``KEYCTL_REVOKE``: needs WRITE or SETATTR; EKEYREVOKED if already revoked."""

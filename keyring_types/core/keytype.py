@@ -76,6 +76,11 @@ class KeyType:
     _has_free_preparse: ClassVar[bool] = False
     #: The core's cache of the permission mask add_key gives this type's keys (0: not yet known).
     _add_key_perm: ClassVar[int] = 0
+    #: Set by a type whose ``preparse`` may wait on I/O (a trust source sealing or
+    #: unsealing): the core then runs it without the keyspace lock, as the kernel
+    #: preparses before it takes any lock, so other threads' operations go on.
+    #: Such a preparse must not touch the keyspace.
+    preparse_blocks: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

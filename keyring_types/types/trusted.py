@@ -190,18 +190,44 @@ def _decimal(value: int) -> bytes:
     return str(value).encode()
 
 
+class _Failed:
+    """A preparse that could not make the key: the error, for instantiate to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: OSError) -> None:
+        self.exc = exc
+
+    def wipe(self) -> None:
+        """Nothing secret to wipe (free_preparse calls this)."""
+
+
 class TrustedKeyType(KeyType):
     """``trusted``: a random key sealed by a trust source; errno as spec §2.10."""
 
     name = "trusted"
     def_datalen = TRUSTED_PAYLOAD_DATALEN
 
-    def preparse(self, data: bytes) -> Preparsed:
-        """Keep the payload for instantiate/update (the kernel's type has no preparse).
+    #: The seal or unseal of ``new``/``load`` happens in preparse, which the core
+    #: runs without the keyspace lock: a slow or silent trust source holds up
+    #: only this call, not every thread's key operations.
+    preparse_blocks = True
 
-        ``EINVAL`` if ``data`` is not bytes or text.
+    def preparse(self, data: bytes) -> Preparsed:
+        """Keep the payload, and for ``new``/``load`` make the key now (seal or unseal).
+
+        ``EINVAL`` if ``data`` is not bytes or text.  Any error making the key is
+        kept for :meth:`instantiate` to raise, so errors come in the same order as
+        when the kernel's type (which has no preparse) does it all in instantiate;
+        ``update`` ignores the made key.
         """
-        return Preparsed(data=as_payload(data), payload=None, quotalen=TRUSTED_PAYLOAD_DATALEN)
+        prep = Preparsed(data=as_payload(data), payload=None, quotalen=TRUSTED_PAYLOAD_DATALEN)
+        try:
+            prep.payload = self._make(prep.data)
+        except OSError as exc:
+            exc.__traceback__ = None
+            prep.payload = _Failed(exc)
+        return prep
 
     @staticmethod
     def _source(name: str | None) -> TrustSource:
@@ -238,14 +264,28 @@ class TrustedKeyType(KeyType):
         return blob
 
     def instantiate(self, key: KeyRecord, prep: Preparsed) -> None:
-        """``new`` or ``load``.
+        """``new`` or ``load``: install the key :meth:`preparse` made.
 
         ``EINVAL`` (grammar, unsupported option, bad ``rng=``, ``update`` command),
         ``ENODEV`` (no such / unavailable source), ``EIO`` (short RNG), and the
         source's own errors on seal/unseal (``EBADMSG``, ``EFAULT``, ``EPERM`` ...).
         On error the key gets no payload.
         """
-        cmd = parse_payload(prep.data)
+        made = prep.payload
+        if isinstance(made, _Failed):
+            raise made.exc
+        payload = made if isinstance(made, TrustedPayload) else self._make(prep.data)
+        prep.payload = None
+        try:
+            key.payload_reserve(TRUSTED_PAYLOAD_DATALEN)
+        except BaseException:
+            payload.wipe()
+            raise
+        key.payload = payload
+
+    def _make(self, data: bytes) -> TrustedPayload:
+        """Parse a ``new``/``load`` payload and seal a new key or unseal the blob (the source's I/O)."""
+        cmd = parse_payload(data)
         if cmd.command == "update":
             raise error(errno.EINVAL, "'update' is only valid for an existing trusted key (keyctl update)")
         source = self._source(cmd.opts.source)
@@ -266,12 +306,7 @@ class TrustedKeyType(KeyType):
             if not MIN_KEY_SIZE <= len(secret) <= MAX_KEY_SIZE:
                 secret.wipe()
                 raise error(errno.EFAULT, f"unsealed key is {len(secret)} bytes, outside {MIN_KEY_SIZE}..{MAX_KEY_SIZE}")
-        try:
-            key.payload_reserve(TRUSTED_PAYLOAD_DATALEN)
-        except BaseException:
-            secret.wipe()
-            raise
-        key.payload = TrustedPayload(source=source.name, blob=blob, key=secret, migratable=migratable)
+        return TrustedPayload(source=source.name, blob=blob, key=secret, migratable=migratable)
 
     def update(self, key: KeyRecord, prep: Preparsed) -> None:
         """``update [options]``: reseal the same key with new options.
