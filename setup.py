@@ -8,7 +8,6 @@ from pathlib import Path
 
 from setuptools import setup
 
-
 setup(
     cffi_modules=[f"{p.as_posix()}:ffibuilder" for p in sorted(Path("_native").glob("build_*.py"))],
 )

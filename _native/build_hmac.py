@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ffi_build import make_ffi  # noqa: E402
+from ffi_build import make_ffi
 
 ffibuilder = make_ffi(
     "keyring_types.bindings._hmac",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keyring_types as kt  # noqa: E402
-from keyring_types.types.encrypted import ecryptfs_auth_token  # noqa: E402
+import keyring_types as kt
+from keyring_types.types.encrypted import ecryptfs_auth_token
 
 
 def short(blob: bytes, keep: int = 60) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keyring_types as kt  # noqa: E402
-from keyring_types.trust.registry import available_sources, default_source_name  # noqa: E402
+import keyring_types as kt
+from keyring_types.trust.registry import available_sources, default_source_name
 
 
 def main(argv: list[str]) -> int:

@@ -65,7 +65,7 @@ class HmacSha256:
     Safe to share between threads: calls only read the key state.
     """
 
-    __slots__ = ("_secret", "_state", "__weakref__")
+    __slots__ = ("__weakref__", "_secret", "_state")
 
     digest_size = DIGEST_SIZE
     block_size = BLOCK_SIZE
@@ -105,7 +105,7 @@ class HmacSha256:
 
     close = wipe
 
-    def __enter__(self) -> HmacSha256:
+    def __enter__(self) -> HmacSha256:  # noqa: PYI034  (a final class in practice; Self adds nothing here)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -114,7 +114,7 @@ class HmacSha256:
     def __del__(self) -> None:
         try:
             self.wipe()
-        except Exception:  # interpreter shutdown: secret memory was wiped at exit
+        except Exception:  # noqa: BLE001, S110  (interpreter shutdown: secret memory was wiped at exit)
             pass
 
     def __repr__(self) -> str:
@@ -134,7 +134,8 @@ class HmacSha256:
         p = cbuf(data)
         out = ffi.new("uint8_t[32]")
         lib.kt_hmac_mac(st, p, len(p), out)
-        return ffi.buffer(out)[:]
+        tag: bytes = ffi.buffer(out)[:]
+        return tag
 
     def mac_parts(self, parts: Iterable[Buffer]) -> bytes:
         """One MAC over the concatenation of ``parts``, without joining them.
@@ -148,7 +149,8 @@ class HmacSha256:
         lens = ffi.new("size_t[]", [len(h) for h in holders]) if n else ffi.NULL
         out = ffi.new("uint8_t[32]")
         lib.kt_hmac_mac_parts(st, ptrs, lens, n, out)
-        return ffi.buffer(out)[:]
+        tag: bytes = ffi.buffer(out)[:]
+        return tag
 
     def mac_batch(self, buf: Buffer, msg_len: int, out: bytearray | memoryview | None = None) -> bytes | None:
         """N independent MACs of the consecutive ``msg_len``-byte slices of ``buf``.
@@ -177,7 +179,8 @@ class HmacSha256:
             return b""
         res = _new_uncleared("uint8_t[]", 32 * n)
         lib.kt_hmac_batch(st, p, n, msg_len, msg_len, res, 32)
-        return ffi.buffer(res)[:]
+        tags: bytes = ffi.buffer(res)[:]
+        return tags
 
     def verify(self, data: Buffer, tag: Buffer) -> bool:
         """True when ``tag`` is the MAC of ``data``, compared in constant time.

@@ -104,7 +104,8 @@ def counter_expired(result: int) -> bool:
 
 def result_errno(result: int) -> int:
     """The errno for a device result (0 for OK); unknown codes map to EIO."""
-    return _ERRNO.get(result_code(result), errno.EIO)  # type: ignore[call-overload]
+    code: int = _ERRNO.get(result_code(result), errno.EIO)  # type: ignore[call-overload]
+    return code
 
 
 def result_name(result: int) -> str:

@@ -133,7 +133,8 @@ class Tpm2Source(TrustSource):
     def _hash(options: TrustedOptions) -> tuple[int, int]:
         alg = HASH_ALGORITHMS.get(options.hash)
         if alg is None:
-            raise error(errno.EINVAL, f"hash= names no hash algorithm TPM2 trusted keys accept (known: {', '.join(sorted(HASH_ALGORITHMS))})")
+            known = ", ".join(sorted(HASH_ALGORITHMS))
+            raise error(errno.EINVAL, f"hash= names no hash algorithm TPM2 trusted keys accept (known: {known})")
         return alg
 
     @staticmethod
