@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -27,24 +29,40 @@ def space(request: pytest.FixtureRequest) -> kt.KeyspaceAPI:
     return kt.KernelKeyspace(new_session=True)
 
 
+@contextmanager
+def _holder(space: kt.KeyspaceAPI) -> Iterator[list[kt.Key]]:
+    """Keys put in the list are linked in @u, keeping a left session keyring alive; unlinked afterwards.
+
+    Not @p: a process keyring, once made, stays for the rest of the test process
+    and changes what the kernel's request_key reports in later tests.
+    """
+    user = space.keyring("@u", create=True)
+    held: list[kt.Key] = []
+    try:
+        yield held
+    finally:
+        for key in held:
+            user.unlink(key)
+
+
 def _name(tag: str) -> str:
     return f"core-join-{tag}-{os.getpid()}-{random.randrange(1 << 30)}"
 
 
 def test_joining_an_expired_named_keyring_makes_a_new_one(space: kt.KeyspaceAPI) -> None:
     name = _name("exp")
-    holder = space.keyring("@p", create=True)  # keeps it alive after the caller leaves it
-    ring = space.join_session_keyring(name)
-    holder.link(ring)
-    ring.set_timeout(1)
-    space.join_session_keyring()
-    time.sleep(2.05)  # kernel time has one-second granularity
-    again = space.join_session_keyring(name)
-    assert again.serial != ring.serial
-    assert space.session.serial == again.serial
-    assert again.describe().split(";")[-1] == name
-    again.invalidate()
-    holder.clear()
+    with _holder(space) as held:
+        ring = space.join_session_keyring(name)
+        space.keyring("@u").link(ring)
+        held.append(ring)
+        ring.set_timeout(1)
+        space.join_session_keyring()
+        time.sleep(2.05)  # kernel time has one-second granularity
+        again = space.join_session_keyring(name)
+        assert again.serial != ring.serial
+        assert space.session.serial == again.serial
+        assert again.describe().split(";")[-1] == name
+        again.invalidate()
 
 
 def test_rejoining_the_expired_current_session_makes_a_new_one(space: kt.KeyspaceAPI) -> None:
@@ -60,15 +78,15 @@ def test_rejoining_the_expired_current_session_makes_a_new_one(space: kt.Keyspac
 
 def test_joining_a_revoked_named_keyring_makes_a_new_one(space: kt.KeyspaceAPI) -> None:
     name = _name("rev")
-    holder = space.keyring("@p", create=True)
-    ring = space.join_session_keyring(name)
-    holder.link(ring)
-    ring.revoke()
-    space.join_session_keyring()
-    again = space.join_session_keyring(name)
-    assert again.serial != ring.serial
-    again.invalidate()
-    holder.clear()
+    with _holder(space) as held:
+        ring = space.join_session_keyring(name)
+        space.keyring("@u").link(ring)
+        held.append(ring)
+        ring.revoke()
+        space.join_session_keyring()
+        again = space.join_session_keyring(name)
+        assert again.serial != ring.serial
+        again.invalidate()
 
 
 def test_joining_own_user_keyring_names(space: kt.KeyspaceAPI) -> None:
