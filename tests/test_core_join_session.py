@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from conftest import kernel_keyring_reachable, require
 
 import keyring_types as kt
-from conftest import kernel_keyring_reachable, require
 
 
 @pytest.fixture(params=["keyspace", "kernel"])

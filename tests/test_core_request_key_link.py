@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from conftest import kernel_keyring_reachable, require
 
 import keyring_types as kt
-from conftest import kernel_keyring_reachable, require
 
 # Possessor: VIEW READ WRITE SEARCH SETATTR, no LINK; user: VIEW.
 NO_LINK = 0x2F010000

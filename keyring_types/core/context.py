@@ -49,7 +49,8 @@ def current_caller(key: KeyRecord) -> Caller:
     kept on the keyspace itself; the key a type operation was handed leads there
     (through its owner's quota record).
     """
-    caller = key.user.world.caller
+    world = key.user.world
+    caller = None if world is None else world.caller
     if caller is None:
         raise error(errno.EINVAL, "no key operation is in progress")
     return caller

@@ -64,7 +64,7 @@ class _ThreadRing:
     even one given the same ident, starts with an empty slot.
     """
 
-    __slots__ = ("ring", "__weakref__")
+    __slots__ = ("__weakref__", "ring")
 
     def __init__(self, ring: KeyRecord) -> None:
         self.ring = ring

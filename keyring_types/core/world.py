@@ -191,7 +191,7 @@ class World:
         for serial in list(parents):
             ring = keys[serial]  # a linking keyring is live: destroy() unlinks its keys first
             # drop_link() inlined: this is the invalidate hot path.
-            del ring.links[idx]  # type: ignore[index]
+            del ring.links[idx]  # type: ignore[union-attr]
             if key.links is not None:
                 ring.rings.pop(idx, None)  # type: ignore[union-attr]
             ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
