@@ -112,10 +112,12 @@ def test_first_user_keyrings_over_the_key_quota_keep_the_user_keyring() -> None:
 def test_kernel_replaces_an_invalidated_user_keyring() -> None:
     """What the in-process tests above follow, checked on this kernel with a fresh uid."""
     uid = 1_800_000_000 + random.SystemRandom().randrange(1 << 24)  # owns no keys yet
-    # Keys are named by serial where a special id would make a new user keyring, and
+    # The kernel's GC takes an invalidated keyring out of its register of user keyrings
+    # asynchronously (hence the sleep; the Keyspace does it at once).  Keys are named
+    # by serial where a special id would make a new user keyring, and
     # the script ends with none left but the revoked one, which the kernel's GC reaps.
     script = (
-        "a=$(keyctl id @u); us=$(keyctl id @us); keyctl invalidate $a; b=$(keyctl id @u); "
+        "a=$(keyctl id @u); us=$(keyctl id @us); keyctl invalidate $a; sleep 0.5; b=$(keyctl id @u); "
         "[ \"$a\" != \"$b\" ] && echo new-u; [ \"$us\" = \"$(keyctl id @us)\" ] && echo same-us; "
         "keyctl rlist $us | tr ' ' '\\n' | grep -qx \"$b\" || echo not-linked; "
         "keyctl revoke $b; keyctl id @u 2>&1 | grep -q 'not available' && echo revoked-enokey; "
