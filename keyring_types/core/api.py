@@ -2,7 +2,9 @@
 
 Subclasses implement the ``sys_*`` methods, one per system call, with the
 kernel's semantics and errno; everything a user calls is written once here on
-top of them, so the two keyspaces cannot drift apart.
+top of them, so the two keyspaces cannot drift apart.  The user-facing methods
+convert every argument to what the system call's C type can carry
+(:mod:`keyring_types.core.syscall_args`) before a ``sys_*`` method sees it.
 """
 
 from __future__ import annotations
