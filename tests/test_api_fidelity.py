@@ -78,12 +78,6 @@ def test_chown_all_ones_is_unchanged(space: kt.KeyspaceAPI) -> None:
 
 def test_describe_prints_ids_as_the_kernel_does(request: pytest.FixtureRequest, space: kt.KeyspaceAPI) -> None:
     require(os.geteuid() == 0, "root (chgrp to a group the caller is not in)")
-    if isinstance(space, kt.Keyspace):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="Keyspace's KEYCTL_DESCRIBE prints uid/gid unsigned; the kernel uses %d"
-            )
-        )
     k = space.add_key("user", "fid:gid-max", b"x", "@s")
     k.chown(-1, 2**32 - 2)  # the largest real gid is an ordinary in-range value ...
     assert owner(k)[1] == "-2"  # ... that keyctl_describe_key prints with %d
@@ -272,12 +266,5 @@ def _as_user_cases(space: kt.KeyspaceAPI) -> list[tuple[object, object, object]]
 
 
 def test_as_user_ids_that_do_not_fit_are_einval(request: pytest.FixtureRequest, space: kt.KeyspaceAPI) -> None:
-    if isinstance(space, kt.Keyspace):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="Keyspace.as_user (core/keyspace.py) does not yet call syscall_args.check_creds",
-            )
-        )
     for uid, gid, groups in _as_user_cases(space):
         assert errno_of(space.as_user, uid, gid, groups) == errno.EINVAL, (uid, gid, groups)

@@ -286,12 +286,6 @@ def _leave_nothing_behind() -> Any:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_public_api_answers_only_with_an_errno(request: pytest.FixtureRequest, backend: str, method: str) -> None:
-    if backend == "keyspace" and method == "KeyspaceAPI.as_user":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="Keyspace.as_user (core/keyspace.py) does not yet call syscall_args.check_creds"
-            )
-        )
     call, roles = METHODS[method]
 
     @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))

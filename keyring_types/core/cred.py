@@ -6,7 +6,12 @@ import os
 
 import attrs
 
-__all__ = ["Cred"]
+__all__ = ["Cred", "signed_id"]
+
+
+def signed_id(value: int) -> int:
+    """A uid/gid as the kernel prints it with ``%d`` (``(uid_t)-2`` shows as -2)."""
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _groups(value: object) -> frozenset[int]:

@@ -21,6 +21,7 @@ from keyring_types.constants import (
     KEYQUOTA_LINK_BYTES,
     OVERFLOW_GID,
 )
+from keyring_types.core.cred import signed_id
 from keyring_types.core.hints import denied, search_failure, unreachable_hint, user_ring_hint
 from keyring_types.core.key import (
     default_perm,
@@ -317,7 +318,8 @@ class Keyctl(ProcessKeys):
         with self._scope:
             rec, _ = self._lookup(keyid, NEED_VIEW)
             gid = OVERFLOW_GID if rec.gid is None else rec.gid
-            return f"{rec.ktype.name};{rec.uid};{gid};{rec.perm:08x};{rec.description}"
+            # The kernel formats the ids with %d: 2**32-2 prints as -2.
+            return f"{rec.ktype.name};{signed_id(rec.uid)};{signed_id(gid)};{rec.perm:08x};{rec.description}"
 
     def sys_clear(self, ringid: int) -> None:
         """``KEYCTL_CLEAR``: unlink every key; ENOTDIR, EACCES without WRITE."""

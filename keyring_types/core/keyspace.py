@@ -29,6 +29,7 @@ from keyring_types.core.keyctl import Keyctl
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
+from keyring_types.core.syscall_args import check_creds
 from keyring_types.core.world import Clock, World
 
 __all__ = ["Keyspace", "OpScope"]
@@ -55,6 +56,13 @@ class Keyspace(Keyctl, KeyspaceAPI):
         _proc: ProcessKeyrings | None = None,
     ) -> None:
         cur = Cred.current()
+        if uid is not None or gid is not None or groups is not None:
+            # As setresuid/setgroups would take them: EINVAL before anything is made.
+            uid, gid, checked = check_creds(
+                cur.uid if uid is None else uid, cur.gid if gid is None else gid, () if groups is None else groups
+            )
+            if groups is not None:
+                groups = checked
         self.cred = Cred(
             cur.uid if uid is None else uid,
             cur.gid if gid is None else gid,
@@ -81,6 +89,7 @@ class Keyspace(Keyctl, KeyspaceAPI):
         its own hold on the session keyring: joining another session (either side)
         leaves the other's session as it is, as after fork and setuid.
         """
+        uid, gid, groups = check_creds(uid, gid, groups)
         proc = ProcessKeyrings(self._world)
         with self._world.lock:
             if self._proc.session is not None:

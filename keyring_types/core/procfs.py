@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keyring_types.constants import OVERFLOW_GID
+from keyring_types.core.cred import signed_id
 from keyring_types.core.record import KeyRecord
 
 __all__ = ["proc_keys_line", "format_timeout"]
@@ -39,5 +40,5 @@ def proc_keys_line(rec: KeyRecord, now: int) -> str:
     text = rec.ktype.describe(rec)
     return (
         f"{rec.serial:08x} {flags} {usage:5d} {format_timeout(rec, now):>4s} {rec.perm:08x} "
-        f"{rec.uid:5d} {gid:5d} {rec.ktype.name[:9]:<9s} {text}"
+        f"{signed_id(rec.uid):5d} {signed_id(gid):5d} {rec.ktype.name[:9]:<9s} {text}"
     )
