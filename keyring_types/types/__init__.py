@@ -19,6 +19,7 @@ BUILTIN_KEY_TYPES: tuple[tuple[str, str, str], ...] = (
     ("logon", "keyring_types.types.logon", "LogonKeyType"),
     ("encrypted", "keyring_types.types.encrypted", "EncryptedKeyType"),
     ("trusted", "keyring_types.types.trusted", "TrustedKeyType"),
+    ("fscrypt-provisioning", "keyring_types.types.fscrypt_provisioning", "FscryptProvisioningKeyType"),
 )
 
 _present = registered_key_types()
