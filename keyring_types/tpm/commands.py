@@ -1,7 +1,8 @@
 """The few TPM 2.0 commands that carry secrets, marshalled by hand into secret memory.
 
 TPM2_Create (the key to seal and its password go in), TPM2_Load (the parent's
-password), TPM2_Unseal (the key comes out) and TPM2_FlushContext, each with a
+password), TPM2_Unseal (the key comes out), TPM2_FlushContext, and for derived
+keys TPM2_CreatePrimary, TPM2_Hash and TPM2_Sign (an HMAC key's output), each with a
 single authorisation: a password session (``TPM_RS_PW``) or a policy session
 the caller started, the password sent in the clear as the kernel sends it.
 Commands are built in and responses read from :meth:`TpmConnection.scratch`
@@ -26,9 +27,12 @@ __all__ = [
     "CommandWriter",
     "ResponseReader",
     "create",
+    "create_primary",
     "flush_context",
     "get_random_into",
+    "hash_with_ticket",
     "load",
+    "sign_hmac_into",
     "unseal",
 ]
 
@@ -43,6 +47,12 @@ _TPM_CC_LOAD = 0x00000157
 _TPM_CC_UNSEAL = 0x0000015E
 _TPM_CC_FLUSH_CONTEXT = 0x00000165
 _TPM_CC_GET_RANDOM = 0x0000017B
+_TPM_CC_CREATE_PRIMARY = 0x00000131
+_TPM_CC_HASH = 0x0000017D
+_TPM_CC_SIGN = 0x0000015D
+_TPM_ALG_HMAC = 0x0005
+_TPM_ALG_SHA256 = 0x000B
+_SHA256_SIZE = 32
 _HEADER_SIZE = 10
 
 
@@ -229,3 +239,81 @@ def get_random_into(conn: TpmConnection, out: memoryview, what: str = "return ra
                 raise error(errno.EIO, "TPM2_GetRandom returned no bytes")
             out[done : done + got] = rsp[start + 2 : start + 2 + got]
             done += got
+
+
+def create_primary(
+    conn: TpmConnection, hierarchy: int, hierarchy_auth: Buffer, public: bytes, what: str = "create the primary key"
+) -> int:
+    """TPM2_CreatePrimary in ``hierarchy`` from the marshalled TPM2B_PUBLIC ``public``; returns the transient handle.
+
+    The sensitive part is empty (no userAuth, no data: the TPM makes the key
+    from the hierarchy's seed and the template), as are outsideInfo and the
+    creation PCR selection.  TPM errors as
+    :func:`keyring_types.tpm.errors.tpm_error` (``ENOMEM`` when it has no
+    object slot); ``EIO``/``ENODEV``.  The caller flushes the handle.
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = CommandWriter(cmd)
+        w.u32(hierarchy)
+        w.password_auth(TPM_RS_PW, hierarchy_auth)
+        w.u16(4)  # inSensitive: TPM2B_SENSITIVE_CREATE with an empty userAuth and data
+        w.u16(0)
+        w.u16(0)
+        w.raw(public)
+        w.u16(0)  # outsideInfo
+        w.u32(0)  # creationPCR: empty TPML_PCR_SELECTION
+        n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_CREATE_PRIMARY), rsp, what)
+        return ResponseReader(rsp, n, what).u32()
+
+
+def hash_with_ticket(conn: TpmConnection, data: Buffer, hierarchy: int, what: str = "hash the data") -> tuple[bytes, bytes]:
+    """TPM2_Hash of ``data`` with SHA-256 for ``hierarchy``: (outHash as a TPM2B, the TPMT_TK_HASHCHECK ticket).
+
+    Both come back marshalled, ready for :func:`sign_hmac_into`; neither is
+    secret.  ``data`` is a TPM2B_MAX_BUFFER, so a TPM refuses more than its
+    MAX_DIGEST_BUFFER (1024 bytes on common TPMs) with TPM_RC_SIZE.  TPM errors as
+    :func:`keyring_types.tpm.errors.tpm_error`; ``E2BIG``, ``EIO``/``ENODEV``.
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = CommandWriter(cmd)
+        w.tpm2b(data)
+        w.u16(_TPM_ALG_SHA256)
+        w.u32(hierarchy)
+        n = conn.exchange(cmd, w.finish(_TPM_ST_NO_SESSIONS, _TPM_CC_HASH), rsp, what)
+        r = ResponseReader(rsp, n, what)
+        d0, d1 = r.tpm2b_span()
+        t0 = r.pos
+        r.u16()  # ticket tag
+        r.u32()  # ticket hierarchy
+        r.tpm2b_span()  # ticket digest
+        return bytes(rsp[d0:d1]), bytes(rsp[t0 : r.pos])
+
+
+def sign_hmac_into(
+    conn: TpmConnection, key: int, digest: bytes, ticket: bytes, out: memoryview, what: str = "sign the digest"
+) -> None:
+    """TPM2_Sign of ``digest`` (a marshalled TPM2B) with the HMAC-SHA256 key ``key``, ``ticket`` as validation.
+
+    The key's password is empty.  The 32-byte HMAC goes from the secret-memory
+    response straight into ``out`` (at least 32 bytes).  ``EFAULT`` when the
+    signature is not an HMAC-SHA256 of 32 bytes (as the kernel checks the
+    response's size); TPM errors as :func:`keyring_types.tpm.errors.tpm_error`;
+    ``EIO``/``ENODEV``.
+    """
+    with conn.lock, conn.scratch() as (cmd, rsp):
+        w = CommandWriter(cmd)
+        w.u32(key)
+        w.password_auth(TPM_RS_PW, b"")
+        w.raw(digest)
+        w.u16(_TPM_ALG_HMAC)  # inScheme: HMAC with SHA-256
+        w.u16(_TPM_ALG_SHA256)
+        w.raw(ticket)
+        n = conn.exchange(cmd, w.finish(_TPM_ST_SESSIONS, _TPM_CC_SIGN), rsp, what)
+        r = ResponseReader(rsp, n, what)
+        size = r.u32()  # parameterSize
+        if size != 2 + 2 + _SHA256_SIZE or r.u16() != _TPM_ALG_HMAC or r.u16() != _TPM_ALG_SHA256:
+            raise error(errno.EFAULT, f"TPM answered '{what}' with a signature that is not a 32-byte HMAC-SHA256")
+        start = r.pos
+        if start + _SHA256_SIZE > n:
+            raise error(errno.EFAULT, f"malformed TPM response to '{what}'")
+        out[:_SHA256_SIZE] = rsp[start : start + _SHA256_SIZE]

@@ -1,0 +1,39 @@
+"""The contract of a derived-key root (what :mod:`keyring_types.derive.registry` loads)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from keyring_types.derive.kdf import PRF_SIZE, kdf108_ctr_into
+
+__all__ = ["DeriveRoot"]
+
+
+class DeriveRoot:
+    """A PRF keyed with a secret that stays inside the root.
+
+    Subclasses set :attr:`name` and implement :meth:`prf_into`; a root whose
+    blocks must be computed under one lock or retried as a whole (the TPM's)
+    overrides :meth:`derive_into` too.  Instances are shared between threads.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the root can be used on this machine now (a cheap probe, no key made)."""
+        return True
+
+    def prf_into(self, message: bytes, out: memoryview) -> None:
+        """Write PRF(``message``), 32 bytes, into ``out[:32]``."""
+        raise NotImplementedError
+
+    def derive_into(self, info: bytes, out: memoryview) -> None:
+        """Fill ``out`` with the SP 800-108 counter-mode output over ``info`` (see :mod:`~keyring_types.derive.kdf`)."""
+        kdf108_ctr_into(self.prf_into, info, out)
+
+    def close(self) -> None:
+        """Release what the root holds (a TPM object, a cached seed); a later use opens it again."""
+
+
+assert PRF_SIZE == 32  # every root's PRF is HMAC-SHA256-sized, as the RFC's TPM2_Sign output
