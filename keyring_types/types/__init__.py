@@ -20,6 +20,7 @@ BUILTIN_KEY_TYPES: tuple[tuple[str, str, str], ...] = (
     ("encrypted", "keyring_types.types.encrypted", "EncryptedKeyType"),
     ("trusted", "keyring_types.types.trusted", "TrustedKeyType"),
     ("fscrypt-provisioning", "keyring_types.types.fscrypt_provisioning", "FscryptProvisioningKeyType"),
+    ("derived", "keyring_types.types.derived", "DerivedKeyType"),
 )
 
 _present = registered_key_types()
