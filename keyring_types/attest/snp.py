@@ -630,6 +630,7 @@ class Policy:
 
     def check(self, report: SnpReport) -> None:
         """Raise ``EKEYREJECTED`` naming the first field of ``report`` this policy refuses."""
+
         def same(field: str, want: bytes | None, got: bytes) -> None:
             # Constant time: an expected value may be a secret binding.
             if want is not None and not hmac.compare_digest(want, got):
