@@ -396,3 +396,13 @@ def test_filesystem_without_encryption_is_eopnotsupp(plain_fs: Path) -> None:
     assert errno_of(fscrypt.add_key, plain_fs, user_key()) == errno.EOPNOTSUPP
     assert errno_of(fscrypt.set_policy, plain_fs, bytes(16)) == errno.EOPNOTSUPP
     assert errno_of(fscrypt.key_status, plain_fs, bytes(16)) == errno.EOPNOTSUPP
+
+
+def test_identifier_mismatch_removes_the_key_again(fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As google/fscrypt does: if the kernel's identifier is not the expected one, the
+    # key added under it is removed again.  Simulated by a wrong offline derivation.
+    raw = os.urandom(32)
+    real = fscrypt.identifier(raw)
+    monkeypatch.setattr(fscrypt, "identifier", lambda _raw: bytes(16))
+    assert errno_of(fscrypt.add_key, fs, user_key(raw)) == errno.EBADMSG
+    assert fscrypt.key_status(fs, real).status == "absent"
