@@ -52,6 +52,8 @@ IMA_LOGS = (
     "/sys/kernel/security/integrity/ima/ascii_runtime_measurements",
 )
 _DELETED = b" (deleted)"
+#: The initial user namespace's map (every id to itself).
+_IDENTITY_MAP = "         0          0 4294967295\n"
 #: Templates whose first field is a file digest and second a file name.
 _FILE_TEMPLATES = frozenset({b"ima", b"ima-ng", b"ima-sig", b"ima-modsig"})
 
@@ -72,14 +74,30 @@ def map_id(ident: int, id_map: str) -> int:
     raise error(errno.EINVAL, f"uid {ident} has no mapping in this user namespace's uid_map")
 
 
+#: user namespace (``/proc/self/ns/user``'s link text) -> its uid_map, once written.
+_uid_maps: dict[bytes, str] = {}
+
+
 def kernel_euid() -> int:
     """The effective uid as the kernel mixes it (see the module docstring); ``EINVAL`` if unmapped."""
     euid = os.geteuid()
+    # A namespace's uid_map can be written once only: once it is, it is cached per namespace
+    # (a process that unshares or setns gets another namespace, so another entry).
     try:
-        with open("/proc/self/uid_map", encoding="ascii") as f:
-            id_map = f.read()
-    except FileNotFoundError:
-        return euid  # no /proc or no user namespaces: the initial namespace
+        ns = os.readlink(b"/proc/self/ns/user")
+    except OSError:
+        ns = b""
+    id_map = _uid_maps.get(ns) if ns else None
+    if id_map is None:
+        try:
+            with open("/proc/self/uid_map", encoding="ascii") as f:
+                id_map = f.read()
+        except FileNotFoundError:
+            return euid  # no /proc or no user namespaces: the initial namespace
+        if ns and id_map:
+            _uid_maps[ns] = id_map
+    if id_map == _IDENTITY_MAP:
+        return euid
     return map_id(euid, id_map)
 
 

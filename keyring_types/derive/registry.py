@@ -64,6 +64,8 @@ DERIVE_ROOTS = PluginGroup(ENTRY_POINT_GROUP, kind="derived-key root", builtins=
 
 _lock = threading.Lock()
 _instances: dict[tuple[Any, ...], DeriveRoot] = {}
+#: (``$KEYRING_TYPES_DERIVE_ROOT``, the configuration) -> the default instance: the key type's fast path.
+_by_env: dict[tuple[str | None, ...], DeriveRoot] = {}
 _auto_default: dict[tuple[str | None, ...], str] = {}
 
 
@@ -107,12 +109,19 @@ def get_root(name: str | None = None) -> DeriveRoot:
     named but not reachable (a ``tpm2`` with no TPM) fails at its first
     derivation with the TPM's error.
     """
-    name = name or default_root_name()
+    if name is None:
+        env_key = (os.environ.get(ENV_ROOT), *_config_key())
+        found = _by_env.get(env_key)
+        if found is not None:
+            return found
+        default = get_root(default_root_name())
+        with _lock:
+            return _by_env.setdefault(env_key, default)
     cls = root_class(name)
     key = (name, cls, _config_key())
-    inst = _instances.get(key)
-    if inst is not None:
-        return inst
+    existing = _instances.get(key)
+    if existing is not None:
+        return existing
     fresh = cls()
     with _lock:
         inst = _instances.setdefault(key, fresh)
@@ -132,6 +141,7 @@ def unregister_root(name: str) -> None:
     DERIVE_ROOTS.unregister(name)
     with _lock:
         dropped = [_instances.pop(k) for k in [k for k in _instances if k[0] == name]]
+        _by_env.clear()
     for inst in dropped:
         inst.close()
 
@@ -142,6 +152,7 @@ def clear_cache() -> None:
     with _lock:
         dropped = list(_instances.values())
         _instances.clear()
+        _by_env.clear()
         _auto_default.clear()
     for inst in dropped:
         inst.close()

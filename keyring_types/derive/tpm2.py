@@ -132,7 +132,9 @@ class Tpm2Root(DeriveRoot):
 
     def _forget_primary(self) -> None:
         handle, self._primary = self._primary, None
-        if handle is not None:
+        # A closed or broken connection is not reopened just to flush: behind a resource
+        # manager the object went with the connection, and a TPM that went away took it too.
+        if handle is not None and self._conn.is_open and not self._conn._broken:
             try:
                 flush_context(self._conn, handle, "flush the stale derived-key primary")
             except OSError:

@@ -32,11 +32,12 @@ def host_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def tpm_env(swtpm: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def tpm_env(swtpm: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """The tpm2 root on a private swtpm, chosen through the environment; ``.tools`` composes with tpm2-tools."""
     monkeypatch.setenv("KEYRING_TYPES_TPM2_TCTI", swtpm.tcti)
     monkeypatch.setenv("KEYRING_TYPES_DERIVE_ROOT", "tpm2")
-    return TpmEnv(swtpm, ToolsKdf(swtpm.tools_env(), tmp_path / "tools"))
+    yield TpmEnv(swtpm, ToolsKdf(swtpm.tools_env(), tmp_path / "tools"))
+    registry.clear_cache()  # flush the kept primary while swtpm still runs
 
 
 class TpmEnv:
