@@ -33,6 +33,7 @@ import functools
 import hashlib
 import hmac
 import struct
+import uuid
 import warnings
 from collections.abc import Callable
 from importlib import resources
@@ -58,6 +59,8 @@ __all__ = [
     "parse_report",
     "verify",
     "decode_tcb",
+    "CertTable",
+    "parse_cert_table",
 ]
 
 REPORT_SIZE: Final = 0x4A0
@@ -562,6 +565,71 @@ def _expected_tcb_bytes(e: _Endorsement) -> dict[int, tuple[str, int]]:
         6: ("snpSPL", t["snp"]),
         7: ("ucodeSPL", t["ucode"]),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The certificate table of an extended report
+
+
+#: GUIDs of the GHCB extended-guest-request certificate table (stored in RFC 4122 byte order).
+CERT_TABLE_GUIDS: Final = {
+    uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd").bytes: "vcek",
+    uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1").bytes: "vlek",
+    uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782").bytes: "ask",
+    uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae").bytes: "ark",
+}
+_TABLE_ENTRY: Final = struct.Struct("<16sII")
+
+
+@attrs.frozen
+class CertTable:
+    """The certificates of an extended report's table (configfs ``auxblob``), as raw bytes.
+
+    ``other`` holds entries with GUIDs this module does not know, as (GUID string, bytes).
+    The table comes from the host: its ``ask`` and ``ark`` are not a trust anchor.
+    """
+
+    vcek: bytes | None = None
+    vlek: bytes | None = None
+    ask: bytes | None = None
+    ark: bytes | None = None
+    other: tuple[tuple[str, bytes], ...] = ()
+
+
+def parse_cert_table(table: bytes) -> CertTable:
+    """Read a GHCB certificate table: 24-byte entries (GUID, offset, length) up to an all-zero one.
+
+    Offsets count from the start of the table.  Raises ``EBADMSG`` for a table without its
+    terminating entry, an entry whose bytes lie outside the table, or a GUID given twice.
+    """
+    table = bytes(table)
+    entries: list[tuple[bytes, int, int]] = []
+    pos = 0
+    while True:
+        if pos + _TABLE_ENTRY.size > len(table):
+            raise _bad("certificate table: no terminating all-zero entry")
+        guid, offset, length = _TABLE_ENTRY.unpack_from(table, pos)
+        pos += _TABLE_ENTRY.size
+        if _zero(guid):
+            break
+        entries.append((guid, offset, length))
+    found: dict[str, bytes] = {}
+    other: list[tuple[str, bytes]] = []
+    seen: set[bytes] = set()
+    for guid, offset, length in entries:
+        if guid in seen:
+            raise _bad(f"certificate table: GUID {uuid.UUID(bytes=guid)} appears twice")
+        seen.add(guid)
+        # The certificates follow the entries; none may overlap the entries or run past the end.
+        if offset < pos or offset + length > len(table):
+            raise _bad(f"certificate table: entry {uuid.UUID(bytes=guid)} lies outside the table")
+        data = table[offset : offset + length]
+        name = CERT_TABLE_GUIDS.get(guid)
+        if name is None:
+            other.append((str(uuid.UUID(bytes=guid)), data))
+        else:
+            found[name] = data
+    return CertTable(**found, other=tuple(other))
 
 
 # ---------------------------------------------------------------------------------------------
