@@ -20,10 +20,7 @@ LISTED = dict((name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (
 def test_readme_lists_every_embedded_chain() -> None:
     embedded = {p.name for p in ROOTS.iterdir() if p.name.endswith(".pem")}
     assert embedded == set(LISTED) == set(snp._AMD_CHAINS.values())
-    assert (
-        ROOTS.joinpath("LICENSE").read_text().startswith("\n                                 Apache License")
-        or "Apache License" in ROOTS.joinpath("LICENSE").read_text()
-    )
+    assert "Apache License" in ROOTS.joinpath("LICENSE").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(LISTED))
