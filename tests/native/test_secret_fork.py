@@ -22,7 +22,7 @@ from keyring_types.bindings._secmem import ffi, lib
 import keyring_types as kt
 from keyring_types.secret import SecretBuffer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from keyring_types.bindings._secmem import ffi
 import keyring_types as kt
 from keyring_types.secret import SecretBuffer, live_secret_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _addr(buf: SecretBuffer) -> int:

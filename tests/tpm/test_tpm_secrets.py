@@ -116,7 +116,7 @@ def test_passwords_leave_no_copy(swtpm: Any) -> None:
     blobauth = os.urandom(20)
     wrong = os.urandom(20)
     # The parent is made in another process: tpm2-pytss' own structures would leave copies here.
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).resolve().parents[1])
     subprocess.run(
         [
             sys.executable,

@@ -155,7 +155,7 @@ def test_register_in_code() -> None:
 
 @pytest.fixture(scope="module")
 def plugin_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Install tests/plugin_fixture into this venv (built from a copy), remove it afterwards."""
+    """Install tests/trust/plugin_fixture into this venv (built from a copy), remove it afterwards."""
     work = tmp_path_factory.mktemp("plugin") / "src"
     shutil.copytree(PLUGIN_SRC, work)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
