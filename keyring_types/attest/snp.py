@@ -375,13 +375,16 @@ def _common_name(name: x509.Name) -> str:
 def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, what: str, by: str) -> None:
     if cert.issuer != issuer.subject:
         raise _rejected(f"{what}: issuer is not the {by}'s subject")
-    key = issuer.public_key()
+    try:
+        key = issuer.public_key()
+        pad = cert.signature_algorithm_parameters
+        algo = cert.signature_hash_algorithm
+    except (UnsupportedAlgorithm, ValueError):
+        raise _rejected(f"{what}: unsupported key or signature algorithm") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise _rejected(f"{by}: public key is not RSA")
-    pad = cert.signature_algorithm_parameters
     if not isinstance(pad, padding.PSS):
         raise _rejected(f"{what}: not signed with RSASSA-PSS")
-    algo = cert.signature_hash_algorithm
     if not isinstance(algo, hashes.SHA384):
         raise _rejected(f"{what}: signature hash is not SHA-384")
     try:
@@ -413,6 +416,8 @@ def _ext_raw(cert: x509.Certificate, oid: str) -> bytes | None:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid))
     except x509.ExtensionNotFound:
         return None
+    except ValueError:  # cryptography refuses malformed or duplicated extensions here
+        raise _bad("cert: malformed X.509 extensions") from None
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
         return None
@@ -497,7 +502,10 @@ def _endorsement(cert_bytes: bytes, chain_bytes: bytes | None) -> _Endorsement:
     _check_signed_by(ark, ark, "ARK", "ARK")
     _check_signed_by(ask, ark, ask_label, "ARK")
     _check_signed_by(cert, ask, f"{label} certificate", ask_label)
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise _rejected(f"{label} certificate: unsupported public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise _rejected(f"{label} certificate: public key is not ECDSA P-384")
     product_raw = _ext_raw(cert, _OID_PRODUCT_NAME)

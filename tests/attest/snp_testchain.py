@@ -49,6 +49,7 @@ def cert(
     not_before: dt.datetime = T0,
     not_after: dt.datetime = T1,
     serial: int = 1,
+    pss: bool = True,
 ) -> x509.Certificate:
     b = (
         x509.CertificateBuilder()
@@ -61,7 +62,7 @@ def cert(
     )
     for oid, value in extensions:
         b = b.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False)
-    return b.sign(signing_key, hashes.SHA384(), rsa_padding=PSS)
+    return b.sign(signing_key, hashes.SHA384(), rsa_padding=PSS if pss else padding.PKCS1v15())
 
 
 def pem(*certs: x509.Certificate) -> bytes:

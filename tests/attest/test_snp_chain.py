@@ -191,3 +191,15 @@ def test_chain_checks_are_cached_by_bytes(milan: tc.Chain, key: ec.EllipticCurve
     hits = snp._endorsement.cache_info().hits
     snp.verify(tc.report(key, guest_svn=1), cert=bytes(bytearray(cert)), chain=milan.pem, at=tc.INSIDE)
     assert snp._endorsement.cache_info().hits == hits + 1
+
+
+def test_chain_must_use_rsa_pss_sha384(milan: tc.Chain, key: ec.EllipticCurvePrivateKey) -> None:
+    pkcs1_ask = tc.cert("SEV-Milan", milan.ark.subject, milan.ask_key.public_key(), milan.ark_key, serial=0x2000, pss=False)
+    chain = tc.pem(pkcs1_ask, milan.ark)
+    fails(errno.EKEYREJECTED, "ASK: not signed with RSASSA-PSS", tc.report(key), cert=milan.endorsement(key), chain=chain)
+    # An ECDSA key where the ASK's RSA key belongs.
+    ec_ask = tc.cert("SEV-Milan", milan.ark.subject, key.public_key(), milan.ark_key, serial=0x2000)
+    fails(errno.EKEYREJECTED, "ASK: public key is not RSA", tc.report(key), cert=milan.endorsement(key), chain=tc.pem(ec_ask, milan.ark))
+    # A P-256 endorsement key.
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    fails(errno.EKEYREJECTED, "not ECDSA P-384", tc.report(key), cert=milan.endorsement(p256), chain=milan.pem)
