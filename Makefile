@@ -9,7 +9,7 @@ DEB_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev keyutils libssl-dev pkg
 NATIVE := $(wildcard _native/*.c _native/*.h _native/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: all test demo deps venv build bench clean
+.PHONY: all test lint typecheck pytest demo deps venv build bench clean
 
 all: test
 
@@ -39,7 +39,16 @@ venv: deps $(STAMP)
 build: $(STAMP)
 	$(VPY) setup.py -q build_ext --inplace
 
-test: venv
+# Lint and type checks run first: they take seconds and fail before the long suite.
+test: lint typecheck pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 demo: venv

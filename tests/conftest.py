@@ -5,6 +5,8 @@ machine is known to have everything and a missing piece is a failure."""
 from __future__ import annotations
 
 import os
+import shutil as _shutil
+from collections.abc import Iterator as _Iterator
 
 import pytest
 
@@ -39,9 +41,6 @@ def need_kernel_keyring() -> None:
 
 
 # ==== BEGIN swtpm / tpm2 fixtures (owner: tpm2 trust source; see tests/swtpm_util.py) ====
-
-import shutil as _shutil
-from collections.abc import Iterator as _Iterator
 
 
 @pytest.fixture

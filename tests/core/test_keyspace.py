@@ -480,7 +480,7 @@ def test_secret_is_a_wiped_read_only_view(ks: kt.Keyspace) -> None:
 def test_proc_keys_lines(ks: kt.Keyspace, clock: Clock) -> None:
     k = ks.add_key("user", "d", b"12345", "@s")
     k.set_timeout(7200)
-    line = next(l for l in ks.proc_keys() if l.startswith(f"{k.serial:08x}"))
+    line = next(row for row in ks.proc_keys() if row.startswith(f"{k.serial:08x}"))
     assert line.split()[1:4] == ["I--Q---", "1", "2h"]
     assert line.endswith("user      d: 5")
 
@@ -502,7 +502,7 @@ def test_concurrent_operations_are_safe(ks: kt.Keyspace) -> None:
                 assert k.read() == b"v" * (i % 50 + 1)
                 if i % 3 == 0:
                     k.invalidate()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]

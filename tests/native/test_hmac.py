@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import mmap
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_matches_cryptography(key: bytes, data: bytes, cut: list[int]) -> None:
     assert h.mac(bytearray(data)) == expect
     assert h.mac(memoryview(data)) == expect
     points = sorted({0, len(data), *(c for c in cut if c <= len(data))})
-    parts = [memoryview(data)[a:b] for a, b in zip(points, points[1:])]
+    parts = [memoryview(data)[a:b] for a, b in itertools.pairwise(points)]
     assert h.mac_parts(parts) == expect
     assert h.verify(data, expect)
 

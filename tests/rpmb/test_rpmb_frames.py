@@ -354,7 +354,7 @@ def flips(buf: bytes, ranges: list[range]) -> Iterator[bytes]:
 def covered_and_mac(n: int) -> list[range]:
     """The bytes a response's MAC protects, plus the MAC itself in the last frame."""
     rs = [range(512 * i + 228, 512 * (i + 1)) for i in range(n)]
-    return rs + [range(512 * (n - 1) + 196, 512 * (n - 1) + 228)]
+    return [*rs, range(512 * (n - 1) + 196, 512 * (n - 1) + 228)]
 
 
 @pytest.mark.parametrize(
