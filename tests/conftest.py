@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil as _shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator as _Iterator
+from pathlib import Path
 
 import pytest
+
+import keyring_types as kt
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -38,6 +43,34 @@ def need_root() -> None:
 @pytest.fixture
 def need_kernel_keyring() -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+
+
+@pytest.fixture(params=["keyspace", "kernel"])
+def space(request: pytest.FixtureRequest) -> kt.KeyspaceAPI:
+    """Each test twice: on an in-process Keyspace and on the kernel, in a fresh session keyring."""
+    if request.param == "keyspace":
+        return kt.Keyspace()
+    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+    return kt.KernelKeyspace(new_session=True)
+
+
+@pytest.fixture
+def tdir() -> _Iterator[Path]:
+    """A fresh private directory with a short path (a Unix socket path must fit in 108 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="kt-tee-"))
+    yield d
+    _shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def emulator(tdir: Path) -> _Iterator[subprocess.Popen[bytes]]:
+    """An emulated TEE serving ``tdir / "s"`` with its HUK at ``tdir / "huk"``; stopped afterwards."""
+    from keyring_types.trust import tee_emulator
+
+    proc = tee_emulator.spawn_emulator(tdir / "s", tdir / "huk")
+    yield proc
+    proc.terminate()
+    proc.wait(10)
 
 
 # ==== BEGIN swtpm / tpm2 fixtures (owner: tpm2 trust source; see tests/swtpm_util.py) ====

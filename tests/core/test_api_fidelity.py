@@ -14,18 +14,10 @@ import os
 import time
 
 import pytest
-from conftest import kernel_keyring_reachable, require
+from conftest import require
 
 import keyring_types as kt
 from keyring_types.errors import KeyringError
-
-
-@pytest.fixture(params=["keyspace", "kernel"])
-def space(request: pytest.FixtureRequest) -> kt.KeyspaceAPI:
-    if request.param == "keyspace":
-        return kt.Keyspace()
-    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
-    return kt.KernelKeyspace(new_session=True)
 
 
 def errno_of(fn: object, *args: object, **kwargs: object) -> int:

@@ -15,18 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
-from conftest import kernel_keyring_reachable, require
-
 import keyring_types as kt
-
-
-@pytest.fixture(params=["keyspace", "kernel"])
-def space(request: pytest.FixtureRequest) -> kt.KeyspaceAPI:
-    if request.param == "keyspace":
-        return kt.Keyspace()
-    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
-    return kt.KernelKeyspace(new_session=True)
 
 
 @contextmanager

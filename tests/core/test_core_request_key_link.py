@@ -5,20 +5,11 @@ from __future__ import annotations
 import errno
 
 import pytest
-from conftest import kernel_keyring_reachable, require
 
 import keyring_types as kt
 
 # Possessor: VIEW READ WRITE SEARCH SETATTR, no LINK; user: VIEW.
 NO_LINK = 0x2F010000
-
-
-@pytest.fixture(params=["keyspace", "kernel"])
-def space(request: pytest.FixtureRequest) -> kt.KeyspaceAPI:
-    if request.param == "keyspace":
-        return kt.Keyspace()
-    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
-    return kt.KernelKeyspace(new_session=True)
 
 
 def test_request_key_into_dest_needs_link(space: kt.KeyspaceAPI) -> None:

@@ -11,31 +11,13 @@ a pthread_atfork handler now holds the mutex across fork().
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
+from isolated import run_isolated
 from keyring_types.bindings._secmem import ffi, lib
 
 import keyring_types as kt
 from keyring_types.secret import SecretBuffer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter: a crash or a hang fails the test, not the run."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        check=False,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def in_child(body: Callable[[], bytes]) -> tuple[int, bytes]:

@@ -9,35 +9,17 @@ gone, wiped again then.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import threading
-from pathlib import Path
 
+from isolated import run_isolated
 from keyring_types.bindings._secmem import ffi
 
 import keyring_types as kt
 from keyring_types.secret import SecretBuffer, live_secret_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _addr(buf: SecretBuffer) -> int:
     return int(ffi.cast("uintptr_t", buf.address))
-
-
-def run_isolated(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter, so that a crash fails the test instead of the run."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        check=False,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_a_stale_view_and_its_slice_read_zeros_while_new_secrets_are_made() -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,21 +24,6 @@ from keyring_types.trust.tee import (
 
 NO_OPTS = parse_options(b"").options
 OTHER_UID = 4321
-
-
-@pytest.fixture
-def tdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kt-teeh-"))  # short: a socket path fits in 108 bytes
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def emulator(tdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = tee_emulator.spawn_emulator(tdir / "s", tdir / "huk")
-    yield proc
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,22 +25,6 @@ from keyring_types.trust.tee import (
 from keyring_types.trust.tee_wire import LOGIN_PUBLIC, LOGIN_USER
 
 NO_OPTS = parse_options(b"").options
-
-
-@pytest.fixture
-def tdir() -> Iterator[Path]:
-    # Unix socket paths are limited to 108 bytes: keep them short.
-    d = Path(tempfile.mkdtemp(prefix="kt-tee-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def emulator(tdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = tee_emulator.spawn_emulator(tdir / "s", tdir / "huk")
-    yield proc
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture
