@@ -10,6 +10,16 @@ buffers; only non-secret results (handles, the encrypted TPM2B_PRIVATE, the
 TPM2B_PUBLIC) leave them as ``bytes``, and unsealed data leaves as a
 :class:`SecretBuffer`.  Part 3 of the TPM 2.0 library specification gives the
 layouts.
+
+Why by hand and not through tpm2-pytss's ESAPI, which the rest of the project
+uses: ESAPI keeps the last response (an unsealed key) in tpm2-tss's command
+buffer, a copy of TPM2_Create's sensitive input (key and blobauth) in its
+context and passwords in its object records, all in ordinary heap memory (seen
+in a core dump; ``tests/tpm/test_tpm_secrets.py`` scans the process for them).
+It was also slower (``docs/performance.md``: ESAPI's Load alone cost 427 µs
+against 53 µs for the same command sent directly).  What these commands make is
+checked against tpm2-tools, the peer implementation, in
+``tests/tpm/test_tpm2_interop.py`` and ``tests/derived/``.
 """
 
 from __future__ import annotations
