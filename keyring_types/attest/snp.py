@@ -42,7 +42,7 @@ from typing import Final, Literal
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.utils import CryptographyDeprecationWarning
@@ -353,10 +353,62 @@ def _load_certs(data: bytes, what: str) -> list[x509.Certificate]:
         warnings.filterwarnings("ignore", message=".*serial number", category=CryptographyDeprecationWarning)
         try:
             if data.lstrip().startswith(b"-----BEGIN"):
-                return x509.load_pem_x509_certificates(data)
-            return [x509.load_der_x509_certificate(data)]
-        except ValueError:
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+        except (ValueError, x509.InvalidVersion):
             raise _bad(f"{what}: not a DER or PEM X.509 certificate") from None
+        # cryptography parses names, extensions and times only when asked: ask now, so that a
+        # malformed one is EBADMSG naming this input rather than a ValueError later.
+        try:
+            for c in certs:
+                _ = (c.version, c.subject, c.issuer, c.extensions, c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number)
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+            raise _bad(f"{what}: malformed X.509 field") from None
+    for c in certs:
+        if not _strict_outer_shape(c.public_bytes(serialization.Encoding.DER)):
+            raise _bad(f"{what}: signatureAlgorithm or signatureValue is not as signed (RFC 5280 4.1.1.2-3)")
+    return certs
+
+
+def _tlv_end(der: bytes, pos: int) -> tuple[int, int]:
+    """(start of content, end) of the DER element at ``pos``; ``ValueError`` if it overruns."""
+    if pos + 2 > len(der):
+        raise ValueError("truncated")
+    n = der[pos + 1]
+    if n < 0x80:
+        start = pos + 2
+    else:
+        width = n & 0x7F
+        start = pos + 2 + width
+        n = int.from_bytes(der[pos + 2 : start], "big")
+    if start + n > len(der):
+        raise ValueError("overrun")
+    return start, start + n
+
+
+def _strict_outer_shape(der: bytes) -> bool:
+    """The unsigned parts of a certificate are as RFC 5280 4.1.1.2-3 demand.
+
+    Only tbsCertificate is signed.  cryptography verifies with the outer signatureAlgorithm's
+    parameters without comparing it to the signed tbsCertificate.signature, and reads the
+    signature BIT STRING whatever its unused-bits count, so without this check a certificate's
+    bytes could change (the PSS trailerField, the unused-bits byte) and still verify.
+    """
+    try:
+        body, end = _tlv_end(der, 0)
+        tbs_body, tbs_end = _tlv_end(der, body)
+        _, alg_end = _tlv_end(der, tbs_end)
+        sig_body, sig_end = _tlv_end(der, alg_end)
+        outer = der[tbs_end:alg_end]
+        pos = tbs_body
+        if der[pos] == 0xA0:  # [0] version
+            pos = _tlv_end(der, pos)[1]
+        pos = _tlv_end(der, pos)[1]  # serialNumber
+        inner = der[pos : _tlv_end(der, pos)[1]]
+        return end == sig_end == len(der) and inner == outer and der[alg_end] == 0x03 and der[sig_body] == 0
+    except (ValueError, IndexError):
+        return False
 
 
 def _serial(cert: x509.Certificate) -> int:
@@ -760,9 +812,12 @@ def _check_crl(crl_bytes: bytes, e: _Endorsement, at: _dt.datetime) -> None:
             crl = x509.load_pem_x509_crl(crl_bytes)
         else:
             crl = x509.load_der_x509_crl(crl_bytes)
-    except ValueError:
-        raise _bad("crl: not a DER or PEM X.509 CRL") from None
-    if crl.issuer != e.ark.subject:
+        # Parsed lazily by cryptography: read every field used below while errors still mean "malformed".
+        issuer, last_update, next_update = crl.issuer, crl.last_update_utc, crl.next_update_utc
+        revoked = crl.get_revoked_certificate_by_serial_number(e.ask_serial) is not None
+    except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        raise _bad("crl: not a well-formed DER or PEM X.509 CRL") from None
+    if issuer != e.ark.subject:
         raise _rejected("crl: issuer is not the ARK")
     try:
         ok = crl.is_signature_valid(e.ark.public_key())  # type: ignore[arg-type]
@@ -770,11 +825,10 @@ def _check_crl(crl_bytes: bytes, e: _Endorsement, at: _dt.datetime) -> None:
         ok = False
     if not ok:
         raise _rejected("crl: signature does not verify under the ARK")
-    next_update = crl.next_update_utc
     if next_update is None:
         raise _bad("crl: no nextUpdate")
-    _check_time("crl", crl.last_update_utc, next_update, at)
-    if crl.get_revoked_certificate_by_serial_number(e.ask_serial) is not None:
+    _check_time("crl", last_update, next_update, at)
+    if revoked:
         raise _rejected(f"crl: the {e.ask_name} is revoked")
 
 

@@ -203,3 +203,20 @@ def test_chain_must_use_rsa_pss_sha384(milan: tc.Chain, key: ec.EllipticCurvePri
     # A P-256 endorsement key.
     p256 = ec.generate_private_key(ec.SECP256R1())
     fails(errno.EKEYREJECTED, "not ECDSA P-384", tc.report(key), cert=milan.endorsement(p256), chain=milan.pem)
+
+
+def test_mutated_crl_only_raises_oserror(milan: tc.Chain, key: ec.EllipticCurvePrivateKey) -> None:
+    # Every single-bit change of a CRL that revokes nothing: refused with EBADMSG or EKEYREJECTED,
+    # or, where the bit lies outside what the ARK signed and changes nothing that is read, accepted.
+    blob, cert = tc.report(key), milan.endorsement(key)
+    crl = milan.crl(revoked=[0x9999])
+    for bit in range(len(crl) * 8):
+        b = bytearray(crl)
+        b[bit // 8] ^= 1 << (bit % 8)
+        try:
+            snp.verify(blob, cert=cert, chain=milan.pem, at=tc.INSIDE, crl=bytes(b))
+        except OSError as e:
+            assert e.errno in (errno.EBADMSG, errno.EKEYREJECTED, errno.EKEYEXPIRED), (bit, e)
+        else:
+            signed = tc.x509.load_der_x509_crl(crl).tbs_certlist_bytes
+            assert signed in bytes(b), bit  # the signed part is intact

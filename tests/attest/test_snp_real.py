@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import os
 import random
 import warnings
 from pathlib import Path
@@ -246,3 +247,30 @@ def test_serial_zero_warning_is_not_silenced_globally() -> None:
     assert warnings.filters == before
     with pytest.warns(CryptographyDeprecationWarning, match="serial number"):
         x509.load_der_x509_certificate(cert)  # outside the verifier, cryptography still warns
+
+
+@pytest.mark.parametrize("target", ["cert", "chain"])
+def test_mutated_certificates_only_raise_oserror(target: str) -> None:
+    # 300 random byte changes of the VCEK (DER) or of the chain (PEM body, base64 letters swapped):
+    # each is refused with EBADMSG or EKEYREJECTED, never another exception, never accepted.
+    blob, cert, chain = data("sev-snp/attestation.bin"), data("sev-snp/vcek.testcer"), data("sev-snp/milan.testcer")
+    rng = random.Random(target)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for _ in range(int(os.environ.get("SNP_MUTATIONS", "300"))):
+        if target == "cert":
+            b = bytearray(cert)
+            i = rng.randrange(len(b))
+            b[i] ^= 1 << rng.randrange(8)
+            kwargs = {"cert": bytes(b), "chain": chain}
+        else:
+            b = bytearray(chain)
+            i = rng.choice([j for j in range(len(b)) if b[j] in alphabet])
+            b[i] = rng.choice([c for c in alphabet if c != b[i]])
+            kwargs = {"cert": cert, "chain": bytes(b)}
+        try:
+            snp.verify(blob, **kwargs)
+        except OSError as e:
+            assert e.errno in (errno.EBADMSG, errno.EKEYREJECTED), (i, e)
+        else:
+            # Only a change that leaves the DER meaning intact could pass (e.g. base64 padding bits).
+            assert target == "chain" and x509.load_pem_x509_certificates(bytes(b)) == x509.load_pem_x509_certificates(chain), i
