@@ -7,6 +7,7 @@ chain, another chip's VCEK and a certificate outside its validity are refused.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import errno
 import os
@@ -274,3 +275,38 @@ def test_mutated_certificates_only_raise_oserror(target: str) -> None:
         else:
             # Only a change that leaves the DER meaning intact could pass (e.g. base64 padding bits).
             assert target == "chain" and x509.load_pem_x509_certificates(bytes(b)) == x509.load_pem_x509_certificates(chain), i
+
+
+def _outer_parts(der: bytes) -> tuple[int, int]:
+    """(offset of the outer signatureAlgorithm, offset of the signature BIT STRING) in a certificate."""
+    body, _ = snp._tlv_end(der, 0)
+    _, tbs_end = snp._tlv_end(der, body)
+    _, alg_end = snp._tlv_end(der, tbs_end)
+    return tbs_end, alg_end
+
+
+@pytest.mark.parametrize("which", ["trailerField", "unused bits"])
+def test_unsigned_certificate_bytes_cannot_change(which: str) -> None:
+    # Found by the mutation test above: cryptography verifies a certificate whose outer PSS
+    # trailerField (outside tbsCertificate) or signature unused-bits byte was changed.
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ask, ark = x509.load_pem_x509_certificates(data("sev-snp/milan.testcer"))
+    # The ARK for the trailerField; the ASK for the unused bits, as its signature's last byte is
+    # even (with one unused bit it is still valid DER, and cryptography verifies it unchanged).
+    target = ark if which == "trailerField" else ask
+    der = bytearray(target.public_bytes(Encoding.DER))
+    alg, sig = _outer_parts(bytes(der))
+    if which == "trailerField":
+        i = bytes(der).index(bytes.fromhex("a303020101"), alg, sig)  # [3] trailerField INTEGER 1
+        der[i + 4] = 0x3D
+    else:
+        assert der[sig] == 0x03 and der[sig + 4] == 0 and der[-1] % 2 == 0  # BIT STRING, 2-byte length, unused bits
+        der[sig + 4] = 1
+    body = base64.encodebytes(bytes(der)).replace(b"\n", b"")
+    lines = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    bad = b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
+    chain = bad + ark.public_bytes(Encoding.PEM) if target is ask else ask.public_bytes(Encoding.PEM) + bad
+    with pytest.raises(OSError) as e:
+        snp.verify(data("sev-snp/attestation.bin"), cert=data("sev-snp/vcek.testcer"), chain=chain)
+    assert e.value.errno == errno.EBADMSG and "signatureAlgorithm or signatureValue" in str(e.value)
