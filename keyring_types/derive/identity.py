@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import sys
 import threading
 
 from keyring_types.errors import error
@@ -42,6 +43,8 @@ __all__ = [
     "ima_digest",
     "kernel_euid",
     "map_id",
+    "script_measurement",
+    "script_path",
 ]
 
 ENV_IMA_LOG = "KEYRING_TYPES_IMA_MEASUREMENTS"
@@ -148,13 +151,13 @@ def ima_digest(log: bytes, path: bytes) -> bytes | None:
 
 
 _measured_lock = threading.Lock()
-#: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the executable -> its SHA-256.
+#: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a measured file -> its SHA-256.
 _measured: dict[tuple[int, ...], bytes] = {}
 
 
-def _self_measure() -> bytes:
-    """SHA-256 of the running executable's inode (``/proc/self/exe``), cached while its stat holds."""
-    with open("/proc/self/exe", "rb") as f:
+def _self_measure(path: str | bytes) -> bytes:
+    """SHA-256 of the file open at ``path``, cached while its stat holds."""
+    with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with _measured_lock:
@@ -167,27 +170,19 @@ def _self_measure() -> bytes:
     return digest
 
 
-def exe_measurement() -> bytes:
-    """The executable's IMA digest, the value the ``csum`` mode mixes.
-
-    ``EOPNOTSUPP`` when IMA has no measurement of it, when its list cannot be
-    read, or when the executable was deleted (its measurement cannot be found
-    by path any more) -- unless no list exists at all and
-    ``KEYRING_TYPES_DERIVE_SELF_MEASURE=1`` asks for the library's own
-    measurement.  ``EFAULT`` as :func:`exe_path`.
-    """
+def _measurement(path: bytes, open_path: str | bytes, what: str) -> bytes:
+    """IMA's last digest of ``path`` (or, opted in and without any IMA list, SHA-256 of ``open_path``)."""
     log_path = _ima_log()
     if log_path is None or not os.path.exists(log_path):
         if os.environ.get(ENV_SELF_MEASURE) == "1":
-            return _self_measure()
+            return _self_measure(open_path)
         raise error(
             errno.EOPNOTSUPP,
-            "csum needs IMA's measurement of the executable, and this system has no IMA measurement list "
-            f"(set {ENV_SELF_MEASURE}=1 to have the library measure the executable itself)",
+            f"csum needs IMA's measurement of the {what}, and this system has no IMA measurement list "
+            f"(set {ENV_SELF_MEASURE}=1 to have the library measure the {what} itself)",
         )
-    path = exe_path()
     if path.endswith(_DELETED):
-        raise error(errno.EOPNOTSUPP, "the executable was deleted: its IMA measurement cannot be found by path")
+        raise error(errno.EOPNOTSUPP, f"the {what} was deleted: its IMA measurement cannot be found by path")
     try:
         with open(log_path, "rb") as f:
             log = f.read()
@@ -195,5 +190,42 @@ def exe_measurement() -> bytes:
         raise error(errno.EOPNOTSUPP, f"cannot read the IMA measurement list {log_path}: {exc.strerror}") from None
     digest = ima_digest(log, path)
     if digest is None:
-        raise error(errno.EOPNOTSUPP, "IMA has no measurement of this executable (no 'measure func=BPRM_CHECK' rule?)")
+        raise error(errno.EOPNOTSUPP, f"IMA has no measurement of this {what} (no matching 'measure' rule?)")
     return digest
+
+
+def exe_measurement() -> bytes:
+    """The executable's IMA digest, the value the ``csum`` mode mixes.
+
+    ``EOPNOTSUPP`` when IMA has no measurement of it, when its list cannot be
+    read, or when the executable was deleted (its measurement cannot be found
+    by path any more) -- unless no list exists at all and
+    ``KEYRING_TYPES_DERIVE_SELF_MEASURE=1`` asks for the library's own
+    measurement (of ``/proc/self/exe``, the running inode).  ``EFAULT`` as
+    :func:`exe_path`.
+    """
+    return _measurement(exe_path(), "/proc/self/exe", "executable")
+
+
+def script_path() -> bytes:
+    """The interpreter's main script (``__main__.__file__``), symbolic links resolved: ``bind=script``.
+
+    The library runs in a Python interpreter, whose ``/proc/self/exe`` is the
+    same for every script; this names the script.  ``EOPNOTSUPP`` when there is
+    none (``python -c``, an interactive session, an embedding program).
+    """
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if not isinstance(file, str) or not os.path.isfile(file):
+        raise error(errno.EOPNOTSUPP, "bind=script needs a main script, and this interpreter runs none (python -c?)")
+    return os.fsencode(os.path.realpath(file))
+
+
+def script_measurement() -> bytes:
+    """The main script's IMA digest (``bind=script`` with ``csum``); errors as :func:`exe_measurement`.
+
+    IMA measures a script read by an interpreter only under a ``FILE_CHECK``
+    rule; the opt-in self-measurement hashes the file at :func:`script_path`.
+    """
+    path = script_path()
+    return _measurement(path, path, "script")
