@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from derived_tools import ToolsKdf
+from conftest import require
+from derived_tools import ToolsKdf, tools_available
 
 from keyring_types.derive import registry
 
@@ -34,6 +35,7 @@ def host_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tpm_env(swtpm: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """The tpm2 root on a private swtpm, chosen through the environment; ``.tools`` composes with tpm2-tools."""
+    require(tools_available(), "tpm2-tools (tpm2_createprimary, tpm2_hash, tpm2_sign, tpm2_clear)")
     monkeypatch.setenv("KEYRING_TYPES_TPM2_TCTI", swtpm.tcti)
     monkeypatch.setenv("KEYRING_TYPES_DERIVE_ROOT", "tpm2")
     yield TpmEnv(swtpm, ToolsKdf(swtpm.tools_env(), tmp_path / "tools"))

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from conftest import require
-from derived_tools import tools_available
 from vector_data import load_vector_file
 
 import keyring_types as kt
@@ -27,11 +26,6 @@ pytest_plugins = ("derived_fixtures",)
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
-
-
-@pytest.fixture(autouse=True)
-def _tools() -> None:
-    require(tools_available(), "tpm2-tools (tpm2_createprimary, tpm2_hash, tpm2_sign, tpm2_clear)")
 
 
 def lib_derive(root: Tpm2Root, length: int, euid: int, label: bytes, value: bytes) -> bytes:
