@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import errno
+from typing import TYPE_CHECKING, ClassVar
 
 from keyring_types.derive.kdf import PRF_SIZE, kdf108_ctr_into
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.derive.pcr_policy import PcrSelection
 
 __all__ = ["DeriveRoot"]
 
@@ -28,8 +33,14 @@ class DeriveRoot:
         """Write PRF(``message``), 32 bytes, into ``out[:32]``."""
         raise NotImplementedError
 
-    def derive_into(self, info: bytes, out: memoryview) -> None:
-        """Fill ``out`` with the SP 800-108 counter-mode output over ``info`` (see :mod:`~keyring_types.derive.kdf`)."""
+    def derive_into(self, info: bytes, out: memoryview, *, pcrs: PcrSelection | None = None) -> None:
+        """Fill ``out`` with the SP 800-108 counter-mode output over ``info`` (see :mod:`~keyring_types.derive.kdf`).
+
+        ``pcrs`` (the ``pcrs=`` option) asks for a root gated by PCRs:
+        ``EOPNOTSUPP`` from a root that has none.
+        """
+        if pcrs is not None:
+            raise error(errno.EOPNOTSUPP, f"pcrs= needs a TPM; the derived-key root '{self.name}' has no PCRs")
         kdf108_ctr_into(self.prf_into, info, out)
 
     def close(self) -> None:

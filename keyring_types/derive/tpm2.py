@@ -40,6 +40,8 @@ from typing import ClassVar
 
 from keyring_types.derive.base import DeriveRoot
 from keyring_types.derive.kdf import kdf108_ctr_into
+from keyring_types.derive.pcr_policy import PcrSelection, gated_template, policy_pcr_digest
+from keyring_types.errors import error
 from keyring_types.tpm.commands import TPM_RH_OWNER, create_primary, flush_context, hash_with_ticket, sign_hmac_into
 from keyring_types.tpm.connection import TpmConnection, configured_tcti, tcti_reachable
 
@@ -112,11 +114,18 @@ class Tpm2Root(DeriveRoot):
         digest, ticket = hash_with_ticket(conn, message, TPM_RH_OWNER, "hash the derivation input")
         sign_hmac_into(conn, self._primary_handle(), digest, ticket, out, "sign with the derived-key primary")
 
-    def derive_into(self, info: bytes, out: memoryview) -> None:
+    def derive_into(self, info: bytes, out: memoryview, *, pcrs: PcrSelection | None = None) -> None:
         """All blocks under the connection's lock; once more with a new primary if a kept one failed.
 
-        Errors as the module docstring says.
+        With ``pcrs``, the PCR-gated primary (:mod:`keyring_types.derive.pcr_policy`)
+        is made for this derivation and flushed after it.  Errors as the module
+        docstring says; ``EIO`` when the TPM does not return every selected PCR
+        (a bank it has not allocated); ``EPERM`` when the PCRs change between
+        reading them and the policy session.
         """
+        if pcrs is not None:
+            self._derive_gated(info, out, pcrs)
+            return
         with self._lock, self._conn.lock:
             self._after_fork()
             kept = self._primary is not None
@@ -129,6 +138,56 @@ class Tpm2Root(DeriveRoot):
                 # manager lost the object: the handle is stale.  Make the primary again.
                 self._forget_primary()
                 kdf108_ctr_into(self._prf_once, info, out)
+
+    def _derive_gated(self, info: bytes, out: memoryview, pcrs: PcrSelection) -> None:
+        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+        from tpm2_pytss.types import TPM2B_DIGEST, TPMT_SYM_DEF
+
+        with self._lock, self._conn.lock:
+            self._after_fork()
+            conn = self._conn
+            esapi = conn.esapi
+            _, _, digests = conn.call(esapi.pcr_read, "read the PCRs of pcrs=", pcrs.text())
+            values = [bytes(digests.digests[i]) for i in range(digests.count)]
+            if len(values) != len(pcrs.indices):
+                raise error(errno.EIO, f"the TPM returned {len(values)} of the {len(pcrs.indices)} PCRs of pcrs= (is the bank allocated?)")
+            template = gated_template(policy_pcr_digest(pcrs, values))
+            primary = create_primary(conn, TPM_RH_OWNER, b"", template, "create the PCR-gated derived-key primary")
+
+            def prf_into(message: bytes, dst: memoryview) -> None:
+                digest, ticket = hash_with_ticket(conn, message, TPM_RH_OWNER, "hash the derivation input")
+                session = conn.call(
+                    esapi.start_auth_session,
+                    "start a policy session",
+                    ESYS_TR.NONE,
+                    ESYS_TR.NONE,
+                    TPM2_SE.POLICY,
+                    TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                    TPM2_ALG.SHA256,
+                )
+                signed = False
+                try:
+                    conn.call(esapi.policy_pcr, "run TPM2_PolicyPCR", session, TPM2B_DIGEST(), pcrs.text())
+                    handle = int(esapi.tr_get_tpm_handle(session))
+                    sign_hmac_into(conn, primary, digest, ticket, dst, "sign with the PCR-gated primary", session=handle)
+                    signed = True
+                finally:
+                    # After a successful TPM2_Sign the TPM ended the session; otherwise it is still loaded.
+                    if signed:
+                        esapi.tr_close(session)
+                    else:
+                        try:
+                            esapi.flush_context(session)
+                        except Exception:  # noqa: BLE001, S110  (the session went with a broken transport)
+                            pass
+
+            try:
+                kdf108_ctr_into(prf_into, info, out)
+            finally:
+                try:
+                    flush_context(conn, primary, "flush the PCR-gated primary")
+                except OSError:
+                    pass
 
     def _forget_primary(self) -> None:
         handle, self._primary = self._primary, None

@@ -300,11 +300,19 @@ def hash_with_ticket(conn: TpmConnection, data: Buffer, hierarchy: int, what: st
 
 
 def sign_hmac_into(
-    conn: TpmConnection, key: int, digest: bytes, ticket: bytes, out: memoryview, what: str = "sign the digest"
+    conn: TpmConnection,
+    key: int,
+    digest: bytes,
+    ticket: bytes,
+    out: memoryview,
+    what: str = "sign the digest",
+    session: int = TPM_RS_PW,
 ) -> None:
     """TPM2_Sign of ``digest`` (a marshalled TPM2B) with the HMAC-SHA256 key ``key``, ``ticket`` as validation.
 
-    The key's password is empty.  The 32-byte HMAC goes from the secret-memory
+    Authorised by ``session``: the empty password (``TPM_RS_PW``), or a policy
+    session the caller satisfied on this connection (attributes 0: the TPM
+    ends it after success).  The 32-byte HMAC goes from the secret-memory
     response straight into ``out`` (at least 32 bytes).  ``EFAULT`` when the
     signature is not an HMAC-SHA256 of 32 bytes (as the kernel checks the
     response's size); TPM errors as :func:`keyring_types.tpm.errors.tpm_error`;
@@ -313,7 +321,7 @@ def sign_hmac_into(
     with conn.lock, conn.scratch() as (cmd, rsp):
         w = CommandWriter(cmd)
         w.u32(key)
-        w.password_auth(TPM_RS_PW, b"")
+        w.password_auth(session, b"")
         w.raw(digest)
         w.u16(_TPM_ALG_HMAC)  # inScheme: HMAC with SHA-256
         w.u16(_TPM_ALG_SHA256)

@@ -7,12 +7,13 @@ is the executable's path (``path``) or its IMA digest (``csum``); see
 :mod:`keyring_types.derive.identity` for who is asking and
 :mod:`keyring_types.derive.registry` for the root (the TPM, or the host seed).
 
-Three options that are not the RFC's, each off unless written after the mode,
+Four options that are not the RFC's, each off unless written after the mode,
 each changing the output (docs/derived.md): ``uid=none`` (the exe-only binding:
 the euid field holds ``NO_UID``), ``bind=script`` (the interpreter's main
-script is mixed too) and ``mix=<freeform>`` (the rotation mixin).  They are
-appended to ``info`` as labelled, length-prefixed pieces; without them the key
-is the RFC's.
+script is mixed too) and ``mix=<freeform>`` (the rotation mixin), appended to
+``info`` as labelled, length-prefixed pieces; and ``pcrs=<bank>:<list>`` (the
+TPM primary gated by a PolicyPCR, :mod:`keyring_types.derive.pcr_policy`).
+Without them the key is the RFC's.
 
 As in the RFC the key is derived at preparse (so here outside the keyspace's
 lock: it may wait for the TPM) and then held, read, described and revoked as
@@ -36,6 +37,7 @@ from keyring_types.core.keytype import KeyType, Preparsed
 from keyring_types.core.record import KeyRecord
 from keyring_types.derive import identity
 from keyring_types.derive.kdf import kdf_info
+from keyring_types.derive.pcr_policy import PcrSelection, parse_pcrs
 from keyring_types.derive.registry import get_root
 from keyring_types.errors import error
 from keyring_types.grammar import kstrtoul
@@ -74,10 +76,12 @@ class DerivedRequest:
     script: bool = False
     #: ``mix=<freeform>``: the rotation mixin, the rest of the payload verbatim.
     mix: bytes | None = None
+    #: ``pcrs=<bank>:<list>``: the TPM primary gated by a PolicyPCR on these PCRs.
+    pcrs: PcrSelection | None = None
 
 
 def parse_request(data: bytes) -> DerivedRequest:
-    """Parse ``<len> <mode> [uid=none] [bind=script] [mix=<freeform>]``.
+    """Parse ``<len> <mode> [uid=none] [bind=script] [pcrs=<bank>:<list>] [mix=<freeform>]``.
 
     The RFC's part is checked in the RFC's order: the payload ends at its first
     NUL, as the kernel's C string does; the first token (up to the first space
@@ -108,6 +112,7 @@ def parse_request(data: bytes) -> DerivedRequest:
         return DerivedRequest(length, mode)
     no_uid = script = False
     mix: bytes | None = None
+    pcrs: PcrSelection | None = None
     seen: set[bytes] = set()
     remainder: bytes | None = rest[1]
     position = 0
@@ -120,19 +125,22 @@ def parse_request(data: bytes) -> DerivedRequest:
             break
         option, *more = _SEPARATOR.split(remainder, maxsplit=1)
         remainder = more[0] if more else None
-        if option in seen:
+        name = option.partition(b"=")[0]
+        if name in seen:
             raise error(errno.EINVAL, f"derived-key option {position} is given twice")
-        seen.add(option)
-        if option == b"uid=none":
+        seen.add(name)
+        if option.startswith(b"pcrs="):
+            pcrs = parse_pcrs(option[5:])
+        elif option == b"uid=none":
             no_uid = True
         elif option == b"bind=script":
             script = True
         else:
             raise error(
                 errno.EINVAL,
-                f"token {position} after the mode is not a derived-key option (known: uid=none, bind=script, mix=...)",
+                f"token {position} after the mode is not a derived-key option (known: uid=none, bind=script, pcrs=..., mix=...)",
             )
-    return DerivedRequest(length, mode, no_uid=no_uid, script=script, mix=mix)
+    return DerivedRequest(length, mode, no_uid=no_uid, script=script, mix=mix, pcrs=pcrs)
 
 
 def parse_payload(data: bytes) -> tuple[int, bytes]:
@@ -174,7 +182,7 @@ class DerivedKeyType(KeyType):
         try:
             mv = out.writable()
             try:
-                root.derive_into(info, mv)
+                root.derive_into(info, mv, pcrs=req.pcrs)
             finally:
                 mv.release()
         except BaseException:

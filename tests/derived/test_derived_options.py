@@ -169,3 +169,83 @@ def test_script_binding_without_a_script_is_eopnotsupp(host_home: Path) -> None:
         capture_output=True, timeout=60, cwd="/",
     )  # fmt: skip
     assert p.stdout.decode().strip() == str(errno.EOPNOTSUPP), p.stderr.decode()[-500:]
+
+
+# -- pcrs=: a primary gated by PolicyPCR ------------------------------------------------------------
+
+
+def _tools_gated_key(tools: Any, length: int, data: bytes, workdir: Path) -> tuple[Path, bytes]:
+    """The gated derivation with tpm2-tools: trial PolicyPCR, the primary, a policy session per block."""
+    before = tools.transient_handles()
+    pol, ctx = workdir / "pol.dig", workdir / "gated.ctx"
+    tools.run("tpm2_createpolicy", "--policy-pcr", "-l", "sha256:16", "-L", str(pol))
+    tools.run(
+        "tpm2_createprimary", "-C", "o", "-G", "hmac", "-g", "sha256", "-L", str(pol),
+        "-a", "fixedtpm|fixedparent|sensitivedataorigin|restricted|sign", "-u", "-", "-c", str(ctx),
+        stdin=b"kernel",
+    )  # fmt: skip
+    tools.flush_ours(before)
+
+    def prf(message: bytes) -> bytes:
+        return _tools_gated_sign(tools, ctx, message, workdir)
+
+    return ctx, counter_mode(prf, length, data)
+
+
+def _tools_gated_sign(tools: Any, ctx: Path, message: bytes, workdir: Path) -> bytes:
+    before = tools.transient_handles()
+    msg, dig, ticket, sig, sess = (workdir / n for n in ("gmsg", "gdig", "gticket", "gsig", "session.ctx"))
+    msg.write_bytes(message)
+    tools.run("tpm2_hash", "-C", "o", "-g", "sha256", "-o", str(dig), "-t", str(ticket), str(msg))
+    tools.run("tpm2_startauthsession", "--policy-session", "-S", str(sess))
+    try:
+        tools.run("tpm2_policypcr", "-S", str(sess), "-l", "sha256:16")
+        tools.run(
+            "tpm2_sign", "-c", str(ctx), "-p", f"session:{sess}", "-g", "sha256", "-s", "hmac", "-d",
+            "-t", str(ticket), "-f", "plain", "-o", str(sig), str(dig),
+        )  # fmt: skip
+    finally:
+        tools.run("tpm2_flushcontext", "-s")
+        tools.flush_ours(before)
+    return sig.read_bytes()
+
+
+def test_pcr_gated_key_equals_tpm2_tools_and_follows_the_pcrs(tpm_env: Any, tmp_path: Path) -> None:
+    tools = tpm_env.tools
+    exe = os.readlink(b"/proc/self/exe")
+    data = info(40, os.geteuid(), b"path", exe)
+    gated = add("40 path pcrs=sha256:16")
+    ctx, expected = _tools_gated_key(tools, 40, data, tmp_path)
+    assert gated == expected
+    assert gated != add("40 path")  # another primary: another key
+    assert add("40 path pcrs=sha256:16") == gated
+    tools.run("tpm2_pcrextend", "16:sha256=" + "11" * 32)
+    moved = add("40 path pcrs=sha256:16")
+    assert moved != gated
+    # The old primary exists for anyone to make, but the TPM will not sign with it in this state.
+    with pytest.raises(RuntimeError, match="tpm2_sign failed"):
+        _tools_gated_sign(tools, ctx, b"\x00\x00\x00\x01" + data, tmp_path)
+    tools.run("tpm2_pcrreset", "16")
+    assert add("40 path pcrs=sha256:16") == gated  # the same platform state, the same key
+
+
+def test_pcrs_needs_a_tpm(host_home: Path) -> None:
+    with pytest.raises(OSError) as exc:
+        add("32 path pcrs=sha256:16")
+    assert exc.value.errno == errno.EOPNOTSUPP
+    assert not (host_home / SEED_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "option", [b"pcrs=", b"pcrs=sha256", b"pcrs=md5:1", b"pcrs=sha256:24", b"pcrs=sha256:1,1", b"pcrs=sha256:",
+               b"pcrs=sha256:0,1,2,3,4,5,6,7,8", b"pcrs=sha256:-1", b"pcrs=sha256:1 pcrs=sha256:2"],
+)  # fmt: skip
+def test_bad_pcrs_are_einval(option: bytes) -> None:
+    with pytest.raises(OSError) as exc:
+        parse_request(b"32 path " + option)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_pcrs_parse() -> None:
+    req = parse_request(b"32 csum pcrs=sha256:7,0 uid=none")
+    assert req.pcrs is not None and req.pcrs.text() == "sha256:0,7" and req.no_uid
