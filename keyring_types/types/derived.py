@@ -34,7 +34,6 @@ import struct
 import attrs
 
 from keyring_types.core.keytype import KeyType, Preparsed
-from keyring_types.core.record import KeyRecord
 from keyring_types.derive import identity
 from keyring_types.derive.kdf import kdf_info
 from keyring_types.derive.pcr_policy import PcrSelection, parse_pcrs
@@ -42,6 +41,7 @@ from keyring_types.derive.registry import get_root
 from keyring_types.errors import error
 from keyring_types.grammar import kstrtoul
 from keyring_types.secret import SecretBuffer
+from keyring_types.types.user import UserKeyType
 
 __all__ = [
     "MAX_KEY_SIZE",
@@ -158,11 +158,16 @@ def extension_piece(label: bytes, data: bytes) -> bytes:
     return label + b"\0" + struct.pack("<I", len(data)) + data
 
 
-class DerivedKeyType(KeyType):
-    """Payload: the derived bytes in a SecretBuffer; readable; no update."""
+class DerivedKeyType(UserKeyType):
+    """Payload: the derived bytes in a SecretBuffer; readable; no update.
+
+    As in the RFC, read, describe, revoke and destroy are the user type's; only
+    preparse differs, and there is no update (so no WRITE permission either).
+    """
 
     name = "derived"
     preparse_blocks = True
+    update = KeyType.update  # the kernel's ops table has no update
 
     def preparse(self, data: bytes) -> Preparsed:
         """Parse (see :func:`parse_payload`), find who is asking, and derive; errnos in the module docstring."""
@@ -189,32 +194,3 @@ class DerivedKeyType(KeyType):
             out.wipe()
             raise
         return Preparsed(b"", out, length)
-
-    def read(self, key: KeyRecord) -> bytes:
-        """The derived bytes (``user_read``)."""
-        payload: SecretBuffer = key.payload
-        return payload.tobytes()
-
-    def describe(self, key: KeyRecord) -> str:
-        """``<desc>: <len>`` (``user_describe``)."""
-        if key.payload is None:
-            return key.description
-        return f"{key.description}: {key.datalen}"
-
-    def revoke(self, key: KeyRecord) -> None:
-        """The payload is freed at revocation and its bytes leave the quota (``user_revoke``)."""
-        key.payload_reserve(0)
-        old, key.payload = key.payload, None
-        if old is not None:
-            old.wipe()
-
-    def destroy(self, key: KeyRecord) -> None:
-        """Wipe the payload."""
-        payload, key.payload = key.payload, None
-        if payload is not None:
-            payload.wipe()
-
-    def secret(self, key: KeyRecord) -> SecretBuffer:
-        """A copy of the derived bytes in secret memory (the caller wipes it)."""
-        payload: SecretBuffer = key.payload
-        return SecretBuffer.from_bytes(payload.view())
