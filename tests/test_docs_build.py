@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-
 from conftest import kernel_keyring_reachable, require
 
 ROOT = Path(__file__).resolve().parents[1]
