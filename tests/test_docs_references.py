@@ -18,7 +18,7 @@ _DOTTED = re.compile(r"(?<![\w./-])keyring_types(?:\.[A-Za-z_]\w*)+")
 _KT = re.compile(r"(?<![\w.])kt\.([A-Za-z_]\w*)")
 #: ``from keyring_types.x import a, b`` anywhere (shell one-liners included).
 _FROM = re.compile(r"from (keyring_types(?:\.\w+)*) import ((?:\w+(?:, *)?)+)")
-_PATH = re.compile(r"(?<![\w./-])keyring_types/[\w/]*(?:\.py)?")
+_PATH = re.compile(r"(?<![\w./-])(?:keyring_types|tests|benchmarks|examples|_native)/[\w/.-]*")
 #: Names that look dotted but are not Python objects: the entry-point group.
 NOT_OBJECTS = {"keyring_types.trust_sources"}
 
@@ -46,7 +46,7 @@ def references(path: Path) -> tuple[set[str], set[str]]:
 def references_in(text: str) -> tuple[set[str], set[str]]:
     names = set(_DOTTED.findall(text)) | {f"keyring_types.{name}" for name in _KT.findall(text)}
     names |= {f"{mod}.{name.strip()}" for mod, imported in _FROM.findall(text) for name in imported.split(",") if name.strip()}
-    return names - NOT_OBJECTS, {p.rstrip("/.") for p in _PATH.findall(text)}
+    return names - NOT_OBJECTS, {p.rstrip("/.,-") for p in _PATH.findall(text)}
 
 
 def missing(path: Path) -> list[str]:
@@ -65,6 +65,8 @@ def test_a_stale_name_is_caught() -> None:
     assert resolves("keyring_types.rpmb.frames.unpack")
     assert not resolves("keyring_types.rpmb.frames.no_such_function")
     assert not resolves("keyring_types.no_such_module")
+    _, paths = references_in("see tests/vectors/README.md, benchmarks/x.py. and keyring_types/state.py")
+    assert paths == {"tests/vectors/README.md", "benchmarks/x.py", "keyring_types/state.py"}
     names, _ = references_in("Use `kt.Keyspace()` or keyring_types.rpmb.frames; not_kt.x\nfrom keyring_types.hmac import a, b\n")
     assert names == {"keyring_types.Keyspace", "keyring_types.rpmb.frames", "keyring_types.hmac",
                      "keyring_types.hmac.a", "keyring_types.hmac.b"}
