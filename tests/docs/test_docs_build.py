@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:

@@ -45,7 +45,7 @@ import attrs
 import pytest
 from conftest import kernel_keyring_reachable, require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 KNOWN_NEEDS = frozenset({"tpm", "kernel keyring"})

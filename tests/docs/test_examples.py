@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 _RUN = re.compile(r"Run:\s*``python (?P<script>examples/[\w./-]+\.py)(?P<args>[^`]*)``")
 
