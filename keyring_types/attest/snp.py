@@ -61,6 +61,9 @@ __all__ = [
     "decode_tcb",
     "CertTable",
     "parse_cert_table",
+    "pack_signed_part",
+    "pack_signature",
+    "pack_cert_table",
 ]
 
 REPORT_SIZE: Final = 0x4A0
@@ -690,6 +693,84 @@ def parse_cert_table(table: bytes) -> CertTable:
         else:
             found[name] = data
     return CertTable(**found, other=tuple(other))
+
+
+# ---------------------------------------------------------------------------------------------
+# Serializing (the emulated guest builds its reports with these, through the parser's layout)
+
+
+def pack_signed_part(
+    *,
+    version: int,
+    policy: int,
+    vmpl: int,
+    report_data: bytes,
+    measurement: bytes,
+    chip_id: bytes,
+    current_tcb: int,
+    reported_tcb: int,
+    committed_tcb: int,
+    launch_tcb: int,
+    guest_svn: int = 0,
+    family_id: bytes = bytes(16),
+    image_id: bytes = bytes(16),
+    platform_info: int = 0,
+    signer_info: int = 0,
+    host_data: bytes = bytes(32),
+    id_key_digest: bytes = bytes(48),
+    author_key_digest: bytes = bytes(48),
+    report_id: bytes = bytes(32),
+    report_id_ma: bytes = bytes(32),
+    cpuid: tuple[int, int, int] = (0, 0, 0),
+    current_version: tuple[int, int, int] = (0, 0, 0),
+    committed_version: tuple[int, int, int] = (0, 0, 0),
+    launch_mit_vector: int = 0,
+    current_mit_vector: int = 0,
+) -> bytes:
+    """Bytes 0x000..0x29F of an ATTESTATION_REPORT (what the signature covers), in the layout
+    :func:`parse_report` reads.  Versions are (build, minor, major).  ``EINVAL`` for a field of
+    the wrong size, or fields the version does not have (CPUID before 3, mitigation vectors
+    before 5).
+    """
+    sizes = {"family_id": (family_id, 16), "image_id": (image_id, 16), "report_data": (report_data, 64),
+             "measurement": (measurement, 48), "host_data": (host_data, 32), "id_key_digest": (id_key_digest, 48),
+             "author_key_digest": (author_key_digest, 48), "report_id": (report_id, 32),
+             "report_id_ma": (report_id_ma, 32), "chip_id": (chip_id, 64)}  # fmt: skip
+    for field, (value, n) in sizes.items():
+        if len(value) != n:
+            raise error(errno.EINVAL, f"report {field} must be {n} bytes")
+    if version < 3 and any(cpuid):
+        raise error(errno.EINVAL, f"a version {version} report has no CPUID fields")
+    if version < 5 and (launch_mit_vector or current_mit_vector):
+        raise error(errno.EINVAL, f"a version {version} report has no mitigation vectors")
+    try:
+        return _LAYOUT.pack(
+            version, guest_svn, policy, family_id, image_id, vmpl, _SIG_ALGO_ECDSA_P384_SHA384, current_tcb,
+            platform_info, signer_info, 0, report_data, measurement, host_data, id_key_digest, author_key_digest,
+            report_id, report_id_ma, reported_tcb, *cpuid, bytes(21), chip_id, committed_tcb,
+            *current_version, 0, *committed_version, 0, launch_tcb, launch_mit_vector, current_mit_vector, bytes(152),
+        )  # fmt: skip
+    except struct.error:
+        raise error(errno.EINVAL, "report: an integer field is out of its range") from None
+
+
+def pack_signature(r: int, s: int) -> bytes:
+    """The 512-byte SIGNATURE area: R and S little-endian in 72-byte fields, the rest zero."""
+    return r.to_bytes(72, "little") + s.to_bytes(72, "little") + bytes(REPORT_SIZE - SIGNED_SIZE - 144)
+
+
+def pack_cert_table(entries: list[tuple[str, bytes]]) -> bytes:
+    """A GHCB certificate table (what :func:`parse_cert_table` reads) of ``(name, DER)`` entries,
+    names from ``vcek``, ``vlek``, ``ask``, ``ark``; ``EINVAL`` for another name."""
+    guids = {name: guid for guid, name in CERT_TABLE_GUIDS.items()}
+    head = _TABLE_ENTRY.size * (len(entries) + 1)
+    index, body = b"", b""
+    for name, data in entries:
+        if name not in guids:
+            raise error(errno.EINVAL, f"certificate table: no GUID for an entry called {name!r}")
+        index += _TABLE_ENTRY.pack(guids[name], head + len(body), len(data))
+        body += data
+    return index + bytes(_TABLE_ENTRY.size) + body
 
 
 # ---------------------------------------------------------------------------------------------
