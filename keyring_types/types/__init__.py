@@ -21,6 +21,7 @@ BUILTIN_KEY_TYPES: tuple[tuple[str, str, str], ...] = (
     ("trusted", "keyring_types.types.trusted", "TrustedKeyType"),
     ("fscrypt-provisioning", "keyring_types.types.fscrypt_provisioning", "FscryptProvisioningKeyType"),
     ("derived", "keyring_types.types.derived", "DerivedKeyType"),
+    ("tsm", "keyring_types.types.tsm", "TsmKeyType"),
 )
 
 _present = registered_key_types()
