@@ -166,9 +166,7 @@ def format(  # the name the issue fixes; it shadows the builtin only inside this
         _run("luksFormat", where, args, (mv, memoryview(passphrase)))
 
 
-def add_keyring_token(
-    path: str | os.PathLike[str], description: str, keyslot: int = 0, *, token_id: int | None = None
-) -> None:
+def add_keyring_token(path: str | os.PathLike[str], description: str, keyslot: int = 0, *, token_id: int | None = None) -> None:
     """Add a ``luks2-keyring`` token to the LUKS2 header on ``path``: keyslot
     ``keyslot`` opens with the passphrase held by the kernel ``user`` key
     ``description`` (see :func:`load_passphrase`).  ``token_id`` picks the
