@@ -128,7 +128,7 @@ def _der_ia5(s: str) -> bytes:
 
 
 def _cert(subject: x509.Name, issuer: x509.Name, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
-          signer: rsa.RSAPrivateKey, years: int, extensions: list[tuple[str, bytes]] = []) -> bytes:  # noqa: B006  # fmt: skip
+          signer: rsa.RSAPrivateKey, years: int, extensions: tuple[tuple[str, bytes], ...] = ()) -> bytes:  # fmt: skip
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
     b = (
         x509.CertificateBuilder()
@@ -180,6 +180,7 @@ class EmulatedSevSnp:
         self.state_dir = Path(state_dir) if state_dir is not None else state.state_dir(create=False) / "emulated-sev-snp"
         self._lock = threading.Lock()
         self._chip: bytes | None = None
+        self._derived: dict[bytes, bytes] = {}
         self._roots: _Roots | None = None
         self._vceks: dict[tuple[bytes, int, str], _Vcek] = {}
 
@@ -194,7 +195,12 @@ class EmulatedSevSnp:
         return self._chip
 
     def _derive(self, label: bytes, n: int) -> bytes:
-        return hmac.new(self._chip_secret(), b"emulated-sev-snp " + label, hashlib.sha512).digest()[:n]
+        # Fixed for the chip: computed once (a report needs the chip id twice and the report id).
+        value = self._derived.get(label)
+        if value is None:
+            value = hmac.new(self._chip_secret(), b"emulated-sev-snp " + label, hashlib.sha512).digest()[:n]
+            self._derived[label] = value
+        return value
 
     def _load_roots(self) -> _Roots:
         if self._roots is not None:
@@ -246,7 +252,7 @@ class EmulatedSevSnp:
         key = ec.derive_private_key(int.from_bytes(okm, "big") % (_P384_ORDER - 1) + 1, ec.SECP384R1())
         roots = self._load_roots()
         t = self.config.tcb
-        exts = [
+        exts = (
             (_AMD_OID + "1", _der_int(1)),
             (_AMD_OID + "2", _der_ia5(_PRODUCTS[product][1])),
             (_AMD_OID + "3.1", _der_int(t.bl)),
@@ -255,7 +261,7 @@ class EmulatedSevSnp:
             *((_AMD_OID + f"3.{i}", _der_int(0)) for i in (4, 5, 6, 7)),
             (_AMD_OID + "3.8", _der_int(t.ucode)),
             (_AMD_OID + "4", chip_id),  # bare, as AMD's KDS stores it
-        ]
+        )
         ask = x509.load_der_x509_certificate(roots.ask_cert)
         cert = _cert(_name("SEV-VCEK"), ask.subject, key.public_key(), roots.ask_key, 7, exts)
         vcek = _Vcek(key=key, cert=cert)
