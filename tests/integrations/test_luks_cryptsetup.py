@@ -276,3 +276,13 @@ def test_key_and_passphrase_go_through_pipes_only(image: Path, tmp_path: Path) -
     assert str(image) in writable
     exe = cryptsetup()
     assert dump_volume_key(exe, image, b"pw") == (512, raw)
+
+
+def test_a_passphrase_longer_than_a_pipe_buffer(image: Path, ks: kt.Keyspace) -> None:
+    """The pipe grows to hold the whole secret (the default holds 64 KiB) before cryptsetup starts."""
+    exe = cryptsetup()
+    long_pass = os.urandom(200 * 1024)  # under cryptsetup's 8 MiB key-file limit
+    vol = ks.add_key("trusted", "v", "new 64", "@s")
+    luks.format(image, vol, long_pass, **CHEAP)
+    with vol.secret() as mv:
+        assert dump_volume_key(exe, image, long_pass) == (512, bytes(mv))
