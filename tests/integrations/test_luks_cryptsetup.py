@@ -11,6 +11,7 @@ passphrase reach cryptsetup through pipes only.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import re
@@ -286,3 +287,32 @@ def test_a_passphrase_longer_than_a_pipe_buffer(image: Path, ks: kt.Keyspace) ->
     luks.format(image, vol, long_pass, **CHEAP)
     with vol.secret() as mv:
         assert dump_volume_key(exe, image, long_pass) == (512, bytes(mv))
+
+
+def test_the_library_opens_no_file_for_the_secrets(image: Path, tmp_path: Path, ks: kt.Keyspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without strace: every file the library opens while formatting is recorded
+    (only subprocess' /dev/null for cryptsetup's stdin), and TMPDIR stays empty."""
+    exe = cryptsetup()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    opened: list[str] = []
+    real_os_open, real_open = os.open, builtins.open
+
+    def spy_os_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(os.fsdecode(path))
+        return real_os_open(path, *args, **kwargs)
+
+    def spy_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    vol = ks.add_key("trusted", "v", "new 64", "@s")
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", spy_os_open)
+        m.setattr(builtins, "open", spy_open)
+        luks.format(image, vol, PASS, **CHEAP)
+    assert set(opened) <= {os.devnull}
+    assert list(tmpdir.iterdir()) == []
+    with vol.secret() as mv:
+        assert dump_volume_key(exe, image, PASS) == (512, bytes(mv))
