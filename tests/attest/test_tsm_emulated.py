@@ -151,3 +151,33 @@ def test_bad_configuration_is_einval(state: Path) -> None:
         with pytest.raises(OSError) as e:
             EmulatedSevSnp(state, **kwargs)
         assert e.value.errno == errno.EINVAL
+
+
+def test_concurrent_keys_each_get_their_own_report(guest: EmulatedSevSnp) -> None:
+    import threading
+
+    ks = kt.Keyspace()
+    results: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(5):
+                user = bytes([i, j]) * 32
+                key = ks.add_key("tsm", f"t{i}", f"auth {user.hex()}", "@s")
+                blob = bytes.fromhex(key.read().split(b" ")[2].decode())
+                key.invalidate()
+                assert snp.parse_report(blob).report_data == user
+                results[i * 10 + j] = blob
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 20
+    for blob in list(results.values())[:3]:
+        snp.verify(blob, cert=guest.vcek_der(), chain=guest.chain_pem())
