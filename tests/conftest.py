@@ -8,6 +8,7 @@ import os
 import shutil as _shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from collections.abc import Iterator as _Iterator
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def kernel_keyring_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+def errno_of(fn: Callable[..., object], *args: object, **kwargs: object) -> int:
+    """The errno of the OSError that ``fn(*args, **kwargs)`` raises, which must also say something."""
+    with pytest.raises(OSError) as info:
+        fn(*args, **kwargs)
+    assert str(info.value), "an error names the problem"
+    err = info.value.errno
+    assert err is not None
+    return err
 
 
 @pytest.fixture

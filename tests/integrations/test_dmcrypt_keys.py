@@ -13,21 +13,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import kernel_keyring_reachable, require
+from conftest import errno_of, kernel_keyring_reachable, require
 
 import keyring_types as kt
 from keyring_types.integrations import dmcrypt
 
 UUID = "6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
-
-
-def errno_of(fn: object, *args: object, **kwargs: object) -> int:
-    with pytest.raises(OSError) as info:
-        fn(*args, **kwargs)  # type: ignore[operator]
-    assert str(info.value)
-    err = info.value.errno
-    assert err is not None
-    return err
 
 
 @pytest.fixture

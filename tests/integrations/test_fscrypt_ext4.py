@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import kernel_keyring_reachable, require
+from conftest import errno_of, kernel_keyring_reachable, require
 
 import keyring_types as kt
 from keyring_types.integrations import fscrypt
@@ -90,15 +90,6 @@ def workdir(fs: Path, request: pytest.FixtureRequest) -> Path:
     d = fs / name.replace("[", "_").replace("]", "")
     d.mkdir()
     return d
-
-
-def errno_of(fn: object, *args: object, **kwargs: object) -> int:
-    with pytest.raises(OSError) as info:
-        fn(*args, **kwargs)  # type: ignore[operator]
-    assert str(info.value)
-    err = info.value.errno
-    assert err is not None
-    return err
 
 
 def drop_caches() -> None:

@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import kernel_keyring_reachable, require
+from conftest import errno_of, kernel_keyring_reachable, require
 
 import keyring_types as kt
 from keyring_types.integrations import fscrypt
@@ -24,15 +24,6 @@ FSCRYPTCTL_DESCRIPTORS = [
     (b"b" * 64, "904a9ca97689ad11"),
     (b"c" * 64, "a8134316f6879ed4"),
 ]
-
-
-def errno_of(fn: object, *args: object, **kwargs: object) -> int:
-    with pytest.raises(OSError) as info:
-        fn(*args, **kwargs)  # type: ignore[operator]
-    assert str(info.value)
-    err = info.value.errno
-    assert err is not None
-    return err
 
 
 def test_identifier_matches_xfstests_vector() -> None:
