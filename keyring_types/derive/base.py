@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import errno
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["DeriveRoot"]
 
 
-class DeriveRoot:
+class DeriveRoot(abc.ABC):
     """A PRF keyed with a secret that stays inside the root.
 
     Subclasses set :attr:`name` and implement :meth:`prf_into`; a root whose
@@ -29,9 +30,9 @@ class DeriveRoot:
         """Whether the root can be used on this machine now (a cheap probe, no key made)."""
         return True
 
+    @abc.abstractmethod
     def prf_into(self, message: bytes, out: memoryview) -> None:
         """Write PRF(``message``), 32 bytes, into ``out[:32]``."""
-        raise NotImplementedError
 
     def derive_into(self, info: bytes, out: memoryview, *, pcrs: PcrSelection | None = None) -> None:
         """Fill ``out`` with the SP 800-108 counter-mode output over ``info`` (see :mod:`~keyring_types.derive.kdf`).
@@ -43,7 +44,7 @@ class DeriveRoot:
             raise error(errno.EOPNOTSUPP, f"pcrs= needs a TPM; the derived-key root '{self.name}' has no PCRs")
         kdf108_ctr_into(self.prf_into, info, out)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a root that holds nothing has nothing to release)
         """Release what the root holds (a TPM object, a cached seed); a later use opens it again."""
 
 
