@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import errno
-
-from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
 __all__ = ["fill_random"]
 
 
 def fill_random(buf: SecretBuffer) -> None:
-    """Fill ``buf`` from the OS CSPRNG.
+    """Fill ``buf`` from the OS CSPRNG; ``EIO`` if the OS refuses.
 
-    Reading ``/dev/urandom`` into the buffer avoids a ``bytes`` copy of the key on
-    the Python heap (``os.urandom`` would leave one).  ``EIO`` on a short read.
+    The bytes come from the native ``getrandom(2)`` buffer that new encrypted keys
+    also draw from (``_native/rand.c``: locked, excluded from core dumps, wiped as
+    handed out and in a forked child), so a key never exists as a ``bytes`` copy on
+    the Python heap and no file is opened per key.
     """
-    mv = buf.writable()
-    try:
-        with open("/dev/urandom", "rb", buffering=0) as f:
-            done = 0
-            while done < len(mv):
-                n = f.readinto(mv[done:])
-                if not n:
-                    raise error(errno.EIO, f"the OS RNG returned {done} of {len(mv)} bytes")
-                done += n
-    finally:
-        mv.release()
+    # Imported here: the cffi extension loads on the first key made, not at import.
+    from keyring_types.bindings.encrypted import random_into
+
+    random_into(buf, len(buf))
