@@ -76,10 +76,9 @@ def usage_error(message: str) -> NoReturn:
     raise Exit(2)
 
 
-def format_help() -> NoReturn:
+def format_help(legend_only: bool = False) -> NoReturn:
     """keyctl's ``format()``: every command's synopsis on stderr, status 2."""
-    lines = ["Format:"]
-    lines += [f"  keyctl {name} {synopsis}" for name, synopsis, _ in COMMANDS]
+    lines = [] if legend_only else ["Format:", *(f"  keyctl {name} {synopsis}" for name, synopsis, _ in COMMANDS)]
     lines += [
         "",
         "Key/keyring ID:",
@@ -858,7 +857,7 @@ def _dh_kdf_params(hash_name: str, other_info: bytes | None, length: int) -> obj
     from importlib import import_module
 
     make = getattr(import_module("keyring_types.core.dh"), "DhKdf")  # noqa: B009 - the Diffie-Hellman module's
-    return make(hash_name=hash_name, other_info=other_info or b"", length=length)
+    return make(hashname=hash_name, length=length, otherinfo=other_info or b"")
 
 
 def v_dh_compute_kdf(ctx: Ctx) -> None:
@@ -1061,6 +1060,13 @@ def v_watch(ctx: Ctx) -> None:
     watch_verb(ctx)
 
 
+def v_test(ctx: Ctx) -> None:
+    """``--test limits|limits2``: keyctl's probes of add_key's limits (keyutils' suite runs them)."""
+    from keyring_types.cli.keyctl_testing import test_verb
+
+    test_verb(ctx)
+
+
 #: (name, synopsis, function) in keyctl 1.6.3's order; the synopses are keyctl's.
 COMMANDS: tuple[tuple[str, str, Verb | None], ...] = (
     ("--version", "", v_version),
@@ -1121,6 +1127,7 @@ COMMANDS: tuple[tuple[str, str, Verb | None], ...] = (
     ("watch_rm", "<fd> <key>", v_watch),
     ("watch_session", "[-f<filters>] [-n <name>] <notifylog> <gclog> <fd> <prog> [<arg1> <arg2> ...]", v_watch),
     ("watch_sync", "<fd>", v_watch),
+    ("--test", "...", v_test),
 )
 
 

@@ -56,7 +56,8 @@ def source_rows() -> list[dict[str, object]]:
         try:
             cls = source_class(name)
             available = bool(cls.available())
-            kind = str(getattr(cls, "emulated", None) and "emulated" or kind)
+            if getattr(cls, "emulated", False):  # a plugin may say so itself
+                kind = "emulated"
         except OSError as exc:
             available, note = False, f"cannot be loaded: {exc.strerror or exc}"
         rows.append(
