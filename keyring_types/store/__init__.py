@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.handle import Keyring
+    from keyring_types.core.keyspace import Keyspace
     from keyring_types.core.quota import QuotaLimits
     from keyring_types.core.world import Clock
     from keyring_types.store.world import StoreWorld
 
-__all__ = ["ENV_STORE", "STORE_FILE", "default_store_path", "open_store_world"]
+__all__ = ["ENV_STORE", "STORE_FILE", "default_store_path", "inherit_session", "open_store_world", "store_path"]
 
 ENV_STORE = "KEYRING_TYPES_STORE"
 STORE_FILE = "keys.db"
@@ -62,3 +64,30 @@ def open_store_world(store: object, limits: QuotaLimits, clock: Clock, gc_delay:
     from keyring_types.store.world import StoreWorld
 
     return StoreWorld(store_path(store), limits, clock, gc_delay)
+
+
+def inherit_session(ks: Keyspace, serial: int) -> Keyring:
+    """Make the stored keyring ``serial`` the session keyring of ``ks``, as a forked child inherits it.
+
+    This is how a session crosses ``exec``: the parent puts the serial of a named
+    session keyring (a stored one; anonymous sessions do not outlive their
+    process) in the child's environment, and the child takes it over with no
+    permission check, exactly as fork copies the credentials that hold it.
+    ``EINVAL`` if ``ks`` has no store, ``ENOKEY`` if no live key ``serial`` is
+    stored, ``ENOTDIR`` if it is not a keyring.
+    """
+    from keyring_types.core.handle import Keyring as KeyringHandle
+    from keyring_types.core.syscall_args import key_id
+
+    world = ks._world
+    if ks.store is None:
+        raise error(errno.EINVAL, "inherit_session needs a store-backed Keyspace")
+    serial = key_id(serial)
+    with world.lock:
+        rec = world.keys.get(serial)
+        if rec is None or rec not in ks.store.pers or rec.dead or rec.invalidated:
+            raise error(errno.ENOKEY, f"no stored key {serial} to inherit as the session keyring")
+        if not rec.is_keyring:
+            raise error(errno.ENOTDIR, f"key {serial} is a '{rec.ktype.name}' key, not a keyring")
+        ks._install_session(rec)
+    return KeyringHandle(ks, serial, "keyring", rec.description)
