@@ -208,6 +208,7 @@ class StoreWorld(World):
         self.syncing = False
         self.closed = False
         self._record_class = _record_class(self)
+        self._sealer: RowSealer | None = None
         self._pid = os.getpid()
         self.conn, fresh = db.open_connection(path)
         try:
@@ -236,14 +237,7 @@ class StoreWorld(World):
                 finally:
                     key.wipe()
             else:
-                meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
-                if not {"gen", "pruned", "key_source", "key_blob"} <= meta.keys():
-                    raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
-                key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
-                try:
-                    self._sealer = RowSealer(key)
-                finally:
-                    key.wipe()
+                self._load_key()
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -251,6 +245,17 @@ class StoreWorld(World):
         except BaseException:
             self._rollback()
             raise
+
+    def _load_key(self) -> None:
+        """Unseal the store key from the file's metadata (inside a transaction)."""
+        meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
+        if not {"gen", "pruned", "key_source", "key_blob"} <= meta.keys():
+            raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
+        key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
+        try:
+            self._sealer = RowSealer(key)
+        finally:
+            key.wipe()
 
     def close(self) -> None:
         """Close the store file; later operations on this world fail with ``EBADF``."""
@@ -286,6 +291,8 @@ class StoreWorld(World):
             self._reopen_after_fork()
         self._execute("BEGIN IMMEDIATE", "starting a transaction")
         try:
+            if self._sealer is None:
+                self._load_key()
             row = self.conn.execute("SELECT v FROM meta WHERE k = 'gen'").fetchone()
             if row is None:
                 raise error(errno.EBADMSG, f"store {self.path}: its generation counter is missing")
@@ -321,6 +328,11 @@ class StoreWorld(World):
         _KEEP_FOREVER.append(self.conn)
         self.conn, _ = db.open_connection(self.path)
         self._pid = os.getpid()
+        # Secrets are not inherited across fork (secret memory reads as zeros in the
+        # child): unseal the store key again and reload every stored payload.
+        self._sealer = None
+        self.sealed_seen.clear()
+        self.gen = -1
 
     # -- which records persist (called with the lock held, during an operation) ---------
     def alloc(self, *args: Any, **kwargs: Any) -> KeyRecord:
@@ -483,6 +495,7 @@ class StoreWorld(World):
             plain = bytearray()
             encode_payload(rec.payload, plain)
         try:
+            assert self._sealer is not None  # loaded by begin()
             sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, plain)
         finally:
             plain[:] = bytes(len(plain))
@@ -598,6 +611,7 @@ class StoreWorld(World):
         return rec
 
     def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
+        assert self._sealer is not None  # loaded by begin()
         plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, sealed))
         try:
             decode = getattr(rec.ktype, "store_decode", None)

@@ -82,6 +82,7 @@ def crash_writer(store: str, seed: int, report: int) -> None:
     committed, ``~serial`` before its invalidation starts.  Updates write ``updated`` * 3."""
     rng = random.Random(seed)
     ks = kt.Keyspace(store=store)
+    ks.session.link(ks.user_keyring)
     live: list[int] = []
     rings = [ks.user_keyring]
     i = 0
