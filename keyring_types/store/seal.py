@@ -14,15 +14,23 @@ import errno
 import os
 import struct
 
+import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
+from keyring_types.trust.base import TrustedOptions
 
-__all__ = ["RowSealer", "STORE_KEY_SIZE", "new_store_key", "seal_store_key", "unseal_store_key"]
+__all__ = ["ENV_SEAL", "RowSealer", "STORE_KEY_SIZE", "TPM2_DEFAULT_KEYHANDLE", "new_store_key", "seal_store_key", "unseal_store_key"]
 
 STORE_KEY_SIZE = 32
+#: Trusted-key options for the store key, in the kernel's grammar plus ``source=``
+#: (e.g. ``source=tpm2 keyhandle=0x81000002``); read when a store is made and opened.
+ENV_SEAL = "KEYRING_TYPES_STORE_SEAL"
+#: The parent a TPM seals the store key under when ``keyhandle=`` is not given:
+#: the storage primary's customary persistent handle (TCG's SRK handle).
+TPM2_DEFAULT_KEYHANDLE = 0x81000001
 _NONCE = 12
 _AD_HEAD = struct.Struct(">4si")
 _AD_MAGIC = b"KTS1"
@@ -37,24 +45,35 @@ def new_store_key() -> SecretBuffer:
         raw[:] = bytes(STORE_KEY_SIZE)
 
 
-def seal_store_key(key: SecretBuffer, source_name: str | None) -> tuple[str, bytes]:
-    """Seal ``key`` with trust source ``source_name`` (None: the default); (source name, blob).
+def _seal_options() -> tuple[str | None, TrustedOptions]:
+    """``$KEYRING_TYPES_STORE_SEAL`` parsed: (source= or None, the kernel options); ``EINVAL``."""
+    from keyring_types.trust.options import parse_options
 
-    The trust source's errors (``ENODEV`` when it is unavailable, ...).
+    parsed = parse_options(os.environ.get(ENV_SEAL, ""))
+    return parsed.source, parsed.options
+
+
+def seal_store_key(key: SecretBuffer) -> tuple[str, bytes]:
+    """Seal ``key`` with the trust source ``$KEYRING_TYPES_STORE_SEAL`` names, else the default.
+
+    Returns (source name, blob).  ``EINVAL`` for bad options; the trust source's
+    errors (``ENODEV`` when it is unavailable, ...).
     """
-    from keyring_types.trust.base import TrustedOptions
     from keyring_types.trust.registry import get_trust_source
 
+    source_name, options = _seal_options()
     source = get_trust_source(source_name)
-    return source.name, source.seal(key, TrustedOptions())
+    if source.name == "tpm2" and options.keyhandle is None:
+        options = attrs.evolve(options, keyhandle=TPM2_DEFAULT_KEYHANDLE)
+    return source.name, source.seal(key, options)
 
 
 def unseal_store_key(source_name: str, blob: bytes) -> SecretBuffer:
     """The store key sealed in ``blob``; the trust source's errors (``EBADMSG`` another host's ...)."""
-    from keyring_types.trust.base import TrustedOptions
     from keyring_types.trust.registry import get_trust_source
 
-    unsealed = get_trust_source(source_name).unseal(blob, TrustedOptions())
+    _, options = _seal_options()
+    unsealed = get_trust_source(source_name).unseal(blob, options)
     if len(unsealed.secret) != STORE_KEY_SIZE:
         unsealed.secret.wipe()
         raise error(errno.EBADMSG, f"the sealed store key is {len(unsealed.secret)} bytes, not {STORE_KEY_SIZE}")

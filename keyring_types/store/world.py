@@ -228,7 +228,7 @@ class StoreWorld(World):
             if fresh and db.create_schema(conn):
                 key = new_store_key()
                 try:
-                    source, blob = seal_store_key(key, None)
+                    source, blob = seal_store_key(key)
                     conn.executemany(
                         "INSERT INTO meta (k, v) VALUES (?, ?)",
                         [("gen", 0), ("pruned", 0), ("key_source", source), ("key_blob", blob)],
