@@ -46,7 +46,8 @@ CREATE TABLE keys (
     datalen INTEGER NOT NULL,
     quotalen INTEGER NOT NULL,
     payload BLOB,
-    links BLOB
+    links BLOB,
+    usage TEXT
 );
 CREATE INDEX keys_gen ON keys (gen);
 CREATE TABLE gone (serial INTEGER PRIMARY KEY, gen INTEGER NOT NULL, invalidated INTEGER NOT NULL);

@@ -3,9 +3,9 @@
 Each store file has its own random 32-byte store key.  On disk it exists only
 sealed by a trust source (the default one when the store is made: the TPM where
 one is configured, else the host key), and every payload row is AES-256-GCM
-under it with the row's identity — serial, type and description — as associated
-data, so a sealed payload moved to another row, or a row's identity edited,
-fails to open (``EBADMSG``) instead of handing one key's secret out as another's.
+under it with the row's identity — serial, type, description and use binding —
+as associated data, so a sealed payload moved to another row, or a row's
+identity or binding edited, fails to open (``EBADMSG``) instead of handing one key's secret out as another's.
 """
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ def unseal_store_key(source_name: str, blob: bytes) -> SecretBuffer:
     return unsealed.secret
 
 
-def _ad(serial: int, type_name: str, description: str) -> bytes:
+def _ad(serial: int, type_name: str, description: str, usage: str | None) -> bytes:
+    # The use binding too: a row whose binding was removed or changed does not open.
     return (
         _AD_HEAD.pack(_AD_MAGIC, serial)
         + type_name.encode("utf-8", "surrogatepass")
         + b"\0"
+        + (b"\0" if usage is None else b"\1" + usage.encode("utf-8", "surrogatepass") + b"\0")
         + description.encode("utf-8", "surrogatepass")
     )
 
@@ -101,17 +103,17 @@ class RowSealer:
         finally:
             mv.release()
 
-    def seal(self, serial: int, type_name: str, description: str, plain: bytes | bytearray) -> bytes:
+    def seal(self, serial: int, type_name: str, description: str, usage: str | None, plain: bytes | bytearray) -> bytes:
         """``nonce | ciphertext | tag`` of ``plain`` for the row ``serial``."""
         nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, plain, _ad(serial, type_name, description))
+        return nonce + self._aead.encrypt(nonce, plain, _ad(serial, type_name, description, usage))
 
-    def open(self, serial: int, type_name: str, description: str, sealed: bytes) -> bytes:
+    def open(self, serial: int, type_name: str, description: str, usage: str | None, sealed: bytes) -> bytes:
         """The plaintext of a sealed row; ``EBADMSG`` if it was altered or belongs to another row."""
         if len(sealed) < _NONCE + 16:
             raise error(errno.EBADMSG, f"the stored payload of key {serial} is truncated")
         try:
-            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description))
+            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description, usage))
         except InvalidTag:
             raise error(
                 errno.EBADMSG,

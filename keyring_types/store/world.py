@@ -73,6 +73,7 @@ _TRACKED = frozenset(
         "revoked_at",
         "uid_keyring",
         "links",
+        "usage",
     }
 )
 #: Keyrings that are the process's own, never stored.
@@ -82,26 +83,27 @@ _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
 _SELECT_ALL = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links "
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
     "FROM keys"
 )
 _SELECT_NEWER = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links "
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
     "FROM keys WHERE gen > ?"
 )
 _UPSERT_ALL = (
     "INSERT OR REPLACE INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 # A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
 _UPSERT_META = (
     "INSERT INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?) "
+    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?) "
     "ON CONFLICT(serial) DO UPDATE SET gen=excluded.gen, type=excluded.type, description=excluded.description, "
     "uid=excluded.uid, gid=excluded.gid, perm=excluded.perm, flags=excluded.flags, expiry=excluded.expiry, "
-    "revoked_at=excluded.revoked_at, datalen=excluded.datalen, quotalen=excluded.quotalen, links=excluded.links"
+    "revoked_at=excluded.revoked_at, datalen=excluded.datalen, quotalen=excluded.quotalen, links=excluded.links, "
+    "usage=excluded.usage"
 )
 
 
@@ -480,9 +482,9 @@ class StoreWorld(World):
         )
         if rec in self.pdirty:
             sealed = self._seal_payload(rec)
-            self.conn.execute(_UPSERT_ALL, (*head, sealed, links))
+            self.conn.execute(_UPSERT_ALL, (*head, sealed, links, rec.usage))
         else:
-            self.conn.execute(_UPSERT_META, (*head, links))
+            self.conn.execute(_UPSERT_META, (*head, links, rec.usage))
 
     def _seal_payload(self, rec: KeyRecord) -> bytes | None:
         if rec.payload is None:
@@ -496,7 +498,7 @@ class StoreWorld(World):
             encode_payload(rec.payload, plain)
         try:
             assert self._sealer is not None  # loaded by begin()
-            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, plain)
+            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -558,7 +560,7 @@ class StoreWorld(World):
             self.maybe_destroy(rec)
 
     def _apply_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
-        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links = row
+        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage = row
         try:
             ktype = lookup_key_type(type_name)
         except OSError:
@@ -591,6 +593,7 @@ class StoreWorld(World):
         rec.revoked_at = revoked_at
         rec.datalen = datalen
         rec.quotalen = quotalen
+        rec.usage = usage
         self._charge(rec, +1)
         if sealed is None:
             old, rec.payload = rec.payload, None
@@ -612,7 +615,7 @@ class StoreWorld(World):
 
     def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
         assert self._sealer is not None  # loaded by begin()
-        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, sealed))
+        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
         try:
             decode = getattr(rec.ktype, "store_decode", None)
             if decode is not None:

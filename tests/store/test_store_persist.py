@@ -230,3 +230,24 @@ def test_plain_keyspace_never_touches_a_store(store: Path, monkeypatch: pytest.M
     default = kt.Keyspace(store=True)
     assert default.store is not None and default.store.path == store
     assert store.exists()
+
+
+def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path) -> None:
+    ks = _open(store)
+    k = ks.add_key("user", "disk", bytes(range(32)), "@u", usage="fscrypt")
+    ks.store.close()  # type: ignore[union-attr]
+    again = _open(store)
+    bound = again.key(k.serial)
+    assert bound.usage == "fscrypt"
+    with bound.secret(consumer="fscrypt") as mv:
+        assert bytes(mv) == bytes(range(32))
+    assert errno_of(lambda: bound.secret(consumer="luks").__enter__()) == errno.EKEYREJECTED
+    assert errno_of(bound.read) == errno.EKEYREJECTED
+    again.store.close()  # type: ignore[union-attr]
+    # Someone with write access to the file drops the binding: the payload no longer opens.
+    conn = sqlite3.connect(store)
+    conn.execute("UPDATE keys SET usage = NULL, gen = gen + 1000 WHERE serial = ?", (k.serial,))
+    conn.execute("UPDATE meta SET v = v + 1000 WHERE k = 'gen'")
+    conn.commit()
+    conn.close()
+    assert errno_of(lambda: kt.Keyspace(store=store)) == errno.EBADMSG
