@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 PROG = "ktctl fscrypt"
-#: One byte more than the largest raw key, so a longer input is seen as such.
-_STDIN_MAX = 64 + 1
+#: The largest raw key (FSCRYPT_MAX_KEY_SIZE); the size check itself is the library's.
+_STDIN_MAX = 64
 
 
 def _fail(verb: str, exc: OSError) -> int:
@@ -28,30 +27,11 @@ def _fail(verb: str, exc: OSError) -> int:
     return 1
 
 
-@contextmanager
-def _stdin_key() -> Iterator[memoryview]:
+def _stdin_key() -> AbstractContextManager[memoryview]:
     """The raw key on standard input, read straight into secret memory."""
-    from keyring_types.secret import SecretBuffer
+    from keyring_types.cli.secret_input import read_secret
 
-    buf = SecretBuffer(_STDIN_MAX)
-    out = buf.writable()
-    try:
-        got = 0
-        fd = sys.stdin.fileno()
-        while got < _STDIN_MAX:
-            n = os.readv(fd, [out[got:]])
-            if n == 0:
-                break
-            got += n
-        out.release()
-        view = buf.view()
-        try:
-            yield view[:got]
-        finally:
-            view.release()
-    finally:
-        out.release()
-        buf.wipe()
+    return read_secret(sys.stdin.fileno(), _STDIN_MAX, "raw key on standard input")
 
 
 def _identifier_arg(text: str) -> bytes:
@@ -67,11 +47,11 @@ def _identifier_arg(text: str) -> bytes:
 def _identifier(args: argparse.Namespace) -> int:
     from keyring_types.integrations import fscrypt
 
-    with _stdin_key() as raw:
-        try:
+    try:
+        with _stdin_key() as raw:
             value = fscrypt.descriptor(raw) if args.v1 else fscrypt.identifier(raw)
-        except OSError as exc:
-            return _fail("identifier", exc)
+    except OSError as exc:
+        return _fail("identifier", exc)
     print(value.hex())
     return 0
 
