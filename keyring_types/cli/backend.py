@@ -7,12 +7,14 @@ Two backends, chosen by ``--kernel`` / ``--store PATH`` before the verb or by
   this process. Sessions are the kernel's own: ``ktctl session`` joins one and
   execs, and the child inherits it as it inherits keyctl's.
 * ``store``: a :class:`~keyring_types.Keyspace` persisted in the store
-  (``KEYRING_TYPES_STORE``, or the store's default under the state directory).
-  A process cannot hand an in-process session to its children through the
-  kernel, so ``ktctl session NAME PROG`` puts the session's name in the
-  environment (:data:`ENV_SESSION`) and every ``ktctl`` started below it joins
-  that named session first, which is what scripts that re-exec themselves in a
-  new session (keyutils' own test suite does) rely on.
+  (``--store PATH``, else ``KEYRING_TYPES_STORE``, else ``keys.db`` in the
+  state directory). A process cannot hand an in-process session to its
+  children through the kernel, so ``ktctl session NAME PROG`` puts the named
+  session keyring's serial in the environment (:data:`ENV_SESSION`) and every
+  store-backed ``ktctl`` started below it takes that session over
+  (:func:`keyring_types.store.inherit_session`), as a forked child holds its
+  parent's: scripts that re-exec themselves in a new session (keyutils' own
+  test suite does) work unchanged.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_BACKEND",
     "ENV_SESSION",
-    "ENV_STORE",
     "Backend",
 ]
 
 ENV_BACKEND = "KTCTL_BACKEND"
 #: The named session a store-backed ``ktctl`` joins before it acts (set by ``ktctl session``).
 ENV_SESSION = "KTCTL_SESSION"
-ENV_STORE = "KEYRING_TYPES_STORE"
 
 BACKENDS = ("store", "kernel")
 
@@ -80,25 +80,31 @@ class Backend:
             return KernelKeyspace()
         from keyring_types.core.keyspace import Keyspace
 
-        path = self.store_path or os.environ.get(ENV_STORE)
-        ks = _store_keyspace(Keyspace, path)
-        session = os.environ.get(ENV_SESSION)
-        if session:
-            ks.sys_join_session_keyring(session)
+        ks = Keyspace(store=self.store_path or True)
+        carried = os.environ.get(ENV_SESSION)
+        if carried:
+            from keyring_types.store import inherit_session
+
+            try:
+                serial = int(carried)
+            except ValueError:
+                raise error(errno.EINVAL, f"{ENV_SESSION} must be a session keyring's serial") from None
+            inherit_session(ks, serial)
         return ks
 
     def join_session(self, name: str | None) -> int:
-        """``KEYCTL_JOIN_SESSION_KEYRING`` and, for the store, carry it to children.
+        """``KEYCTL_JOIN_SESSION_KEYRING`` and, for the store, carry it to children by serial.
 
-        The store cannot carry an anonymous session across ``exec``: it is made,
-        as in the kernel, but a child started below it joins none.
+        An anonymous session is not stored (it dies with its process, as the
+        kernel's does once nothing holds it), so a child started below one
+        carries none and starts in an anonymous session of its own.
         """
         serial = self.ks.sys_join_session_keyring(name)
         if not self.is_kernel:
             if name is None:
                 os.environ.pop(ENV_SESSION, None)
             else:
-                os.environ[ENV_SESSION] = name
+                os.environ[ENV_SESSION] = str(serial)
         return serial
 
     def proc_keys(self) -> list[str]:
@@ -113,17 +119,3 @@ class Backend:
         return result
 
 
-def _store_keyspace(cls: type, path: str | None) -> KeyspaceAPI:
-    """A store-backed Keyspace, or ``EOPNOTSUPP`` when this build has no store."""
-    import inspect
-
-    if "store" not in inspect.signature(cls).parameters:
-        raise error(errno.EOPNOTSUPP, "this build of keyring_types has no persistent store; use --kernel")
-    ks: KeyspaceAPI = cls(store=path) if path else cls(store=_default_store())
-    return ks
-
-
-def _default_store() -> str:
-    from keyring_types.state import state_dir
-
-    return str(state_dir() / "keys.db")
