@@ -14,7 +14,9 @@ Two backends, chosen by ``--kernel`` / ``--store PATH`` before the verb or by
   store-backed ``ktctl`` started below it takes that session over
   (:func:`keyring_types.store.inherit_session`), as a forked child holds its
   parent's: scripts that re-exec themselves in a new session (keyutils' own
-  test suite does) work unchanged.
+  test suite does) work unchanged. Outside a session, a command runs in the
+  user default session keyring (``@us``, which links ``@u``), as a kernel
+  process without a session keyring does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
+from keyring_types.constants import KEY_SPEC_USER_SESSION_KEYRING
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -80,16 +83,20 @@ class Backend:
             return KernelKeyspace()
         from keyring_types.core.keyspace import Keyspace
 
+        from keyring_types.store import inherit_session
+
         ks = Keyspace(store=self.store_path or True)
         carried = os.environ.get(ENV_SESSION)
         if carried:
-            from keyring_types.store import inherit_session
-
             try:
                 serial = int(carried)
             except ValueError:
                 raise error(errno.EINVAL, f"{ENV_SESSION} must be a session keyring's serial") from None
-            inherit_session(ks, serial)
+        else:
+            # A process outside any session uses the user default session keyring,
+            # as the kernel gives one (it links @u, so the user's keys are possessed).
+            serial = ks.sys_get_keyring_id(KEY_SPEC_USER_SESSION_KEYRING, True)
+        inherit_session(ks, serial)
         return ks
 
     def join_session(self, name: str | None) -> int:

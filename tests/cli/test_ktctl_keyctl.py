@@ -243,14 +243,3 @@ def test_strtoul_is_c_strtoul() -> None:
     assert strtoul("99999999999999999999999") == ((1 << 64) - 1, "")
     assert strtoul("08", 10) == (8, "")
     assert strtoul("08") == (0, "8")
-
-
-def test_store_backend_without_store_says_so(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import inspect
-
-    if "store" in inspect.signature(kt.Keyspace).parameters:
-        pytest.skip("this build has the store: covered by the store-mode tests")
-    monkeypatch.delenv("KTCTL_BACKEND", raising=False)
-    assert keyctl_verbs.main(["rdescribe", "@s"]) == 1
-    _, err = capfd.readouterr()
-    assert "no persistent store" in err
