@@ -82,7 +82,6 @@ class Backend:
 
             return KernelKeyspace()
         from keyring_types.core.keyspace import Keyspace
-
         from keyring_types.store import inherit_session
 
         ks = Keyspace(store=self.store_path or True)

@@ -23,9 +23,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import keyutils_suite  # noqa: E402
-
-from conftest import kernel_keyring_reachable, require  # noqa: E402
+import keyutils_suite
+from conftest import kernel_keyring_reachable, require
 
 #: The real keyctl 1.6.3 on this kernel (6.x without DH, key notifications or
 #: .secondary_trusted_keys, without SELinux), with the have_move_key fix:
