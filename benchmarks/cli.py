@@ -58,7 +58,10 @@ def main() -> int:
     env["KEYRING_TYPES_HOME"] = str(home)
     env["KEYRING_TYPES_STORE"] = str(home / "keys.db")
     env.pop("KTCTL_BACKEND", None)
-    env["KTCTL_SESSION"] = "bench"
+    env.pop("KTCTL_SESSION", None)  # outside a session: ktctl runs in @us, as a kernel process does
+    # An installed package has its bytecode compiled; so does this run (in its own directory).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
     try:
         cases: dict[str, list[str]] = {
             "python3 -I -c pass": [sys.executable, "-I", "-c", "pass"],
