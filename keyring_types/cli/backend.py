@@ -59,9 +59,7 @@ class Backend:
     @classmethod
     def on(cls, keyspace: KeyspaceAPI) -> Backend:
         """A backend acting on an existing keyspace (a program embedding the verbs, tests)."""
-        from keyring_types.integrations.kernel_keyspace import KernelKeyspace
-
-        backend = cls("kernel" if isinstance(keyspace, KernelKeyspace) else "store")
+        backend = cls("kernel" if type(keyspace).__name__ == "KernelKeyspace" else "store")
         backend._ks = keyspace
         return backend
 
@@ -78,9 +76,7 @@ class Backend:
 
     def _open(self) -> KeyspaceAPI:
         if self.is_kernel:
-            from keyring_types.integrations.kernel_keyspace import KernelKeyspace
-
-            return KernelKeyspace()
+            return _KernelCalls()  # type: ignore[return-value]
         from keyring_types.core.keyspace import Keyspace
         from keyring_types.store import inherit_session
 
@@ -125,3 +121,44 @@ class Backend:
         return result
 
 
+
+
+class _KernelCalls:
+    """The kernel's system calls as the verbs use them, without building a KernelKeyspace.
+
+    The basic ``sys_*`` calls go straight to :mod:`keyring_types.integrations.kernel_syscalls`
+    (a one-shot command then loads neither the public API nor attrs, and
+    ``session`` prints what the kernel returned, as keyctl does); anything else
+    (``move``, ``capabilities``, handles' ``get_security`` ...) is the same
+    attribute of a :class:`~keyring_types.KernelKeyspace`, made on first use.
+    """
+
+    def __init__(self) -> None:
+        from keyring_types.integrations import kernel_syscalls as sc
+
+        self.sys_add_key = sc.add_key
+        self.sys_request_key = sc.request_key
+        self.sys_get_keyring_id = sc.keyctl_get_keyring_id
+        self.sys_join_session_keyring = sc.keyctl_join_session_keyring
+        self.sys_update = sc.keyctl_update
+        self.sys_revoke = sc.keyctl_revoke
+        self.sys_chown = sc.keyctl_chown
+        self.sys_setperm = sc.keyctl_setperm
+        self.sys_describe = sc.keyctl_describe
+        self.sys_clear = sc.keyctl_clear
+        self.sys_link = sc.keyctl_link
+        self.sys_unlink = sc.keyctl_unlink
+        self.sys_search = sc.keyctl_search
+        self.sys_read = sc.keyctl_read
+        self.sys_set_timeout = sc.keyctl_set_timeout
+        self.sys_invalidate = sc.keyctl_invalidate
+        self._full: KeyspaceAPI | None = None
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._full is None:
+            from keyring_types.integrations.kernel_keyspace import KernelKeyspace
+
+            self._full = KernelKeyspace()
+        return getattr(self._full, name)

@@ -14,8 +14,6 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import attrs
-
 from keyring_types.constants import KEY_TYPE_NAME_MAX
 from keyring_types.errors import error
 
@@ -35,21 +33,25 @@ __all__ = [
 ]
 
 
-@attrs.define(eq=False, repr=False)
 class Preparsed:
     """What ``preparse`` makes of a payload before any key exists (``key_preparsed_payload``).
 
     The repr gives sizes and the payload's type, never the bytes: ``data`` is
-    what the caller wrote, secrets included.
+    what the caller wrote, secrets included.  A plain slotted class, not attrs:
+    this module is loaded by ``import keyring_types``, and a one-shot ``ktctl``
+    command should not pay for attrs when it needs none of its classes.
     """
 
-    data: bytes
-    #: What instantiate/update install on the key (type-defined).
-    payload: Any = None
-    #: Bytes to charge to the owner's quota for the payload.
-    quotalen: int = 0
-    #: A description supplied by the type when the caller gave none.
-    description: str | None = None
+    __slots__ = ("data", "description", "payload", "quotalen")
+
+    def __init__(self, data: bytes, payload: Any = None, quotalen: int = 0, description: str | None = None) -> None:
+        self.data = data
+        #: What instantiate/update install on the key (type-defined).
+        self.payload = payload
+        #: Bytes to charge to the owner's quota for the payload.
+        self.quotalen = quotalen
+        #: A description supplied by the type when the caller gave none.
+        self.description = description
 
     def __repr__(self) -> str:
         payload = "None" if self.payload is None else f"<{type(self.payload).__name__}>"
