@@ -86,3 +86,17 @@ def test_trusted_sources(env: dict[str, str]) -> None:
     assert b"* host" in text.stdout
     assert ktctl(env, "trusted").returncode == 2
     assert ktctl(env, "trusted", "sources", "--help").returncode == 0
+
+
+def test_global_options_reach_a_family(env: dict[str, str], tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    run = ktctl(env, "--store", str(other), "trusted", "sources", "--json")
+    assert run.returncode == 0, run.stderr
+    # The option chose the store for keyctl verbs too: a key added there is in that file only.
+    added = ktctl(env, "--store", str(other), "add", "user", "only-there", "x", "@u")
+    assert added.returncode == 0, added.stderr
+    assert other.exists()
+    assert ktctl(env, "--store", str(other), "rlist", "@u").stdout.strip() == added.stdout.strip()
+    assert ktctl(env, "rlist", "@u").stdout.strip() == b""
+    bad = ktctl(env, "--store")
+    assert (bad.returncode, bad.stderr) == (2, b"ktctl: --store needs a path\n")
