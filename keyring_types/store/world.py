@@ -76,6 +76,8 @@ _TRACKED = frozenset(
         "usage",
     }
 )
+#: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
+_PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
 _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
 #: Tombstones older than this many generations are pruned; a process further behind reloads everything.
@@ -340,6 +342,11 @@ class StoreWorld(World):
     def alloc(self, *args: Any, **kwargs: Any) -> KeyRecord:
         rec = super().alloc(*args, **kwargs)
         rec.__class__ = self._record_class
+        if rec.description == _PERSISTENT_REGISTER and rec.ktype.name == "keyring" and not self.syncing:
+            # The register of persistent keyrings (core/persistent.py) is a root: the
+            # ``_persistent.<uid>`` keyrings it links, and all they link, are stored.
+            self.roots.add(rec)
+            self._persist_tree(rec)
         return rec
 
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
@@ -530,6 +537,9 @@ class StoreWorld(World):
                     self._apply_links(rec, links)
             for uid in {rec.uid for rec, _ in loaded if rec.uid_keyring}:
                 self._register_user_rings(uid)
+            for rec, _ in loaded:
+                if rec.description == _PERSISTENT_REGISTER and rec in self.roots:
+                    self._adopt_register(rec)
         finally:
             self.syncing = False
             self.dirty.clear()
@@ -679,6 +689,16 @@ class StoreWorld(World):
         for r in held:
             r.pins -= 1
             self.maybe_destroy(r)
+
+    def _adopt_register(self, rec: KeyRecord) -> None:
+        """Make a stored persistent-keyring register this world's own (``world.persistent_register``)."""
+        current = getattr(self, "persistent_register", None)
+        if current is rec:
+            return
+        setattr(self, "persistent_register", rec)  # noqa: B010  (an attribute of the core's World, when it has one)
+        if current is not None:
+            current.pins -= 1
+            self.maybe_destroy(current)
 
     def _renumber(self, rec: KeyRecord) -> None:
         """Give a process-only key another serial: the store's key of that serial wins."""
