@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from keyring_types.constants import KEYQUOTA_LINK_BYTES
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
 from keyring_types.core.record import KeyRecord
@@ -208,6 +209,9 @@ class StoreWorld(World):
         self.gone: dict[int, bool] = {}
         #: The sealed payload last read or written for each record (to skip unchanged ones).
         self.sealed_seen: dict[KeyRecord, bytes] = {}
+        #: Per stored keyring, the serials it links that this process does not load
+        #: (keys of a type not registered here): written back with its row.
+        self.hidden: dict[KeyRecord, list[int]] = {}
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -317,8 +321,10 @@ class StoreWorld(World):
             self.conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
-            # Memory is now ahead of the file: reload everything at the next operation.
+            # Memory is now ahead of the file: reload everything, payloads included,
+            # at the next operation.
             self.gen = -1
+            self.sealed_seen.clear()
             self.dirty.clear()
             self.pdirty.clear()
             self.gone.clear()
@@ -389,9 +395,37 @@ class StoreWorld(World):
         if key in self.pers:
             self._forget(key, key.invalidated)
 
+    def type_unregistered(self, ktype: Any) -> None:
+        """Keys of a type this process unregistered leave this process, not the store.
+
+        Registration is per process: another process may still use the type, so
+        its keys stay in the file, linked where they were, and are simply not seen
+        here any more, as keys of a type never registered here are not.  Nothing
+        is written (so this works on a closed store too).
+        """
+        with self.lock._raw:  # type: ignore[attr-defined]  # the memory only: no transaction
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                stored = rec in self.pers
+                for p in list(rec.parents):
+                    ring = self.keys.get(p)
+                    if ring is not None and ring.links is not None and ring.rings is not None:
+                        ring.links.pop(rec.index_key, None)
+                        ring.rings.pop(rec.index_key, None)
+                        if stored and ring in self.pers:
+                            # Still linked in the file, and still charged there.
+                            self.hidden.setdefault(ring, []).append(rec.serial)
+                rec.parents.clear()
+                self.pers.discard(rec)
+                self.roots.discard(rec)
+                World.destroy(self, rec)
+                self.dirty.discard(rec)
+                self.pdirty.discard(rec)
+                self.sealed_seen.pop(rec, None)
+
     def destroy(self, rec: KeyRecord) -> None:
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
+        self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
         if rec in self.pers:
@@ -472,6 +506,13 @@ class StoreWorld(World):
         links = None
         if rec.links is not None:
             serials = [k.serial for k in rec.links.values()]
+            hidden = self.hidden.get(rec)
+            if hidden:
+                # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
+                # charge says how many are still there (none after a clear).
+                keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
+                del hidden[keep:]
+                serials += hidden
             links = struct.pack(f"<{len(serials)}i", *serials)
         head = (
             rec.serial,
@@ -644,10 +685,17 @@ class StoreWorld(World):
         serials = struct.unpack(f"<{len(blob) // 4}i", blob)
         keys = self.keys
         new: dict[tuple[str, str], KeyRecord] = {}
+        hidden = []
         for s in serials:
             child = keys.get(s)
             if child is not None:
                 new[child.index_key] = child
+            else:
+                hidden.append(s)
+        if hidden:
+            self.hidden[ring] = hidden
+        else:
+            self.hidden.pop(ring, None)
         for idx, child in list(ring.links.items()):
             if new.get(idx) is not child:
                 del ring.links[idx]

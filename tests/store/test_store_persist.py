@@ -251,3 +251,118 @@ def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path
     conn.commit()
     conn.close()
     assert errno_of(lambda: kt.Keyspace(store=store)) == errno.EBADMSG
+
+
+def test_a_process_only_key_gives_way_to_a_stored_key_of_the_same_serial(store: Path) -> None:
+    a = kt.Keyspace(store=store)
+    local = a.add_key("user", "mine", b"local", "@s")
+    target = local.serial
+    b = _open(store)
+    b._world._randbits = lambda n: target  # type: ignore[method-assign]  # the next serial drawn
+    stored = b.add_key("user", "theirs", b"stored", "@u")
+    assert stored.serial == target
+    # a sees the stored key under that serial; its own key lives on under another.
+    assert a.key(target).describe().endswith(";theirs")
+    mine = a.request_key("user", "mine")
+    assert mine.serial != target and mine.read() == b"local"
+
+
+class _Opaque:
+    """A payload the store cannot write."""
+
+
+def test_a_payload_the_store_cannot_write_fails_the_operation_and_leaves_the_store_sound(store: Path) -> None:
+    from keyring_types.core.keytype import KeyType, Preparsed
+
+    class OpaqueType(KeyType):
+        name = "store-test-opaque"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", _Opaque(), len(data))
+
+    class CustomType(KeyType):
+        """A third-party type that says how its payload is stored."""
+
+        name = "store-test-custom"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", ("custom", bytes(data)), len(data))
+
+        def read(self, key: object) -> bytes:
+            return key.payload[1]  # type: ignore[attr-defined,no-any-return]
+
+        def store_encode(self, key: object) -> bytes:
+            return b"v1:" + key.payload[1]  # type: ignore[attr-defined,no-any-return]
+
+        def store_decode(self, key: object, data: bytes) -> object:
+            assert data.startswith(b"v1:")
+            return ("custom", data[3:])
+
+    kt.register_key_type(OpaqueType)
+    kt.register_key_type(CustomType)
+    try:
+        ks = _open(store)
+        with pytest.raises(OSError) as info:
+            ks.add_key("store-test-opaque", "o", b"data", "@u")
+        assert info.value.errno == errno.EOPNOTSUPP and "_Opaque" in str(info.value)
+        c = ks.add_key("store-test-custom", "c", b"payload", "@u")
+        k = ks.add_key("user", "after", b"fine", "@u")
+        other = _open(store)
+        assert errno_of(lambda: other.request_key("store-test-opaque", "o")) == errno.ENOKEY
+        assert other.key(c.serial).read() == b"payload"
+        assert other.key(k.serial).read() == b"fine"
+        assert ks.store is not None and ks.store.integrity_check() == "ok"
+        ks.store.close()
+        assert other.store is not None
+        other.store.close()
+    finally:
+        kt.unregister_key_type("store-test-opaque")
+        kt.unregister_key_type("store-test-custom")
+
+
+def test_keys_of_a_type_not_registered_here_stay_linked_in_the_file(store: Path) -> None:
+    import sys
+
+    from keyring_types.core.keytype import KeyType, Preparsed
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from store_proc import check_store_file
+
+    class PluginType(KeyType):
+        name = "store-test-plugin"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", bytes(data), len(data))
+
+        def read(self, key: object) -> bytes:
+            return bytes(key.payload)  # type: ignore[attr-defined]
+
+    kt.register_key_type(PluginType)
+    try:
+        a = _open(store)
+        p = a.add_key("store-test-plugin", "p", b"plugin data", "@u")
+    finally:
+        kt.unregister_key_type("store-test-plugin")
+    # A process without the plugin: the key is not seen, and writing @u keeps its link.
+    b = _open(store)
+    assert errno_of(lambda: b.key(p.serial).describe()) == errno.ENOKEY
+    b.add_key("user", "u1", b"1", "@u")
+    b.user_keyring.unlink(b.request_key("user", "u1"))
+    # (a, which unregistered the type, forgets the key but not its link)
+    a.add_key("user", "u2", b"2", "@u")
+    assert check_store_file(str(store)) == []
+    kt.register_key_type(PluginType)
+    try:
+        c = _open(store)
+        assert c.key(p.serial).read() == b"plugin data"
+        assert c.request_key("store-test-plugin", "p").serial == p.serial
+        c.user_keyring.clear()  # a clear does unlink what this process cannot see
+    finally:
+        kt.unregister_key_type("store-test-plugin")
+    d = _open(store)
+    d.add_key("user", "u3", b"3", "@u")
+    kt.register_key_type(PluginType)
+    try:
+        assert errno_of(lambda: _open(store).key(p.serial).describe()) == errno.ENOKEY
+    finally:
+        kt.unregister_key_type("store-test-plugin")
