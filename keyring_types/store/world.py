@@ -266,7 +266,9 @@ class StoreWorld(World):
             key.wipe()
 
     def close(self) -> None:
-        """Close the store file; later operations on this world fail with ``EBADF``."""
+        """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
+        if self.closed:
+            return
         with self.lock:
             self.closed = True
         self.conn.close()
