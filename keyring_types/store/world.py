@@ -50,6 +50,9 @@ __all__ = ["StoreLock", "StoreWorld"]
 # Row flags.
 F_INSTANTIATED = 0x01
 F_REVOKED = 0x02
+#: A tombstone: the key was deleted at this row's generation (invalidated, if F_INVALIDATED).
+F_INVALIDATED = 0x04
+F_GONE = 0x80
 F_UID_KEYRING = 0x08
 F_ROOT = 0x10
 F_IN_QUOTA = 0x20
@@ -81,7 +84,7 @@ _TRACKED = frozenset(
 _PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
 _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
-#: Tombstones older than this many generations are pruned; a process further behind reloads everything.
+#: Tombstone rows older than this many generations are pruned; a process further behind reloads everything.
 _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
@@ -93,6 +96,8 @@ _SELECT_NEWER = (
     "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
     "FROM keys WHERE gen > ?"
 )
+_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
+_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
 _UPSERT_ALL = (
     "INSERT OR REPLACE INTO keys "
     "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
@@ -239,7 +244,7 @@ class StoreWorld(World):
                     source, blob = seal_store_key(key)
                     conn.executemany(
                         "INSERT INTO meta (k, v) VALUES (?, ?)",
-                        [("gen", 0), ("pruned", 0), ("key_source", source), ("key_blob", blob)],
+                        [("pruned", 0), ("key_source", source), ("key_blob", blob)],
                     )
                     self._sealer = RowSealer(key)
                 finally:
@@ -257,7 +262,7 @@ class StoreWorld(World):
     def _load_key(self) -> None:
         """Unseal the store key from the file's metadata (inside a transaction)."""
         meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
-        if not {"gen", "pruned", "key_source", "key_blob"} <= meta.keys():
+        if not {"pruned", "key_source", "key_blob"} <= meta.keys():
             raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
         key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
         try:
@@ -303,11 +308,10 @@ class StoreWorld(World):
         try:
             if self._sealer is None:
                 self._load_key()
-            row = self.conn.execute("SELECT v FROM meta WHERE k = 'gen'").fetchone()
-            if row is None:
-                raise error(errno.EBADMSG, f"store {self.path}: its generation counter is missing")
-            if row[0] != self.gen:
-                self._sync(int(row[0]))
+            # The store's generation is that of its newest row (tombstones included).
+            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
+            if db_gen != self.gen:
+                self._sync(int(db_gen))
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -480,18 +484,21 @@ class StoreWorld(World):
         for rec in list(self.dirty):
             if rec in self.pers and (rec.dead or rec.invalidated):
                 self._forget(rec, rec.invalidated)
+        wrote = False
         for serial, invalidated in self.gone.items():
-            conn.execute("DELETE FROM keys WHERE serial = ?", (serial,))
-            conn.execute("INSERT OR REPLACE INTO gone (serial, gen, invalidated) VALUES (?, ?, ?)", (serial, gen, int(invalidated)))
+            # The row becomes a tombstone (a row never written has nothing to mark).
+            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
                 self._write_row(rec, gen)
-        if gen % _TOMBSTONE_SPAN == 0:
-            conn.execute("DELETE FROM gone WHERE gen <= ?", (gen - _TOMBSTONE_SPAN,))
-            conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
-        conn.execute("UPDATE meta SET v = ? WHERE k = 'gen'", (gen,))
-        self.gen = gen
+                wrote = True
+        if wrote:
+            if gen % _TOMBSTONE_SPAN == 0:
+                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+            self.gen = gen
         self.dirty.clear()
         self.pdirty.clear()
         self.gone.clear()
@@ -559,13 +566,14 @@ class StoreWorld(World):
         conn = self.conn
         pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
         full = self.gen < 0 or self.gen < pruned
+        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        rows = [r for r in every if not r[7] & F_GONE]
+        tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
         if full:
-            rows = conn.execute(_SELECT_ALL).fetchall()
+            # Anything this process holds as stored that has no live row any more is gone.
             present = {r[0] for r in rows}
-            tombstones = [(r.serial, 0) for r in self.pers if r.serial not in present]
-        else:
-            tombstones = conn.execute("SELECT serial, invalidated FROM gone WHERE gen > ?", (self.gen,)).fetchall()
-            rows = conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+            invalidated = dict(tombstones)
+            tombstones = [(r.serial, invalidated.get(r.serial, 0)) for r in self.pers if r.serial not in present]
         self.syncing = True
         try:
             for serial, invalidated in tombstones:
@@ -619,6 +627,10 @@ class StoreWorld(World):
         except OSError:
             return None  # a type not registered in this process: its keys are not seen here
         rec = self.keys.get(serial)
+        if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
+            # The serial was freed and drawn again since this process last looked.
+            self._apply_tombstone(serial, False)
+            rec = self.keys.get(serial)
         if rec is not None and rec not in self.pers:
             self._renumber(rec)
             rec = None

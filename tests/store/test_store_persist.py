@@ -178,8 +178,7 @@ def test_a_payload_moved_to_another_row_does_not_open(store: Path) -> None:
     ks.store.close()  # type: ignore[union-attr]
     conn = sqlite3.connect(store)
     pa = conn.execute("SELECT payload FROM keys WHERE serial = ?", (a.serial,)).fetchone()[0]
-    conn.execute("UPDATE keys SET payload = ? WHERE serial = ?", (pa, b.serial))
-    conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'gen'")
+    conn.execute("UPDATE keys SET payload = ?, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (pa, b.serial))
     conn.commit()
     conn.close()
     with pytest.raises(OSError) as info:
@@ -204,7 +203,7 @@ def test_expiry_is_by_the_clock_and_survives_reopening(store: Path) -> None:
     gc_run = _open(store, clock=lambda: now[0])
     assert errno_of(lambda: gc_run.key(k.serial).describe()) == errno.ENOKEY
     conn = sqlite3.connect(store)
-    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ?", (k.serial,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ? AND NOT flags & 128", (k.serial,)).fetchone()[0] == 0
     conn.close()
 
 
@@ -217,7 +216,7 @@ def test_revoked_key_is_reaped_by_the_next_process(store: Path) -> None:
     now[0] += 301
     _open(store, clock=lambda: now[0]).store.close()  # type: ignore[union-attr]
     conn = sqlite3.connect(store)
-    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ?", (k.serial,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ? AND NOT flags & 128", (k.serial,)).fetchone()[0] == 0
     conn.close()
 
 
@@ -246,8 +245,7 @@ def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path
     again.store.close()  # type: ignore[union-attr]
     # Someone with write access to the file drops the binding: the payload no longer opens.
     conn = sqlite3.connect(store)
-    conn.execute("UPDATE keys SET usage = NULL, gen = gen + 1000 WHERE serial = ?", (k.serial,))
-    conn.execute("UPDATE meta SET v = v + 1000 WHERE k = 'gen'")
+    conn.execute("UPDATE keys SET usage = NULL, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (k.serial,))
     conn.commit()
     conn.close()
     assert errno_of(lambda: kt.Keyspace(store=store)) == errno.EBADMSG
@@ -366,3 +364,28 @@ def test_keys_of_a_type_not_registered_here_stay_linked_in_the_file(store: Path)
         assert errno_of(lambda: _open(store).key(p.serial).describe()) == errno.ENOKEY
     finally:
         kt.unregister_key_type("store-test-plugin")
+
+
+def test_a_process_behind_the_pruned_tombstones_reloads_everything(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyring_types.store import world as store_world
+
+    monkeypatch.setattr(store_world, "_TOMBSTONE_SPAN", 4)
+    a = _open(store)
+    held = a.add_key("user", "held", b"h", "@u")
+    a.key("@s").link(held)  # also in a's own session, so a keeps it when the store lets go
+    doomed = a.add_key("user", "doomed", b"d", "@u")
+    b = _open(store)
+    b.user_keyring.unlink(b.key(held.serial))
+    b.key(doomed.serial).invalidate()
+    for i in range(12):
+        b.add_key("user", f"n{i}", b"n", "@u").invalidate()
+    kept = b.add_key("user", "kept", b"k", "@u")
+    conn = sqlite3.connect(store)
+    tombstones = conn.execute("SELECT count(*) FROM keys WHERE flags & 128").fetchone()[0]
+    conn.close()
+    assert tombstones < 8  # pruned as they aged
+    # a is far behind: it reloads the whole store.
+    assert a.key(kept.serial).read() == b"k"
+    assert errno_of(lambda: a.key(doomed.serial).describe()) == errno.ENOKEY
+    assert a.key(held.serial).read() == b"h"  # still in a's session
+    assert [k.serial for k in a.user_keyring.keys()] == [kept.serial]
