@@ -1,0 +1,80 @@
+"""The request-key handler the upcall tests run on both sides.
+
+In process it is registered with ``kt.register_request_key_handler``; on the
+kernel ``/sbin/request-key`` runs it through
+``keyring_types.integrations.request_key_program`` from a rule file the tests
+install.  What it does is spelled in the callout info:
+
+``inst:<data>``         instantiate with <data>, no extra link
+``link:<data>``         instantiate and link into ``request.dest`` (by serial)
+``linkspecial:<data>``  instantiate and link into "@s" (the requester's destination)
+``iov:<a>,<b>,...``     instantiate_iov with the pieces
+``neg:<t>``             negate for <t> seconds
+``rej:<t>:<ERRNAME>``   reject with errno.<ERRNAME> for <t> seconds
+``nothing``             return without building the key
+``raise``               raise (a program exiting non-zero)
+``probe``               instantiate with what the handler sees of its upcall
+``slow:<data>``         wait half a second, then instantiate with <data> and a nonce
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import uuid
+
+from keyring_types.core.request_key_handlers import UpcallRequest
+
+
+def _errno_of(fn: object, *args: object) -> str:
+    try:
+        fn(*args)  # type: ignore[operator]
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return "ok"
+
+
+def handle(request: UpcallRequest) -> None:
+    ks, key = request.keyspace, request.key
+    verb, _sep, arg = request.callout_info.decode().partition(":")
+    if verb == "inst":
+        ks.instantiate(key, arg.encode(), 0)
+    elif verb == "link":
+        assert request.dest is not None
+        ks.instantiate(key, arg.encode(), request.dest.serial)
+    elif verb == "linkspecial":
+        ks.instantiate(key, arg.encode(), "@s")
+    elif verb == "iov":
+        ks.instantiate_iov(key, [p.encode() for p in arg.split(",")], 0)
+    elif verb == "neg":
+        ks.negate(key, int(arg), 0)
+    elif verb == "rej":
+        timeout, _sep, name = arg.partition(":")
+        ks.reject(key, int(timeout), getattr(errno, name), 0)
+    elif verb == "nothing":
+        return
+    elif verb == "raise":
+        raise RuntimeError("the handler refuses")
+    elif verb == "probe":
+        auth = ks.key("@a")
+        type_name, _uid, _gid, perm, desc = auth.describe().split(";", 4)
+        dest = ks.keyring(-8)
+        facts = [
+            f"auth={type_name};{perm};{desc == format(key.serial, 'x')}",
+            f"callout={auth.read()!r}",
+            f"dest={dest.serial == (request.dest.serial if request.dest else None)}",
+            f"other-key={_errno_of(ks.instantiate, dest, b'x', 0)}",
+            f"bad-error={_errno_of(ks.reject, key, 1, 0, 0)}",
+            f"auth-self={_errno_of(ks.instantiate, auth, b'x', 0)}",
+            f"dest-is-auth={_errno_of(ks.instantiate, key, b'x', '@a')}",
+            f"search-auth={_errno_of(ks.session.search, '.request_key_auth', desc)}",
+        ]
+        ks.instantiate(key, ";".join(facts).encode(), 0)
+        # The authority ended with the instantiation.
+        facts_after = _errno_of(ks.instantiate, key, b"again", 0)
+        assert facts_after == "EPERM", facts_after
+    elif verb == "slow":
+        time.sleep(0.5)
+        ks.instantiate(key, f"{arg} {uuid.uuid4()}".encode(), 0)
+    else:
+        raise ValueError(f"unknown upcall test verb {verb!r}")
