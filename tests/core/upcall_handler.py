@@ -19,9 +19,14 @@ install.  What it does is spelled in the callout info:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import sys
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 from keyring_types.core.request_key_handlers import UpcallRequest
 
@@ -78,3 +83,39 @@ def handle(request: UpcallRequest) -> None:
         ks.instantiate(key, f"{arg} {uuid.uuid4()}".encode(), 0)
     else:
         raise ValueError(f"unknown upcall test verb {verb!r}")
+
+
+# -- installing a rule for the kernel's /sbin/request-key (used by the test modules) ----
+
+RULE_DIR = Path("/etc/request-key.d")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_program(directory: Path) -> Path:
+    """An executable that runs request_key_program from this checkout (request-key clears the environment)."""
+    prog = directory / "kt-request-key"
+    prog.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from keyring_types.integrations.request_key_program import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    prog.chmod(0o755)
+    return prog
+
+
+def install_rules(lines: list[str]) -> Callable[[], None]:
+    """Write ``lines`` to a new file in /etc/request-key.d; returns the function that removes it."""
+    made_dir = not RULE_DIR.exists()
+    RULE_DIR.mkdir(mode=0o755, exist_ok=True)
+    path = RULE_DIR / f"kt-upcall-test-{os.getpid()}-{uuid.uuid4().hex[:8]}.conf"
+    path.write_text("".join(line + "\n" for line in lines))
+
+    def remove() -> None:
+        path.unlink(missing_ok=True)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                RULE_DIR.rmdir()
+
+    return remove
