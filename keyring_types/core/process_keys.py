@@ -32,7 +32,7 @@ from keyring_types.core.construction import negative_error, wait_for_constructio
 from keyring_types.core.cred import Cred
 from keyring_types.core.hints import denied, search_failure, unreachable_hint
 from keyring_types.core.keyring import find_keyring_by_name
-from keyring_types.core.perm import NEED_LINK, NEED_SEARCH, NEED_SETATTR, NEED_VIEW, permitted
+from keyring_types.core.perm import NEED_SEARCH, NEED_SETATTR, NEED_VIEW, permitted
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.search import (
     EAGAIN,
@@ -51,8 +51,9 @@ __all__ = ["DEFER_PERM_CHECK", "NEED_UNLINK", "ProcessKeyrings", "ProcessKeys"]
 # Lookup modes beyond a permission mask (``KEY_DEFER_PERM_CHECK``, ``KEY_NEED_UNLINK``).
 DEFER_PERM_CHECK = -1
 NEED_UNLINK = -2
-#: The permissions whose lookups the kernel makes with KEY_LOOKUP_PARTIAL.
-_PARTIAL_NEEDS = frozenset({NEED_VIEW, NEED_SETATTR, NEED_LINK})
+#: The permissions whose lookups the kernel makes with KEY_LOOKUP_PARTIAL (describe,
+#: setperm, chown, set_timeout); ``_lookup(partial=...)`` says so for other calls.
+_PARTIAL_NEEDS = frozenset({NEED_VIEW, NEED_SETATTR})
 
 SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ  # anonymous session keyring
 NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
@@ -288,11 +289,16 @@ class ProcessKeys:
         found, _ = search_cred_keyrings(rings, ctx)
         return found is not None
 
-    def _lookup(self, keyid: int, need: int, *, create: bool = False) -> tuple[KeyRecord, bool]:
+    def _lookup(
+        self, keyid: int, need: int, *, create: bool = False, partial: bool | None = None
+    ) -> tuple[KeyRecord, bool]:
         """``lookup_user_key``: resolve, validate, check permission; (record, possessed).
 
         ``need`` is a ``NEED_*`` mask, or :data:`DEFER_PERM_CHECK` (resolve only; the
         caller checks) or :data:`NEED_UNLINK` (resolve only, not validated).
+        ``partial`` (KEY_LOOKUP_PARTIAL) takes a key under construction or negative
+        as it is instead of waiting; by default it follows ``need`` as the kernel's
+        calls do.
         ENOKEY, EINVAL, EACCES, EKEYREVOKED, EKEYEXPIRED.
         """
         if keyid > 0:
@@ -316,10 +322,10 @@ class ProcessKeys:
             return rec, possessed
         if rec.upcall:
             # A key under construction or negative.  The kernel's PARTIAL lookups
-            # (describe, setperm, chown, set_timeout, link: the calls needing VIEW,
-            # SETATTR or LINK) take it as it is; the others wait for the handler,
-            # then fail with a negative key's error (read checks that itself).
-            if need not in _PARTIAL_NEEDS:
+            # (describe, setperm, chown, set_timeout: the calls needing VIEW or
+            # SETATTR) take it as it is; the others wait for the handler, then
+            # fail with a negative key's error (read checks that itself).
+            if not (need in _PARTIAL_NEEDS if partial is None else partial):
                 wait_for_construction(self._world, rec)
                 if rec.upcall > 0 and need != DEFER_PERM_CHECK:
                     raise negative_error(rec)

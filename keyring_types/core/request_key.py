@@ -296,6 +296,9 @@ class Upcalls(Keyctl):
         proc = ProcessKeyrings(w)
         proc.set_session(ring)
         view = HandlerKeyspace(uid=0, gid=0, groups=(), _world=w, _proc=proc)
+        # The helper starts from init's credentials, whose default destination is the
+        # thread keyring: a key the handler requests lands in _req.N unless it says otherwise.
+        view._jit_keyring = KEY_REQKEY_DEFL_THREAD_KEYRING
         view._take_authority(auth)
         return view
 

@@ -72,7 +72,8 @@ def _proc_line(ks: kt.KeyspaceAPI, description: str) -> list[str] | None:
     if not found:
         return None
     cols = found[-1]
-    return [cols[1], "perm" if cols[3] == "perm" else "expires", cols[4], cols[7], cols[8]]
+    text = cols[8].replace(description, "<description>")
+    return [cols[1], "perm" if cols[3] == "perm" else "expires", cols[4], cols[7], text]
 
 
 def observe(ks: kt.KeyspaceAPI, description: str, callout: str) -> dict[str, object]:
@@ -130,10 +131,11 @@ def test_negative_key_expires(kernel_rule: None, inproc_handler: None) -> None:
     description = f"{PREFIX}:{uuid.uuid4().hex}"
     results = []
     for ks in spaces:
-        first = _outcome(ks.request_key, "user", description, "neg:1")
+        # Expiry is in whole seconds: 2 s from now is at least 1 s away.
+        first = _outcome(ks.request_key, "user", description, "neg:2")
         blocked = _outcome(ks.request_key, "user", description, "inst:later")
         results.append([first, blocked])
-    time.sleep(1.2)
+    time.sleep(2.1)
     for ks, seen in zip(spaces, results, strict=True):
         seen.append(_outcome(ks.request_key, "user", description, "inst:later"))
     assert results[0] == results[1] == [("error", "ENOKEY"), ("error", "ENOKEY"), ("key", b"later")]
@@ -225,3 +227,61 @@ def test_default_destination_follows_set_reqkey_keyring(kernel_rule: None) -> No
     assert out["keyspace"] == out["kernel"]
     # The thread keyring setting really put the key in @t, not in the session.
     assert out["kernel"][0] == [1, 0, True, False]
+
+
+def test_handler_requesting_a_key_of_its_own(kernel_rule: None, inproc_handler: None) -> None:
+    """A second upcall builds the inner key; it goes to the handler's own session keyring.
+
+    The helper starts with init's credentials, whose default destination is the
+    thread keyring; having none and no process keyring, the key lands in
+    ``_req.<serial>``, not with the original requester.
+    """
+    seen = []
+    for ks in (kt.KernelKeyspace(new_session=True), kt.Keyspace()):
+        outer, inner = f"{PREFIX}:{uuid.uuid4().hex}", f"{PREFIX}:{uuid.uuid4().hex}"
+        key = ks.request_key("user", outer, f"nested:{inner}")
+        seen.append((key.read(), _outcome(ks.session.search, "user", inner)))
+    assert seen[0] == seen[1] == (b"outer", ("error", "ENOKEY"))
+
+
+def test_add_key_over_a_negative_key_makes_it_positive(kernel_rule: None, inproc_handler: None) -> None:
+    seen = []
+    for ks in (kt.KernelKeyspace(new_session=True), kt.Keyspace()):
+        description = f"{PREFIX}:{uuid.uuid4().hex}"
+        first = _outcome(ks.request_key, "user", description, "rej:60:EKEYREJECTED")
+        negative = _proc_line(ks, description)
+        added = ks.add_key("user", description, b"now positive", "@s")
+        again = ks.request_key("user", description, "rej:60:EKEYREJECTED")
+        seen.append((first, negative, again == added, again.read(), _proc_line(ks, description)))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ("error", "EKEYREJECTED")
+    assert seen[0][2:4] == (True, b"now positive")
+
+
+@pytest.mark.parametrize("callout", ["rej:30:EKEYREJECTED", "neg:30"])
+def test_calls_on_a_negative_key(callout: str, kernel_rule: None, inproc_handler: None) -> None:
+    """Which calls see a negative key's error and which (describe, setperm, ...) take it as it is."""
+    seen = []
+    for ks in (kt.KernelKeyspace(new_session=True), kt.Keyspace()):
+        description = f"{PREFIX}:{uuid.uuid4().hex}"
+        first = _outcome(ks.request_key, "user", description, callout)
+        lines = open("/proc/keys").read().splitlines() if isinstance(ks, kt.KernelKeyspace) else ks.proc_keys()  # type: ignore[attr-defined]
+        key = kt.Key(ks, next(int(line.split()[0], 16) for line in lines if line.endswith(" " + description)))
+        ring = ks.keyring("@s")
+        seen.append({
+            "first": first,
+            "read": _outcome(key.read),
+            "describe": _outcome(lambda: key.describe().rsplit(";", 1)[0]),  # noqa: B023
+            "set_timeout": _outcome(key.set_timeout, 100),
+            "set_perm": _outcome(key.set_perm, 0x3F3F0000),
+            "chown": _outcome(key.chown, 0, 0),
+            "link": _outcome(ring.link, key),
+            "search": _outcome(ring.search, "user", description),
+            "update": _outcome(key.update, b"x"),
+            "secret": _outcome(lambda: key.secret().__enter__()),  # noqa: B023
+            "revoke": _outcome(key.revoke),
+            "invalidate": _outcome(key.invalidate),
+            "unlink": _outcome(ring.unlink, key),
+            "after_unlink": _outcome(ks.request_key, "user", description, "inst:built"),
+        })
+    assert seen[0] == seen[1]

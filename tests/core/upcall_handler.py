@@ -15,6 +15,7 @@ install.  What it does is spelled in the callout info:
 ``raise``               raise (a program exiting non-zero)
 ``probe``               instantiate with what the handler sees of its upcall
 ``slow:<data>``         wait half a second, then instantiate with <data> and a nonce
+``nested:<desc>``       request user <desc> with "inst:inner", then instantiate with "outer"
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def handle(request: UpcallRequest) -> None:
         # The authority ended with the instantiation.
         facts_after = _errno_of(ks.instantiate, key, b"again", 0)
         assert facts_after == "EPERM", facts_after
+    elif verb == "nested":
+        # A handler asking for a key of its own: built by a second upcall, and put
+        # where the original requester wanted its key.
+        ks.request_key("user", arg, "inst:inner")
+        ks.instantiate(key, b"outer", 0)
     elif verb == "slow":
         time.sleep(0.5)
         ks.instantiate(key, f"{arg} {uuid.uuid4()}".encode(), 0)
