@@ -38,7 +38,7 @@ from keyring_types.constants import (
 )
 from keyring_types.core.construction import construction_done, negative_error, wait_for_construction
 from keyring_types.core.context import calling
-from keyring_types.core.hints import search_failure
+from keyring_types.core.hints import search_failure, unreachable_hint
 from keyring_types.core.key import default_perm, key_revoke
 from keyring_types.core.keyctl import Keyctl, _search_type, check_desc_size, check_type_name
 from keyring_types.core.keyring import key_link
@@ -107,7 +107,8 @@ class Upcalls(Keyctl):
             elif callout is None:
                 raise error(
                     errno.ENOKEY,
-                    f"no {type_name} key {description!r} in the caller's keyrings, and no callout info to build one",
+                    f"no {type_name} key {description!r} in the caller's keyrings"
+                    + unreachable_hint(self, type_name, description),
                 )
             else:
                 rec, auth = self._construct(lookup_key_type(type_name), description, callout, dest)
