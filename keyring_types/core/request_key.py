@@ -101,6 +101,8 @@ class Upcalls(Keyctl):
                     # needs LINK on the key, as request_key_and_link checks.
                     self._check(found, True, NEED_LINK)
                     key_link(w, self.cred, dest, found)
+                if not found.upcall:
+                    return found.serial  # built and usable: the search checked its state
                 rec, auth = found, None
             elif err != EAGAIN:
                 raise self._search_error(err, type_name, description)
@@ -309,8 +311,13 @@ class Upcalls(Keyctl):
         old = self._reqkey_auth
         if old is auth:
             return
+        pinned = self._proc._pinned
         if auth is not None:
             auth.pins += 1
+            # Released with the view's other pins if the view goes without giving it up.
+            pinned["auth"] = auth
+        else:
+            pinned.pop("auth", None)
         self._reqkey_auth = auth
         if old is not None:
             old.pins -= 1
@@ -370,29 +377,33 @@ class Upcalls(Keyctl):
             target = rka.target
             ktype = target.ktype
             prep = self._preparse_unlocked(ktype, data) if ktype.preparse_blocks else ktype.preparse(data)
+            w = self._world
             try:
                 if self._authority(keyid) is not rka:
                     raise error(errno.EPERM, f"the authority over key {keyid} went away during the call")
-                if target.upcall != UNDER_CONSTRUCTION:
-                    raise error(errno.EBUSY, f"key {keyid} has already been instantiated or negated")
-                if dest is not None and dest.links is None:
-                    raise error(errno.ENOTDIR, f"key {dest.serial} is not a keyring")
-                ktype.instantiate(target, prep)
+                # The link is made (and its quota reserved) first, as __key_link_begin
+                # does, so a refused link leaves the key under construction.
+                was_linked = dest is None or dest.serial in target.parents
+                if dest is not None:
+                    key_link(w, self.cred, dest, target)
+                try:
+                    if target.upcall != UNDER_CONSTRUCTION:
+                        raise error(errno.EBUSY, f"key {keyid} has already been instantiated or negated")
+                    ktype.instantiate(target, prep)
+                except BaseException:
+                    if not was_linked and dest is not None and dest.serial in target.parents:
+                        w.drop_link(dest, target)
+                    raise
             finally:
                 ktype.free_preparse(prep)
-            w = self._world
             target.instantiated = True
             target.user.nikeys += 1
             target.upcall = 0
-            try:
-                if dest is not None:
-                    key_link(w, self.cred, dest, target)
-            finally:
-                auth = self._reqkey_auth
-                assert auth is not None
-                _invalidate_auth(w, auth)
-                construction_done(w)
-                self._drop_authority()
+            auth = self._reqkey_auth
+            assert auth is not None
+            _invalidate_auth(w, auth)
+            construction_done(w)
+            self._drop_authority()
 
     def sys_instantiate_iov(self, keyid: int, parts: list[bytes], ringid: int) -> None:
         """``KEYCTL_INSTANTIATE_IOV``: as :meth:`sys_instantiate` with the payload in pieces.
