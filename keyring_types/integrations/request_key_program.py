@@ -4,7 +4,9 @@ A rule in ``/etc/request-key.d/<name>.conf`` names it, a handler and the key::
 
     create  user  app:*  *  /usr/local/bin/kt-request-key  mypkg.handlers:build  %k
 
-where ``kt-request-key`` runs ``python -m keyring_types.integrations.request_key_program``.
+where ``kt-request-key`` is this package's console script (or any executable that runs
+``python -m keyring_types.integrations.request_key_program`` with the right Python:
+``/sbin/request-key`` clears the environment).
 The handler is the same callable one registers for in-process keyspaces with
 :func:`keyring_types.register_request_key_handler`: it gets an
 :class:`~keyring_types.core.request_key_handlers.UpcallRequest` whose keyspace is
@@ -30,7 +32,7 @@ from keyring_types.constants import KEY_SPEC_REQKEY_AUTH_KEY, KEY_SPEC_REQUESTOR
 from keyring_types.core.handle import Key
 from keyring_types.core.request_key_handlers import Handler, UpcallRequest
 
-__all__ = ["load_handler", "main", "request_for"]
+__all__ = ["load_handler", "main", "request_for", "run"]
 
 _USAGE = "usage: request_key_program <module:function | file.py:function> <key serial> [uid gid T P S]"
 
@@ -108,5 +110,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``kt-request-key`` console script: :func:`main` on the command line, as the exit status."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    run()

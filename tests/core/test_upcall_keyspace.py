@@ -6,6 +6,7 @@ import errno
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import errno_of
@@ -172,3 +173,19 @@ def test_handler_instantiating_into_the_requesters_keyring_by_serial(registered:
     ring = ks.add_key("keyring", "elsewhere", None, "@s")
     key = ks.request_key("user", "home:1", "x", ring)
     assert key in ring and key in ks.session
+
+
+def test_request_key_program_refuses_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from keyring_types.integrations.request_key_program import load_handler, main
+
+    assert main([]) == 2
+    assert main(["mod:fn", "not-a-number"]) == 2
+    assert main(["no-colon", "5"]) == 1
+    assert "no-colon" in capsys.readouterr().err
+    handler_file = tmp_path / "h.py"
+    handler_file.write_text("def build(request):\n    return None\nvalue = 3\n")
+    assert callable(load_handler(f"{handler_file}:build"))
+    with pytest.raises(ValueError, match="not a callable"):
+        load_handler(f"{handler_file}:value")
+    # Outside an upcall the handler is never reached: assume_authority fails (ENOKEY).
+    assert main([f"{handler_file}:build", "12345"]) == 1
