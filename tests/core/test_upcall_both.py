@@ -103,6 +103,7 @@ CASES = [
     "nothing",
     "raise",
     "probe",
+    "procview",
     "inst:",  # an empty payload: the user type refuses it, so the key is not built
     "",
 ]

@@ -16,6 +16,7 @@ install.  What it does is spelled in the callout info:
 ``probe``               instantiate with what the handler sees of its upcall
 ``slow:<data>``         wait half a second, then instantiate with <data> and a nonce
 ``nested:<desc>``       request user <desc> with "inst:inner", then instantiate with "outer"
+``procview``            instantiate with the /proc/keys lines of the upcall's keys
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def handle(request: UpcallRequest) -> None:
         # where the original requester wanted its key.
         ks.request_key("user", arg, "inst:inner")
         ks.instantiate(key, b"outer", 0)
+    elif verb == "procview":
+        # How /proc/keys shows the key under construction, the authorisation key and
+        # the handler's session keyring, with serials, pids and usage counts left out.
+        lines = ks.proc_keys() if hasattr(ks, "proc_keys") else open("/proc/keys").read().splitlines()
+        auth_serial = ks.key("@a").serial
+        session = ks.keyring("@s")
+        shown = []
+        for serial in (key.serial, auth_serial, session.serial):
+            cols = next(line for line in lines if line.startswith(f"{serial:08x} ")).split(None, 8)
+            text = cols[8].replace(format(key.serial, "x"), "<k>").replace(str(key.serial), "<k>")
+            text = " ".join(w for w in text.split() if not w.startswith("pid:"))
+            shown.append(" ".join([cols[1], cols[3], cols[4], cols[7], text]))
+        ks.instantiate(key, "\n".join(shown).encode(), 0)
     elif verb == "slow":
         time.sleep(0.5)
         ks.instantiate(key, f"{arg} {uuid.uuid4()}".encode(), 0)
