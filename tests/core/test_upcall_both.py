@@ -286,3 +286,15 @@ def test_calls_on_a_negative_key(callout: str, kernel_rule: None, inproc_handler
             "after_unlink": _outcome(ks.request_key, "user", description, "inst:built"),
         })
     assert seen[0] == seen[1]
+
+
+def test_explicit_destination_keyring(kernel_rule: None, inproc_handler: None) -> None:
+    seen = []
+    for ks in (kt.KernelKeyspace(new_session=True), kt.Keyspace()):
+        ring = ks.add_key("keyring", f"{PREFIX}:dest", None, "@s")
+        assert isinstance(ring, kt.Keyring)
+        description = f"{PREFIX}:{uuid.uuid4().hex}"
+        key = ks.request_key("user", description, "link:via-dest", ring)
+        seen.append((key.read(), key in ring, key in ks.session, len(ring.keys())))
+    assert seen[0] == seen[1] == (b"via-dest", True, False, 1)
+

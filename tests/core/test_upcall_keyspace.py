@@ -173,6 +173,8 @@ def test_handler_instantiating_into_the_requesters_keyring_by_serial(registered:
     ring = ks.add_key("keyring", "elsewhere", None, "@s")
     key = ks.request_key("user", "home:1", "x", ring)
     assert key in ring and key in ks.session
+    # The key is the requester's, though its handler ran as root.
+    assert key.describe() == "user;1000;1000;3f010000;home:1"
 
 
 def test_request_key_program_refuses_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
