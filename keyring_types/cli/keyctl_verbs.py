@@ -269,6 +269,8 @@ def v_padd(ctx: Ctx) -> None:
 
 def _request(ctx: Ctx, type_name: str, desc: str, callout: bytes | None, dest_arg: str | None) -> None:
     dest = key_id(ctx, dest_arg) if dest_arg is not None else 0
+    if callout is not None and not ctx.backend.is_kernel:
+        _follow_request_key_conf()
     try:
         serial = ctx.ks.sys_request_key(type_name, desc, callout, dest)
     except OSError as exc:
@@ -297,6 +299,25 @@ def v_prequest2(ctx: Ctx) -> None:
     # The callout is a C string: it ends at the first NUL read from stdin.
     callout = grab_stdin().split(b"\0", 1)[0]
     _request(ctx, a[1], a[2], callout, a[3] if len(a) == 4 else None)
+
+
+def _follow_request_key_conf() -> None:
+    """Have keys requested with callout info built as /sbin/request-key builds them for the kernel.
+
+    On the store the upcall runs in this process: request-key.conf's rules are
+    followed, ``keyctl instantiate/negate/reject`` commands act on this keyspace
+    and ``|program`` rules' output becomes the payload; a rule that runs another
+    program (which cannot reach a key under construction in this process) leaves
+    the key negative.
+    """
+    from keyring_types.core.request_key_conf import RequestKeyConfig
+    from keyring_types.core.request_key_handlers import register_request_key_handler
+
+    try:
+        register_request_key_handler("*", "*", RequestKeyConfig())
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:  # a program embedding the verbs registered its own
+            raise
 
 
 def _update(ctx: Ctx, key: int, data: bytes) -> None:
