@@ -19,6 +19,7 @@ from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payloa
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.pkey import PkeyQuery
     from keyring_types.secret import SecretBuffer
 
 __all__ = ["KeyTarget", "KeyspaceAPI"]
@@ -78,6 +79,24 @@ class KeyspaceAPI(abc.ABC):
 
     @abc.abstractmethod
     def sys_invalidate(self, keyid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_restrict_keyring(self, ringid: int, type_name: str | None, restriction: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def sys_pkey_query(self, keyid: int, info: str) -> PkeyQuery: ...
+
+    @abc.abstractmethod
+    def sys_pkey_encrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_decrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_sign(self, keyid: int, info: str, digest: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_verify(self, keyid: int, info: str, digest: bytes, signature: bytes) -> None: ...
 
     @abc.abstractmethod
     def sys_secret(self, keyid: int) -> SecretBuffer:

@@ -26,6 +26,7 @@ from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keyctl import Keyctl
+from keyring_types.core.keyctl_asym import AsymKeyctl
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
@@ -35,7 +36,7 @@ from keyring_types.core.world import Clock, World
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(Keyctl, KeyspaceAPI):
+class Keyspace(AsymKeyctl, Keyctl, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's

@@ -62,6 +62,8 @@ class KeyRecord:
     pins: int = 0
     #: (type name, description): the slot a keyring holds this key in; set at allocation.
     index_key: IndexKey = ("", "")
+    #: A keyring's restriction (``core.restrict.KeyRestriction``), asked before any new link.
+    restriction: Any = None
 
     @property
     def is_keyring(self) -> bool:
