@@ -142,8 +142,8 @@ def _kstrtos32(text: str) -> int:
 def _find_asymmetric_key(world: World, ring: KeyRecord, sig: CertSignature) -> KeyRecord | None:
     """``find_asymmetric_key``: the key in ``ring``'s tree whose ids match the signature's
     authority ids exactly, or None (every failure, as the restrictions treat them)."""
-    id0, id1 = sig.auth_ids
-    lookup = id0 if id0 is not None else id1
+    id0, id1, id2 = sig.auth_ids
+    by_name = id0 is None and id1 is None  # "dn:" lookup: the signer's subject is our issuer
     caller = world.caller
     if caller is None:
         return None
@@ -169,7 +169,12 @@ def _find_asymmetric_key(world: World, ring: KeyRecord, sig: CertSignature) -> K
             if cand.revoked or cand.invalidated or cand.dead or cand.expired_at(now):
                 continue
             kids = cand.payload.kids
-            if lookup not in (kids[0], kids[1]) or not permitted(cand, cred, True, NEED_SEARCH):
+            if by_name:
+                if id2 is None or kids[2] != id2:
+                    continue
+            elif (id0 if id0 is not None else id1) not in (kids[0], kids[1]):
+                continue
+            if not permitted(cand, cred, True, NEED_SEARCH):
                 continue
             if id0 is not None and id1 is not None and kids[1] != id1:
                 return None  # EKEYREJECTED in the kernel, which the callers turn into ENOKEY
@@ -189,7 +194,7 @@ def _candidate_sig(ktype: KeyType, payload: Any) -> CertSignature:
     sig: CertSignature | None = payload.auth if isinstance(payload, AsymmetricPayload) else None
     if sig is None:
         raise error(errno.ENOPKG, "the key carries no certificate signature to check")
-    if sig.auth_ids[0] is None and sig.auth_ids[1] is None:
+    if sig.auth_ids[0] is None and sig.auth_ids[1] is None and sig.auth_ids[2] is None:
         raise error(errno.ENOKEY, "the certificate does not say which key signed it (no authority key identifier)")
     return sig
 
@@ -226,8 +231,11 @@ def _key_or_keyring(
             signer = _find_asymmetric_key(world, trusted, sig)
         elif trusted.ktype.name == "asymmetric" and trusted.payload is not None:
             kids = trusted.payload.kids
-            id0, id1 = sig.auth_ids
-            if id0 is None or id1 is None:
+            id0, id1, id2 = sig.auth_ids
+            if id0 is None and id1 is None:
+                if id2 is not None and kids[2] == id2:
+                    signer = trusted
+            elif id0 is None or id1 is None:
                 only = id0 if id0 is not None else id1
                 if only in (kids[0], kids[1]):
                     signer = trusted

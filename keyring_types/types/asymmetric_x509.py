@@ -71,8 +71,9 @@ _HASHES = {
 class CertSignature:
     """``struct public_key_signature`` of a certificate: who signed it and over what."""
 
-    #: (issuer+serial id, key id) from the authority key identifier; None where absent.
-    auth_ids: tuple[bytes | None, bytes | None]
+    #: (issuer+serial id, key id) from the authority key identifier, None where absent,
+    #: and the issuer's name (matched against a signer's subject when both are absent).
+    auth_ids: tuple[bytes | None, bytes | None, bytes | None]
     digest: bytes
     s: bytes
     pkey_algo: str
@@ -86,8 +87,8 @@ class AsymmetricPayload:
 
     id_type: str
     pkey_algo: str
-    #: kids id[0] (serial + issuer) and id[1] (subject key id); None where absent.
-    kids: tuple[bytes | None, bytes | None]
+    #: kids id[0] (serial + issuer), id[1] (subject key id), id[2] (subject); None where absent.
+    kids: tuple[bytes | None, bytes | None, bytes | None]
     public_key: Any
     private_key: Any = None
     auth: CertSignature | None = None
@@ -158,11 +159,12 @@ def _fabricate_name(data: bytes, start: int, end: int) -> str:
 
 
 def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
+    tag, s, e, _h = _tlv(data, 0)
     try:
-        cert = x509.load_der_x509_certificate(data)
+        # The kernel's decoder stops at the end of the certificate: what follows is ignored.
+        cert = x509.load_der_x509_certificate(data[:e])
     except ValueError:
         raise error(errno.EBADMSG, "not a DER X.509 certificate") from None
-    tag, s, e, _h = _tlv(data, 0)
     top = _children(data, s, e)
     if tag != _SEQ or len(top) != 3:
         raise error(errno.EBADMSG, "not a DER X.509 certificate")
@@ -216,13 +218,13 @@ def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
     sig_bits = data[top[2][1] : top[2][2]]
     auth0 = akid_serial + akid_issuer if akid_serial is not None and akid_issuer is not None else None
     sig = CertSignature(
-        (auth0, akid_kid),
+        (auth0, akid_kid, issuer),
         hashlib.new(_HASHES[sig_algo[1]], tbs).digest(),
         sig_bits[1:],
         *sig_algo,
     )
     cert_id = serial + issuer
-    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid), cert.public_key(), None, sig)
+    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid, subject), cert.public_key(), None, sig)
     if subject == issuer:
         _check_self_signed(payload, skid, cert_id)
     subject_name = _fabricate_name(data, subject_el[1], subject_el[2])
@@ -256,7 +258,7 @@ def _parse_pkcs8(data: bytes) -> tuple[str | None, AsymmetricPayload]:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise error(errno.ENOPKG, "PKCS#8 keys other than RSA are not supported")
     # pkcs8_key_preparse proposes no description and no key identifiers.
-    return None, AsymmetricPayload("PKCS8", "rsa", (None, None), key.public_key(), key)
+    return None, AsymmetricPayload("PKCS8", "rsa", (None, None, None), key.public_key(), key)
 
 
 def parse_asymmetric(data: bytes) -> tuple[str | None, AsymmetricPayload]:
