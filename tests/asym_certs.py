@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-_EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-_END = datetime.datetime(2044, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+_END = datetime.datetime(2044, 1, 1, tzinfo=datetime.UTC)
 
 
 @functools.cache

@@ -82,7 +82,7 @@ def _ed25519_cert() -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     key = ed25519.Ed25519PrivateKey.generate()
-    when = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name("ed"))
