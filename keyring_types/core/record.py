@@ -64,6 +64,8 @@ class KeyRecord:
     index_key: IndexKey = ("", "")
     #: A keyring's restriction (``core.restrict.KeyRestriction``), asked before any new link.
     restriction: Any = None
+    #: The one consumer this key's plaintext goes to (core/usage.py); None: unbound.
+    usage: str | None = None
 
     @property
     def is_keyring(self) -> bool:
