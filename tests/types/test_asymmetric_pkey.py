@@ -214,3 +214,20 @@ def test_ecdsa_keys_have_no_algorithm_here(space: kt.KeyspaceAPI) -> None:
     assert errno_of(k.pkey_query, "enc=p1363 hash=sha3-256") == errno.ENOENT
     for info in ("", "enc=pkcs1", "enc=x962", "enc=x962 hash=md5"):
         assert errno_of(k.pkey_query, info) == errno.EINVAL
+
+
+def test_other_users_view_and_search_permission(space: kt.KeyspaceAPI, need_root: None) -> None:
+    k = space.add_key("asymmetric", None, _cert(), "@s")
+    other = space.as_user(4242, 4242)  # same session: possesses the key, so may SEARCH it
+    theirs = kt.Key(other, k.serial)
+    assert theirs.pkey_query("enc=pkcs1 hash=sha256") == k.pkey_query("enc=pkcs1 hash=sha256")
+    d = hashlib.sha256(b"m").digest()
+    sig = kt.Keyspace().add_key("asymmetric", "p", pkcs8(rsa_key(_KEY)), "@s").pkey_sign("enc=pkcs1 hash=sha256", d)
+    theirs.pkey_verify("enc=pkcs1 hash=sha256", d, sig)
+    assert len(theirs.pkey_encrypt("enc=pkcs1", b"x")) == 256
+    assert errno_of(theirs.pkey_verify, "enc=pkcs1 hash=sha256", hashlib.sha256(b"n").digest(), sig) == errno.EKEYREJECTED
+    from keyring_types.constants import KEY_POS_VIEW, KEY_USR_VIEW
+
+    k.set_perm(KEY_POS_VIEW | KEY_USR_VIEW)  # nobody may SEARCH it now
+    assert errno_of(k.pkey_query, "") == errno.EACCES
+    assert errno_of(theirs.pkey_query, "") == errno.EACCES
