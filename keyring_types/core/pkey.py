@@ -90,7 +90,7 @@ def parse_pkey_info(info: str) -> PkeyParams:
             continue
         name, eq, value = word.partition("=")
         if not eq or name not in ("enc", "hash"):
-            raise error(errno.EINVAL, f"info string: unknown word {word!r} (expected enc=<name> or hash=<name>)")
+            raise error(errno.EINVAL, "info string: a word is neither enc=<name> nor hash=<name>")
         if name in seen:
             raise error(errno.EINVAL, f"info string: {name}= given twice")
         if not value:

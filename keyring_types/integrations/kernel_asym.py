@@ -74,7 +74,7 @@ def keyctl_pkey_query(keyid: int, info: str) -> PkeyQuery:
     out = ffi.new("uint32_t[6]")
     rc = lib.kt_keyctl_pkey_query(keyid, info.encode(), out)
     if rc < 0:
-        raise _fail(rc, f"keyctl_pkey_query(key {keyid}, {info!r})")
+        raise _fail(rc, f"keyctl_pkey_query(key {keyid})")
     return PkeyQuery(*out)
 
 
@@ -86,7 +86,7 @@ def keyctl_pkey_op(op: int, keyid: int, info: str, data: bytes, out_len: int) ->
     buf = ffi.new("char[]", max(out_len, 65536))
     rc = lib.kt_keyctl_pkey_op(op, keyid, info.encode(), ffi.from_buffer(data), len(data), buf, out_len)
     if rc < 0:
-        raise _fail(rc, f"{_OP_NAMES[op]}(key {keyid}, {info!r}, {len(data)} bytes)")
+        raise _fail(rc, f"{_OP_NAMES[op]}(key {keyid}, {len(data)} bytes)")
     return bytes(ffi.buffer(buf, rc))
 
 
@@ -103,7 +103,7 @@ def keyctl_pkey_verify(keyid: int, info: str, digest: bytes, signature: bytes) -
         len(signature),
     )
     if rc < 0:
-        raise _fail(rc, f"keyctl_pkey_verify(key {keyid}, {info!r}, {len(digest)}-byte digest)")
+        raise _fail(rc, f"keyctl_pkey_verify(key {keyid}, {len(digest)}-byte digest)")
 
 
 def _eds(op: int, keyid: int, info: str, data: bytes) -> bytes:

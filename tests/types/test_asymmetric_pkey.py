@@ -92,10 +92,11 @@ def test_query_numbers() -> None:
     assert priv.pkey_query("enc=raw").ops == {"encrypt", "decrypt"}
 
 
-@pytest.mark.parametrize("hash_name", ["sha256", "sha1", "sha384", "sha512", "sha224", "md5", "sha3-256", None])
+@pytest.mark.parametrize("hash_name", ["sha256", "sha1", "sha384", "sha512", "sha224", "md5", "sha3-256", "rmd160", None])
 def test_signatures_made_in_process_verify_in_the_kernel(keys: tuple[kt.Key, kt.Key, kt.Key], hash_name: str | None) -> None:
     mine, priv, kernel = keys
-    algo = (hash_name or "sha256").replace("-", "_")
+    # Only the digest's length matters to the signature scheme (rmd160's is sha1's).
+    algo = {None: "sha256", "rmd160": "sha1"}.get(hash_name, hash_name or "").replace("-", "_")
     digest = hashlib.new(algo, b"message").digest()
     info = "enc=pkcs1" + (f" hash={hash_name}" if hash_name else "")
     sig = priv.pkey_sign(info, digest)
@@ -231,3 +232,19 @@ def test_other_users_view_and_search_permission(space: kt.KeyspaceAPI, need_root
     k.set_perm(KEY_POS_VIEW | KEY_USR_VIEW)  # nobody may SEARCH it now
     assert errno_of(k.pkey_query, "") == errno.EACCES
     assert errno_of(theirs.pkey_query, "") == errno.EACCES
+
+
+def test_the_fast_paths_give_the_kernels_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signing and verifying through ``cryptography`` (for speed) is byte for byte the RSA path."""
+    from keyring_types.types import asymmetric_rsa
+
+    ks = kt.Keyspace()
+    priv = ks.add_key("asymmetric", "p", pkcs8(rsa_key(_KEY)), "@s")
+    pub = ks.add_key("asymmetric", None, _cert(), "@s")
+    d = hashlib.sha384(b"m").digest()
+    fast = priv.pkey_sign("enc=pkcs1 hash=sha384", d)
+    monkeypatch.setattr(asymmetric_rsa, "_fast_sign", lambda *a: None)
+    monkeypatch.setattr(asymmetric_rsa, "_fast_verify", lambda *a: False)
+    assert priv.pkey_sign("enc=pkcs1 hash=sha384", d) == fast
+    pub.pkey_verify("enc=pkcs1 hash=sha384", d, fast)
+    assert errno_of(pub.pkey_verify, "enc=pkcs1 hash=sha384", hashlib.sha384(b"n").digest(), fast) == errno.EKEYREJECTED
