@@ -84,24 +84,6 @@ class KeyspaceAPI(abc.ABC):
     def sys_invalidate(self, keyid: int) -> None: ...
 
     @abc.abstractmethod
-    def sys_restrict_keyring(self, ringid: int, type_name: str | None, restriction: str | None) -> None: ...
-
-    @abc.abstractmethod
-    def sys_pkey_query(self, keyid: int, info: str) -> PkeyQuery: ...
-
-    @abc.abstractmethod
-    def sys_pkey_encrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
-
-    @abc.abstractmethod
-    def sys_pkey_decrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
-
-    @abc.abstractmethod
-    def sys_pkey_sign(self, keyid: int, info: str, digest: bytes) -> bytes: ...
-
-    @abc.abstractmethod
-    def sys_pkey_verify(self, keyid: int, info: str, digest: bytes, signature: bytes) -> None: ...
-
-    @abc.abstractmethod
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes.
 
@@ -120,6 +102,24 @@ class KeyspaceAPI(abc.ABC):
     @abc.abstractmethod
     def same_world(self, other: KeyspaceAPI) -> bool:
         """Whether ``other`` is a view of the same set of keys."""
+
+    @abc.abstractmethod
+    def sys_restrict_keyring(self, ringid: int, type_name: str | None, restriction: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def sys_pkey_query(self, keyid: int, info: str) -> PkeyQuery: ...
+
+    @abc.abstractmethod
+    def sys_pkey_encrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_decrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_sign(self, keyid: int, info: str, digest: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_verify(self, keyid: int, info: str, digest: bytes, signature: bytes) -> None: ...
 
     # -- the user-facing API -------------------------------------------------
     #

@@ -151,6 +151,24 @@ class Key:
         """
         self._ks.sys_chown(self._serial, owner_id(uid, "uid"), owner_id(gid, "gid"))
 
+    @contextmanager
+    def secret(self, consumer: str | None = None) -> Iterator[memoryview]:
+        """Plaintext for in-process consumers, as a read-only view wiped on exit.
+
+        Sealed types unseal here (never in :meth:`read`).  Needs the same access as
+        ``read``; ``EOPNOTSUPP`` for types with no in-process secret.  ``consumer``
+        names the use (``"fscrypt"``...): a key bound to another use (see
+        :attr:`usage`) raises ``EKEYREJECTED``.
+        """
+        buf = self._ks.sys_secret(self._serial) if consumer is None else self._ks.sys_secret(self._serial, consumer)
+        mv = buf.view()
+        try:
+            yield mv
+        finally:
+            mv.release()
+            buf.wipe()
+
+
     # -- public-key operations (KEYCTL_PKEY_*; the asymmetric key type) ----------
     def pkey_query(self, info: str = "") -> PkeyQuery:
         """``keyctl pkey_query``: what the key can do under ``info`` and its sizes.
@@ -184,24 +202,6 @@ class Key:
         padding), ``EINVAL`` (wrong lengths, bad info), ``ENOENT`` (``enc=raw``).
         """
         self._ks.sys_pkey_verify(self._serial, _info(info), _data(digest, "digest"), _data(signature, "signature"))
-
-    @contextmanager
-    def secret(self, consumer: str | None = None) -> Iterator[memoryview]:
-        """Plaintext for in-process consumers, as a read-only view wiped on exit.
-
-        Sealed types unseal here (never in :meth:`read`).  Needs the same access as
-        ``read``; ``EOPNOTSUPP`` for types with no in-process secret.  ``consumer``
-        names the use (``"fscrypt"``...): a key bound to another use (see
-        :attr:`usage`) raises ``EKEYREJECTED``.
-        """
-        buf = self._ks.sys_secret(self._serial) if consumer is None else self._ks.sys_secret(self._serial, consumer)
-        mv = buf.view()
-        try:
-            yield mv
-        finally:
-            mv.release()
-            buf.wipe()
-
 
 class Keyring(Key):
     """A handle on a keyring (a key of type ``keyring``)."""
