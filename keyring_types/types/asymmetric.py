@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyring_types.constants import (
     KEY_POS_ALL,
@@ -29,8 +29,6 @@ from keyring_types.constants import (
     KEY_USR_VIEW,
     KEY_USR_WRITE,
 )
-from keyring_types.core.api import KeyspaceAPI
-from keyring_types.core.handle import Key, Keyring
 from keyring_types.core.keytype import KeyType, Preparsed, lookup_key_type
 from keyring_types.core.perm import NEED_SEARCH, permitted
 from keyring_types.core.pkey import PkeyParams, PkeyQuery
@@ -40,6 +38,11 @@ from keyring_types.core.world import World
 from keyring_types.errors import error
 from keyring_types.types import asymmetric_rsa
 from keyring_types.types.asymmetric_x509 import AsymmetricPayload, CertSignature, parse_asymmetric
+
+if TYPE_CHECKING:
+    # Annotations only: a key type sits below the public API and never imports it.
+    from keyring_types.core.api import KeyspaceAPI
+    from keyring_types.core.handle import Key, Keyring
 
 __all__ = [
     "AsymmetricKeyType",
@@ -303,7 +306,7 @@ def builtin_trusted_keyring(ks: KeyspaceAPI) -> Keyring:
     world = _world_of(ks)
     with world.lock:
         ring = _trusted_rings(world)[0]
-    return Keyring(ks, ring.serial, "keyring", ring.description)
+    return ks.handle(ring.serial, "keyring", ring.description)  # type: ignore[return-value]
 
 
 def secondary_trusted_keyring(ks: KeyspaceAPI) -> Keyring:
@@ -311,7 +314,7 @@ def secondary_trusted_keyring(ks: KeyspaceAPI) -> Keyring:
     world = _world_of(ks)
     with world.lock:
         ring = _trusted_rings(world)[1]
-    return Keyring(ks, ring.serial, "keyring", ring.description)
+    return ks.handle(ring.serial, "keyring", ring.description)  # type: ignore[return-value]
 
 
 def add_builtin_trusted_key(ks: KeyspaceAPI, der: bytes) -> Key:
@@ -334,4 +337,4 @@ def add_builtin_trusted_key(ks: KeyspaceAPI, der: bytes) -> Key:
         displaced = world.add_link(ring, rec)
         if displaced is not None:
             world.maybe_destroy(displaced)
-        return Key(ks, rec.serial, "asymmetric", rec.description)
+        return ks.handle(rec.serial, "asymmetric", rec.description)
