@@ -112,6 +112,17 @@ COMPARED: list[list[str]] = [
     ["supports", "notify"],
     ["supports", "nosuch"],
     ["supports", "--raw"],
+    ["pkey_query", "$a", "0", "enc=pkcs1", "hash=sha256"],
+    ["pkey_query", "$a", "0"],
+    ["pkey_query", "$a", "1"],
+    ["pkey_query", "$a", "0", "nokeyval"],
+    ["pkey_query", "$k", "0", "enc=pkcs1"],
+    ["pkey_verify", "$a", "0", "$CERT.digest", "$CERT.sig", "enc=pkcs1", "hash=sha256"],
+    ["pkey_verify", "$a", "0", "/nonexistent", "$CERT.sig"],
+    ["pkey_sign", "$a", "0", "$CERT.digest", "enc=pkcs1", "hash=sha256"],
+    ["restrict_keyring", "$e"],
+    ["restrict_keyring", "$e"],
+    ["add", "user", "x", "y", "$e"],
     ["watch"],
     ["watch", "-fz", "@s"],
     ["watch_add", "3", "@s"],
@@ -127,15 +138,19 @@ r=$(keyctl newring ktctl-ring @s)
 e=$(keyctl newring ktctl-empty @s)
 keyctl add user ktctl-in-ring inner $r >/dev/null
 keyctl newring ktctl-sub $r >/dev/null
+a=$(keyctl padd asymmetric '' @s < "$CERT")
+head -c 32 /dev/zero > "$CERT.digest"
+head -c 256 /dev/zero > "$CERT.sig"
 """
 
 
 MAP = """
-echo "MAP s=$(keyctl id @s) k=$k h=$h z=$z r=$r e=$e in=$(keyctl search $r user ktctl-in-ring) sub=$(keyctl search $r keyring ktctl-sub)"
+i=$(keyctl search $r user ktctl-in-ring)
+echo "MAP s=$(keyctl id @s) k=$k h=$h z=$z r=$r e=$e a=$a in=$i sub=$(keyctl search $r keyring ktctl-sub)"
 """
 
 
-def _run_in_session(prog: str) -> list[str]:
+def _run_in_session(prog: str, cert: Path) -> list[str]:
     """The blocks of output of COMPARED, run by ``prog``, with serials replaced by names."""
     import re
 
@@ -147,7 +162,7 @@ def _run_in_session(prog: str) -> list[str]:
     )
     proc = subprocess.run(
         [KEYCTL, "session", "-", "sh", "-c", setup + commands],
-        env=_env(),
+        env={**_env(), "CERT": str(cert)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -159,22 +174,50 @@ def _run_in_session(prog: str) -> list[str]:
         number = int(serial)
         body = re.sub(rf"\b{number}\b", f"<{name}>", body)
         body = body.replace(f"0x{number:08x}", f"<{name}>")
+    body = body.replace(str(cert), "<cert>")
     # %9d/%10d pad serials: a serial with fewer digits in one run is not a difference.
     body = re.sub(r" *<(\w+)>", r"<\1>", body)
     return ("== " + body).split("== ")[1:]
 
 
 @pytest.mark.kernel
-def test_kernel_backend_is_byte_exact_with_keyctl(need_kernel_keyring: None) -> None:
+def test_kernel_backend_is_byte_exact_with_keyctl(need_kernel_keyring: None, tmp_path: Path) -> None:
     from conftest import require
 
     require(KEYCTL is not None, "keyctl (Debian package keyutils)")
+    cert = tmp_path / "cert.der"
+    cert.write_bytes(_certificate())
     # Each program in its own fresh session, stdout and stderr in one pipe as the suite's logs have them.
-    real = _run_in_session("keyctl")
-    ours = _run_in_session(_ktctl())
+    real = _run_in_session("keyctl", cert)
+    ours = _run_in_session(_ktctl(), cert)
     assert len(real) == len(COMPARED)
     mismatches = [(COMPARED[i], r, o) for i, (r, o) in enumerate(zip(real, ours, strict=True)) if r != o]
-    assert not mismatches, "\n".join(f"{cmd}:\nkeyctl:\n{r}\nktctl:\n{o}" for cmd, r, o in mismatches[:6])
+    shown = "\n".join(f"{cmd}:\nkeyctl:\n{r}\nktctl:\n{o}" for cmd, r, o in mismatches[:6])
+    assert not mismatches, f"{[m[0] for m in mismatches]}\n{shown}"
+
+
+def _certificate() -> bytes:
+    """A self-signed RSA-2048 X.509 certificate (DER) the kernel's asymmetric type loads."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "ktctl"), x509.NameAttribute(x509.NameOID.COMMON_NAME, "test")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1))
+        .not_valid_after(datetime.datetime(2040, 1, 1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _store(ks: kt.Keyspace, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
