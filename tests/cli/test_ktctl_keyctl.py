@@ -286,3 +286,30 @@ def test_strtoul_is_c_strtoul() -> None:
     assert strtoul("99999999999999999999999") == ((1 << 64) - 1, "")
     assert strtoul("08", 10) == (8, "")
     assert strtoul("08") == (0, "8")
+
+
+def test_tree_walkers_on_a_keyspace(capfd: pytest.CaptureFixture[str]) -> None:
+    ks = kt.Keyspace()
+    ring = ks.add_key("keyring", "outer", None, "@s")
+    inner = ks.add_key("keyring", "inner", None, ring)
+    a = ks.add_key("user", "app:a", b"1", inner)
+    b = ks.add_key("user", "App:B", b"2", "@s")
+    ks.add_key("logon", "app:c", b"3", ring)
+    status, out, _ = _store(ks, "show", capsys=capfd)
+    # The drawing keyctl makes of this tree (checked against /bin/keyctl on the kernel).
+    assert [line[34:] for line in out.splitlines()[1:]] == [
+        "keyring: _ses",
+        " \\_ keyring: outer",
+        " |   \\_ keyring: inner",
+        " |   |   \\_ user: app:a",
+        " |   \\_ logon: app:c",
+        " \\_ user: App:B",
+    ]
+    assert out.splitlines()[5].split()[1:4] == ["--alsw-v", str(os.geteuid()), str(os.getegid())]  # logon: no read
+    status, out, _ = _store(ks, "purge", "-p", "-i", "user", "APP:", capsys=capfd)
+    assert (status, sorted(out.splitlines())) == (0, sorted(["user 'app:a'", "user 'App:B'", "purged 2 keys"]))
+    assert a not in inner.keys() and b not in ks.session.keys()
+    c = ks.add_key("user", "dead", b"x", ring)
+    c.revoke()
+    status, out, _ = _store(ks, "reap", "-v", capsys=capfd)
+    assert (status, out) == (0, f"Reap {c.serial}\n1 keys reaped\n")
