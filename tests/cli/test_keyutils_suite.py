@@ -14,9 +14,12 @@ dpkg-source.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,41 @@ def _need_suite_prerequisites() -> None:
     require(shutil.which("keyctl") is not None, "keyctl (Debian package keyutils): the outer session")
 
 
+class _Runs:
+    """The kernel and store runs, started together on first use (two cores, half the wait).
+
+    They share nothing but the machine: each test runs in a fresh session
+    keyring, the store run in a private store and state directory.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[str, concurrent.futures.Future[dict[str, object]]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+
+    def get(self, mode: str) -> dict[str, object]:
+        _need_suite_prerequisites()
+        with self._lock:
+            if not self._futures:
+                try:  # fetched (or found in the cache) once, before both start
+                    keyutils_suite.fetch_suite()
+                except RuntimeError as exc:
+                    require(False, f"keyutils' test suite ({exc})")
+                for m in ("kernel", "store"):
+                    self._futures[m] = self._pool.submit(keyutils_suite.run_suite, m)
+        return self._futures[mode].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[_Runs]:
+    r = _Runs()
+    yield r
+    r.close()
+
+
 def _suite(mode: str) -> dict[str, object]:
     _need_suite_prerequisites()
     try:
@@ -62,8 +100,8 @@ def _expected_real(tests: list[str]) -> dict[str, str]:
 
 @pytest.mark.kernel
 @pytest.mark.root
-def test_kernel_mode_passes_what_keyctl_passes() -> None:
-    report = _suite("kernel")
+def test_kernel_mode_passes_what_keyctl_passes(runs: _Runs) -> None:
+    report = runs.get("kernel")
     results: dict[str, str] = report["results"]  # type: ignore[assignment]
     expected = _expected_real(list(results))
     wrong = {t: (results[t], want) for t, want in expected.items() if want == "PASS" and results[t] != "PASS"}
@@ -74,8 +112,8 @@ def test_kernel_mode_passes_what_keyctl_passes() -> None:
 
 @pytest.mark.kernel
 @pytest.mark.root
-def test_store_mode_passes_what_the_store_implements() -> None:
-    report = _suite("store")
+def test_store_mode_passes_what_the_store_implements(runs: _Runs) -> None:
+    report = runs.get("store")
     results: dict[str, str] = report["results"]  # type: ignore[assignment]
     excluded: dict[str, str] = report["excluded"]  # type: ignore[assignment]
     assert set(excluded) == set(keyutils_suite.STORE_EXCLUDED), "every exclusion is listed with its reason"
