@@ -191,6 +191,9 @@ def test_handler_side_calls_outside_an_upcall(space: kt.KeyspaceAPI) -> None:
     assert _outcome(space.key, "@a") == ("error", "ENOKEY")
     assert _outcome(space.keyring, kt.KEY_SPEC_REQUESTOR_KEYRING) == ("error", "ENOKEY")
     assert _outcome(space.request_key, "keyring", f"{PREFIX}:ring", "x") == ("error", "EPERM")
+    # Callout info is copied as one page with its NUL: 4096 bytes are too many.
+    assert _outcome(space.request_key, "user", f"{PREFIX}-none:x", "a" * 4096) == ("error", "EINVAL")
+    assert _outcome(space.request_key, ".request_key_auth", "1", "x") == ("error", "EPERM")
     assert _outcome(space.set_reqkey_keyring, kt.KEY_REQKEY_DEFL_GROUP_KEYRING) == ("error", "EINVAL")
     assert _outcome(space.set_reqkey_keyring, 8) == ("error", "EINVAL")
     assert key.read() == b"v"
