@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,16 @@ class UpcallDifferential(RuleBasedStateMachine):
     @rule(name=NAMES)
     def invalidate(self, name: str) -> None:
         self.both(lambda ks: _outcome(lambda: _linked(ks, self.desc(name)).invalidate()))
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait for the kernel's GC to unlink invalidated keys, which a Keyspace does at once."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            # Counted, not described: an invalidated key no longer describes.
+            if len(self.kernel.session.read()) == len(self.inproc.session.read()):
+                return
+            time.sleep(0.005)
 
     @rule(name=NAMES)
     def unlink(self, name: str) -> None:
