@@ -37,7 +37,7 @@ from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "GuestConfig"]
+__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "GuestConfig", "ConfigfsTsm"]
 
 #: Where the certificate table starts in a ``format=extended`` blob (the RFC's SEV provider
 #: put the report area in the first 16 KiB and the table after it).
@@ -350,3 +350,7 @@ class EmulatedSevSnp:
         if len(table) > _EXTENDED_MAX:
             raise error(errno.ENOMEM, "emulated SEV-SNP: certificate table larger than the extended area")
         return report + bytes(EXTENDED_OFFSET - len(report)) + table
+
+
+# The configfs-tsm provider lives in its own module; it is part of this module's names.
+from keyring_types.attest.configfs import ConfigfsTsm  # noqa: E402
