@@ -8,9 +8,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import errno_of
 from cryptography import x509
 
-from conftest import errno_of
 from keyring_types.attest import snp
 from keyring_types.attest.providers import EmulatedSevSnp
 from keyring_types.attest.tsm import TsmRequest
@@ -74,7 +74,8 @@ def test_masked_chip_id(state: Path) -> None:
     r = snp.verify(vlek.report(bytes(64)), cert=vlek.vlek_der(), chain=vlek.chain_pem())
     assert r.mask_chip_key and r.chip_id == bytes(64)
     vcek = EmulatedSevSnp(state, mask_chip_id=True)
-    e = pytest.raises(OSError, snp.verify, vcek.report(bytes(64)), cert=vcek.vcek_der(), chain=vcek.chain_pem())
+    with pytest.raises(OSError) as e:
+        snp.verify(vcek.report(bytes(64)), cert=vcek.vcek_der(), chain=vcek.chain_pem())
     assert e.value.errno == errno.EKEYREJECTED and "masked" in str(e.value)
 
 
