@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyring_types import state
-from keyring_types.attest import snp
+from keyring_types.attest import sevguest, snp
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
@@ -381,6 +381,56 @@ class EmulatedSevSnp:
         issuer = roots.ask_cert if kind == "vcek" else roots.asvk_cert
         assert issuer is not None  # _endorsement refused roots without an ASVK
         return snp.pack_cert_table([(kind, endorsement.cert), ("ask", issuer), ("ark", roots.ark_cert)])
+
+    # -- the firmware's derived keys (SNP_GET_DERIVED_KEY) ----------------------------------
+    def current_versions(self) -> tuple[int, int]:
+        """(GUEST_SVN, COMMITTED_TCB): the most a derived-key request may ask to mix."""
+        return self.config.guest_svn, self.config.tcb_raw
+
+    def derived_key(self, request: sevguest.DerivedKeyRequest) -> bytes:
+        """The 32-byte key the firmware derives for MSG_KEY_REQ ``request``: HMAC-SHA-384 of the
+        emulated root (the chip secret's VCEK or VLEK root, or a VMRK derived from the launch
+        measurement) over the request and the guest fields it selects, as the real firmware
+        mixes them (its KDF is not published; this one is emulated).
+
+        ``EINVAL`` (the firmware's INVALID_PARAM) for a guest SVN or TCB above the guest's, or
+        the VLEK when none is loaded (``signing_key`` not ``"vlek"``).
+        """
+        c = self.config
+        if request.guest_svn > c.guest_svn:
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for a GUEST_SVN above the guest's")
+        mine = snp.decode_tcb(c.tcb_raw, c.product)
+        asked = snp.decode_tcb(request.tcb_version, c.product)
+        above = [f for f in ("bl", "tee", "snp", "ucode", "fmc") if (getattr(asked, f) or 0) > (getattr(mine, f) or 0)]
+        if above or request.tcb_version & ~self._tcb_mask():
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for a TCB_VERSION above the committed one")
+        key_sel = request.key_sel if request.key_sel != "default" else c.signing_key
+        if key_sel == "vlek" and c.signing_key != "vlek":
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for the VLEK, and none is loaded")
+        with self._lock:
+            secret = self._chip_secret()
+        root = hmac.new(secret, f"emulated-sev-snp {request.root} root {key_sel}".encode(), hashlib.sha384).digest()
+        if request.root == "vmrk":  # a VM root key: made at launch, so it follows the launch
+            root = hmac.new(root, c.measurement + c.host_data, hashlib.sha384).digest()
+        f = request.fields
+        mixed = [request.pack(), struct.pack("<I", request.vmpl)]
+        for bit, value in (
+            (sevguest.FIELDS["policy"], struct.pack("<Q", c.policy)),
+            (sevguest.FIELDS["image_id"], c.image_id),
+            (sevguest.FIELDS["family_id"], c.family_id),
+            (sevguest.FIELDS["measurement"], c.measurement),
+            (sevguest.FIELDS["guest_svn"], struct.pack("<I", request.guest_svn)),
+            (sevguest.FIELDS["tcb"], struct.pack("<Q", request.tcb_version)),
+            (sevguest.FIELDS["launch_mit_vector"], bytes(8)),
+        ):
+            if f & bit:
+                mixed.append(value)
+        return hmac.new(root, b"".join(mixed), hashlib.sha384).digest()[:32]
+
+    def _tcb_mask(self) -> int:
+        # The bytes of TCB_VERSION that hold a level in this product's layout.
+        used = (0, 1, 2, 3, 7) if self.config.product == "Turin" else (0, 1, 6, 7)
+        return sum(0xFF << (8 * i) for i in used)
 
     # -- reports -----------------------------------------------------------------------------
     def report(self, report_data: bytes, vmpl: int = 0) -> bytes:
