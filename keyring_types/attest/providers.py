@@ -338,8 +338,11 @@ class EmulatedSevSnp:
     def _chip_id(self) -> bytes:
         if self.config.chip_id is not None:
             return self.config.chip_id
-        n = _HWID_SIZE[self.config.product]
-        return self._derive(b"chip id", 64)[:n] + bytes(64 - n)
+        chip = self._derived.get(b"chip id (product)")
+        if chip is None:  # computed once: every report needs it
+            n = _HWID_SIZE[self.config.product]
+            chip = self._derived[b"chip id (product)"] = self._derive(b"chip id", 64)[:n] + bytes(64 - n)
+        return chip
 
     @property
     def chip_id(self) -> bytes:
