@@ -20,6 +20,7 @@ from keyring_types.core.usage import check_usage
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.pkey import PkeyQuery
     from keyring_types.secret import SecretBuffer
 
 __all__ = ["KeyTarget", "KeyspaceAPI"]
@@ -120,6 +121,24 @@ class KeyspaceAPI(abc.ABC):
     @abc.abstractmethod
     def same_world(self, other: KeyspaceAPI) -> bool:
         """Whether ``other`` is a view of the same set of keys."""
+
+    @abc.abstractmethod
+    def sys_restrict_keyring(self, ringid: int, type_name: str | None, restriction: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def sys_pkey_query(self, keyid: int, info: str) -> PkeyQuery: ...
+
+    @abc.abstractmethod
+    def sys_pkey_encrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_decrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_sign(self, keyid: int, info: str, digest: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_verify(self, keyid: int, info: str, digest: bytes, signature: bytes) -> None: ...
 
     # -- the user-facing API -------------------------------------------------
     #

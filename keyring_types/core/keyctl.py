@@ -44,6 +44,7 @@ from keyring_types.core.perm import (
 )
 from keyring_types.core.process_keys import DEFER_PERM_CHECK, NEED_UNLINK, ProcessKeys
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree
 from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
@@ -147,6 +148,8 @@ class Keyctl(ProcessKeys):
                 if reserved:
                     ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
                 try:
+                    if ring.restriction is not None:
+                        check_restriction(w, ring, ktype, prep.payload)
                     if ktype._has_update and existing is not None and not (existing.invalidated or existing.revoked):
                         self._check(existing, ring_possessed, NEED_WRITE)
                         if usage is not None and existing.usage != usage:

@@ -29,6 +29,7 @@ from keyring_types.constants import KEY_GC_DELAY
 from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
+from keyring_types.core.keyctl_asym import AsymKeyctl
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(Upcalls, KeyspaceAPI):
+class Keyspace(AsymKeyctl, Upcalls, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's

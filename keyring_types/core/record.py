@@ -69,6 +69,8 @@ class KeyRecord:
     #: UNDER_CONSTRUCTION while a request-key handler builds it (``U`` in /proc/keys),
     #: or the errno a negative key answers with (``N``; ``instantiated`` is then True).
     upcall: int = 0
+    #: A keyring's restriction (``core.restrict.KeyRestriction``), asked before any new link.
+    restriction: Any = None
     #: The one consumer this key's plaintext goes to (core/usage.py); None: unbound.
     usage: str | None = None
 

@@ -29,6 +29,7 @@ from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.syscall_args import check_creds
 from keyring_types.errors import KeyringError, error
 from keyring_types.integrations import kernel_syscalls as sc
+from keyring_types.integrations.kernel_asym import KernelAsymCalls
 from keyring_types.secret import SecretBuffer
 
 __all__ = ["KernelKeyspace"]
@@ -48,7 +49,7 @@ class _Creds:
         return f"uid {self.uid}, gid {self.gid}, groups {list(self.groups)}"
 
 
-class KernelKeyspace(KeyspaceAPI):
+class KernelKeyspace(KernelAsymCalls, KeyspaceAPI):
     """The keyspace API on this machine's kernel keyring.
 
     ``new_session=True`` first makes the calling thread join a fresh anonymous
