@@ -73,7 +73,8 @@ class Capabilities:
     emulated: bool
     target: int  #: RPMB target (NVMe) / region; 0 on eMMC
     capacity: int  #: in 128 KiB units
-    capacity_blocks: int  #: in 256-byte blocks
+    capacity_blocks: int  #: in blocks of ``block_size`` bytes
+    block_size: int  #: 256 (eMMC half sectors) or 512 (NVMe sectors): the unit of addresses and counts
     max_write_blocks: int  #: largest authenticated write (the client splits larger ones)
     max_read_blocks: int  #: largest authenticated read (the client splits larger ones)
 
@@ -151,6 +152,7 @@ class RpmbDevice:
             target=0,
             capacity=info.size_mult,
             capacity_blocks=info.size_mult * 512,
+            block_size=256,
             max_write_blocks=max(1, info.rel_wr_sec_c * 2),
             max_read_blocks=min(max_read, _MAX_READ_FRAMES),
         )

@@ -194,7 +194,7 @@ class NvmeTransport:
         r = self.rpmbs()
         size = ((r >> 16) & 0xFF) + 1
         access = ((r >> 24) & 0xFF) + 1
-        return Capabilities("nvme", False, self.target, size, size * 256, access, access)
+        return Capabilities("nvme", False, self.target, size, size * 256, SECTOR_SIZE, access, access)
 
     def _exchange(self, frame: bytes | bytearray, reply_len: int, with_result_read: bool) -> bytes:
         self.send(frame)
