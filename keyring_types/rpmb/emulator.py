@@ -363,6 +363,9 @@ def serve(socket_path: Path, state: Path, behaviour: Behaviour, *, size_mult: in
     store = RpmbStore(state, size_mult=size_mult, slot_blocks=behaviour.max_write_blocks, crash=hook)
     device = EmulatedEmmcRpmb(store, behaviour)
     server = _Server(os.fspath(socket_path), device)
+    from keyring_types.rpmb.vendor_emulator import EmulatedAuthFlash
+
+    server.vendor = EmulatedAuthFlash(state).handle
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -140,7 +140,7 @@ class EmulatorTransport(Transport):
 
     def vendor(self, packet: bytes) -> bytes:
         """Relay a vendor packet to the emulated flash device behind the socket."""
-        return self._call(U32.pack(OP_VENDOR) + U32.pack(0 if self.readonly else 1) + packet)
+        return self._call(U32.pack(OP_VENDOR) + packet)
 
     def close(self) -> None:
         """Close the connection."""

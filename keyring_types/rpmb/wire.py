@@ -16,7 +16,7 @@ model.  Everything on the wire is little endian::
       MMC    (1): u32 ncmds | ncmds x (u32 write_flag | u32 opcode | u32 blocks | u32 blksz
                   | blocks*blksz data bytes when write_flag != 0)
       INFO   (2): nothing
-      VENDOR (3): u32 writable | packet bytes          (authenticated vendor command relay)
+      VENDOR (3): packet bytes                          (an authenticated vendor command)
     response := u32 errno (0 = the command list ran) | op results
       MMC    : for each command with write_flag == 0, in order, blocks*blksz bytes
       INFO   : INFO_FIELDS (see :class:`DeviceInfo`)
@@ -54,7 +54,6 @@ __all__ = [
     "DeviceInfo",
     "encode_mmc",
     "decode_mmc",
-    "encode_mmc_reply",
     "send_message",
     "recv_message",
 ]
@@ -174,11 +173,6 @@ def decode_mmc(body: bytes | memoryview) -> list[MmcCmd]:
     if off != len(mv):
         raise error(errno.EINVAL, "MMC request has trailing bytes")
     return cmds
-
-
-def encode_mmc_reply(cmds: list[MmcCmd], outputs: list[bytes]) -> bytes:
-    """The successful reply: errno 0, then each read command's data in order."""
-    return U32.pack(0) + b"".join(outputs)
 
 
 def send_message(sock: socket.socket, body: bytes) -> None:
