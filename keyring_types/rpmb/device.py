@@ -95,6 +95,7 @@ class RpmbDevice:
     def __init__(self, transport: Any) -> None:
         self._t = transport
         self._nvme = getattr(transport, "kind", "") == "nvme"
+        self._caps: Capabilities | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = 30.0) -> RpmbDevice:
@@ -146,7 +147,13 @@ class RpmbDevice:
 
     def capabilities(self) -> Capabilities:
         """Device type, target, capacity and the largest write/read (``ENODEV``
-        when the geometry cannot be found)."""
+        when the geometry cannot be found).  Asked once per open: it does not change."""
+        if self._caps is not None:
+            return self._caps
+        self._caps = self._capabilities()
+        return self._caps
+
+    def _capabilities(self) -> Capabilities:
         info = self._t.info()
         if self._nvme:
             return self._t.capabilities()  # type: ignore[no-any-return]
