@@ -96,6 +96,7 @@ class RpmbDevice:
         self._t = transport
         self._nvme = getattr(transport, "kind", "") == "nvme"
         self._caps: Capabilities | None = None
+        self._counter: int | None = None  # from the last authenticated response
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = 30.0) -> RpmbDevice:
@@ -249,6 +250,7 @@ class RpmbDevice:
             _check_echo(r.block_count, 1, "counter read", allow=(0,))
             if r.address != 0:
                 raise error(errno.EBADMSG, "RPMB counter response address does not match the request")
+            self._counter = r.write_counter
             return r.write_counter
 
     def write_blocks(self, address: int, data: bytes | bytearray | memoryview, key: Any) -> int:
@@ -268,17 +270,29 @@ class RpmbDevice:
         if not isinstance(address, int) or address < 0 or address + blocks > caps.capacity_blocks:
             raise error(errno.EINVAL, f"{blocks} blocks at {address} do not fit the partition of {caps.capacity_blocks} blocks")
         with MacKey(key) as h:
-            counter = self.counter(h)
+            # The counter of our last authenticated answer saves a round trip; if another
+            # writer moved it since, the device refuses the write (COUNTER_FAILURE, nothing
+            # written) and the write is sent once more with the counter read afresh.
+            counter = self._counter if self._counter is not None else self.counter(h)
             step = caps.max_write_blocks
             for i in range(0, blocks, step):
                 chunk = data[i * fr.DATA_SIZE : (i + step) * fr.DATA_SIZE]
-                n = len(chunk) // fr.DATA_SIZE
-                request = fr.write_request(h, chunk, address=address + i, write_counter=counter)
-                resp = self._write_sequence(bytes(request))
-                r = fr.check_write_response(h, resp, address=address + i, write_counter=counter)
-                _check_echo(r.block_count, n, "write")
-                counter = r.write_counter
+                try:
+                    counter = self._write_one(h, chunk, address + i, counter)
+                except OSError as exc:
+                    self._counter = None
+                    if exc.errno != errno.ESTALE:
+                        raise
+                    counter = self._write_one(h, chunk, address + i, self.counter(h))
+                self._counter = counter
         return counter
+
+    def _write_one(self, h: HmacSha256, chunk: bytes, address: int, counter: int) -> int:
+        request = fr.write_request(h, chunk, address=address, write_counter=counter)
+        resp = self._write_sequence(bytes(request))
+        r = fr.check_write_response(h, resp, address=address, write_counter=counter)
+        _check_echo(r.block_count, len(chunk) // fr.DATA_SIZE, "write")
+        return r.write_counter
 
     def read_blocks(self, address: int, count: int, key: Any) -> bytes:
         """``count`` blocks from ``address``, every response frame authenticated (one

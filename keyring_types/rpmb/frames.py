@@ -635,10 +635,6 @@ class Response:
         )
 
 
-# Every field of the expectation is set or unused by the C check: skip the zero fill.
-_new_expect = ffi.new_allocator(should_clear_after_alloc=False)
-_EXPECT = "struct kt_rpmb_expect *"
-
 # The check bits as plain ints (an attribute of the cffi lib costs a lookup per use).
 _C_MAC = int(lib.KT_RPMB_CHECK_MAC)
 _C_TYPE = int(lib.KT_RPMB_CHECK_TYPE)
@@ -693,23 +689,24 @@ def check_response(
     n = size // FRAME_SIZE
     if frames is not None and n != frames:
         raise error(errno.EINVAL, f"expected {frames} response frames, got {n}")
-    e = _new_expect(_EXPECT)
     checks = _C_TYPE | _C_RESULT
-    e.type = _uint(expect, 16, "expected response type")
+    etype = _uint(expect, 16, "expected response type")
+    nonce_arg: Any = ffi.NULL
     if nonce is not None:
         if type(nonce) is bytes and len(nonce) == NONCE_SIZE:
-            ffi.memmove(e.nonce, nonce, NONCE_SIZE)  # the common case, without a buffer export
+            nonce_arg = nonce  # passed as it is: no buffer export
         else:
-            ffi.memmove(e.nonce, _exact(nonce, NONCE_SIZE, "nonce"), NONCE_SIZE)
+            nonce_arg = _exact(nonce, NONCE_SIZE, "nonce")
         checks |= _C_NONCE
+    ecounter = eaddress = eblocks = 0
     if write_counter is not None:
-        e.counter = _uint(write_counter, 32, "write counter")
+        ecounter = _uint(write_counter, 32, "write counter")
         checks |= _C_COUNTER
     if address is not None:
-        e.address = _uint(address, 16, "address")
+        eaddress = _uint(address, 16, "address")
         checks |= _C_ADDRESS
     if block_count is not None:
-        e.block_count = _uint(block_count, 16, "block count")
+        eblocks = _uint(block_count, 16, "block count")
         checks |= _C_BLOCK_COUNT
     h: HmacSha256 | None = None
     owned = False
@@ -719,9 +716,10 @@ def check_response(
         else:
             h, owned = _resolve_key(key_or_hmac)
         checks |= _C_MAC
-    e.checks = checks
     try:
-        failed = int(lib.kt_rpmb_check(h.state_address if h is not None else ffi.NULL, p, n, e))
+        failed = lib.kt_rpmb_check_args(
+            h.state_address if h is not None else ffi.NULL, p, n, checks, etype, nonce_arg, ecounter, eaddress, eblocks
+        )
     finally:
         if owned and h is not None:
             h.wipe()

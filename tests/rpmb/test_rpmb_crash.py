@@ -65,6 +65,7 @@ def test_crash_before_the_key_is_stored(tdir: Path) -> None:
     with emulator(tdir, "--crash-at", "key-before") as e:
         with RpmbDevice.open(e.sock) as d:
             assert errno_of(d.program_key, KEY, confirm=True) == errno.ECONNRESET
+        assert e.proc is not None and e.proc.wait(10) == -9
         e.args = ()
         e.start()
         with RpmbDevice.open(e.sock) as d:

@@ -277,3 +277,17 @@ def test_strict_client_sees_emulator_deviations(tdir: Path) -> None:
         d.program_key(KEY, confirm=True)
         d.write_blocks(0, bytes(512), KEY)
         assert d.read_blocks(0, 2, KEY) == bytes(512)  # 0 is what eMMC hosts accept
+
+
+def test_two_writers_a_stale_cached_counter_is_refreshed(emu: Emulator) -> None:
+    with RpmbDevice.open(emu.sock) as a, RpmbDevice.open(emu.sock) as b:
+        a.program_key(KEY, confirm=True)
+        assert a.write_blocks(0, b"a" * 256, KEY) == 1
+        assert b.write_blocks(1, b"b" * 256, KEY) == 2
+        spy = Spy(a._t)
+        a._t = spy
+        # a's counter (1) is stale: the device refuses, a reads the counter and writes again.
+        assert a.write_blocks(2, b"c" * 256, KEY) == 3
+        sent = [cmds[0].data[511] for cmds in spy.calls]
+        assert sent == [3, 2, 3]
+        assert a.read_blocks(0, 3, KEY) == b"a" * 256 + b"b" * 256 + b"c" * 256
