@@ -201,9 +201,8 @@ class EmulatedEmmcRpmb:
         first = fr.Frame(buf[:512])
         address, counter, count = first.address, first.write_counter, first.block_count
         n = c.blocks
-        same = all(
-            buf[i + fr.OFF_COUNTER : i + 510] == buf[fr.OFF_COUNTER:510] for i in range(0, len(buf), 512)
-        )
+        # Counter, address and block count (bytes 500..509) are the same in every frame.
+        same = len({buf[i + fr.OFF_COUNTER : i + 510] for i in range(0, len(buf), 512)}) == 1
 
         def reply(result: int, new_counter: int | None = None) -> bytes:
             if self._hmac is None:
