@@ -20,7 +20,12 @@ class BuildExtWithHarness(build_ext):
         self.build_rpmb_harness()
 
     def build_rpmb_harness(self) -> None:
-        out_dir = Path(self.get_ext_fullpath("keyring_types.bindings._hmac")).parent
+        if getattr(self, "editable_mode", False):
+            # An editable install imports the package from the source tree, where
+            # setuptools copies the extensions it knows of; this library it does not.
+            out_dir = Path(self.get_finalized_command("build_py").get_package_dir("keyring_types.bindings"))
+        else:
+            out_dir = Path(self.get_ext_fullpath("keyring_types.bindings._hmac")).parent
         target = out_dir / "libkt_rpmb_harness.so"
         src = Path("_native/rpmb_harness.c")
         if target.exists() and target.stat().st_mtime >= src.stat().st_mtime and not self.force:
