@@ -273,7 +273,7 @@ def add_key(mountpoint: str | os.PathLike[str], key: Key | int) -> bytes:
     if not isinstance(key, Key):
         raise error(errno.EINVAL, f"add_key takes a key handle or a kernel key serial, not {type(key).__name__}")
     provisioning = key.type == "fscrypt-provisioning"
-    with key.secret() as mv, _opened(mountpoint, "mountpoint") as fd:
+    with key.secret(consumer="fscrypt") as mv, _opened(mountpoint, "mountpoint") as fd:
         raw = mv
         if provisioning:
             spec_type, flags = HEADER.unpack_from(mv)

@@ -161,7 +161,7 @@ def format(  # the name the issue fixes; it shadows the builtin only inside this
             raise error(errno.EINVAL, "iterations is a positive int")
         args += ["--pbkdf-force-iterations", str(iterations)]
     if isinstance(key, Key):
-        with key.secret() as mv:
+        with key.secret(consumer="luks") as mv:
             _format_with(where, args, mv, memoryview(passphrase))
     elif isinstance(key, (bytes, bytearray, memoryview)):
         _format_with(where, args, memoryview(key), memoryview(passphrase))
@@ -218,7 +218,7 @@ def load_passphrase(description: str, passphrase: bytes | bytearray | memoryview
     kernel = KernelKeyspace()
     ringid = kernel.resolve(keyring)
     if isinstance(passphrase, Key):
-        with passphrase.secret() as mv:
+        with passphrase.secret(consumer="luks") as mv:
             serial = _add_user(description, mv, ringid)
     elif isinstance(passphrase, (bytes, bytearray, memoryview)):
         serial = _add_user(description, memoryview(passphrase), ringid)
