@@ -8,9 +8,16 @@ from typing import Any
 from keyring_types.errors import error
 from keyring_types.hmac import HmacSha256
 
-__all__ = ["MacKey", "KEY_SIZE"]
+__all__ = ["MacKey", "KEY_SIZE", "rpmb_secret"]
 
 KEY_SIZE = 32
+
+
+def rpmb_secret(key: Any) -> Any:
+    """``key.secret()`` as the ``rpmb`` consumer when the key knows use bindings (a
+    ``Key`` handle has ``usage``: a key bound to another use refuses with
+    ``EKEYREJECTED``), plain ``secret()`` for other objects that have one."""
+    return key.secret(consumer="rpmb") if hasattr(key, "usage") else key.secret()
 
 
 class MacKey:
@@ -28,7 +35,7 @@ class MacKey:
             return
         if hasattr(key, "secret"):
             try:
-                with key.secret() as mv:
+                with rpmb_secret(key) as mv:
                     if len(mv) != KEY_SIZE:
                         raise error(errno.EINVAL, f"an RPMB authentication key is {KEY_SIZE} bytes, got {len(mv)}")
                     self.h, self.owned = HmacSha256(mv), True

@@ -35,7 +35,7 @@ from typing import Any
 
 from keyring_types.errors import error
 from keyring_types.rpmb.codes import RequestType, Result, result_code, result_errno, result_name
-from keyring_types.rpmb.keys import MacKey
+from keyring_types.rpmb.keys import MacKey, rpmb_secret
 from keyring_types.secret import ct_memcmp
 
 __all__ = [
@@ -227,7 +227,7 @@ class NvmeTransport:
             if isinstance(key, (bytes, bytearray, memoryview)):
                 raw = bytes(key)
             elif hasattr(key, "secret"):
-                with key.secret() as mv:
+                with rpmb_secret(key) as mv:
                     raw = bytes(mv)
             else:
                 raise error(errno.EINVAL, "programming needs the key itself (raw bytes or a Key handle)")

@@ -291,3 +291,12 @@ def test_two_writers_a_stale_cached_counter_is_refreshed(emu: Emulator) -> None:
         sent = [cmds[0].data[511] for cmds in spy.calls]
         assert sent == [3, 2, 3]
         assert a.read_blocks(0, 3, KEY) == b"a" * 256 + b"b" * 256 + b"c" * 256
+
+
+def test_use_bindings(dev: RpmbDevice) -> None:
+    ks = kt.Keyspace()
+    bound = ks.add_key("user", "rpmb:bound", KEY, "@s", usage="rpmb")
+    dev.program_key(bound, confirm=True)
+    assert dev.write_blocks(0, b"b" * 256, bound) == 1
+    other = ks.add_key("user", "rpmb:fscrypt", KEY, "@s", usage="fscrypt")
+    assert errno_of(dev.counter, other) == errno.EKEYREJECTED
