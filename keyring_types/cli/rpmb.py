@@ -8,6 +8,7 @@ or ``--key-id SERIAL`` (a kernel key whose payload the caller may read; a
 
 Verbs: ``version``, ``caps``, ``program-key`` (needs ``--confirm``), ``counter``,
 ``write``, ``read``, ``submit`` (pre-signed frames in, response frames out),
+``vendor`` (relay one signed vendor command packet to the emulated flash),
 ``emulate`` (an emulated device in the foreground), ``harness-env`` (the
 ``LD_PRELOAD`` environment for unmodified programs).
 """
@@ -125,6 +126,18 @@ def _run(args: argparse.Namespace) -> int:
                 data = dev.read_blocks(args.address, args.count, key)
             _write_output(args.out, data)
             return 0
+        if verb == "vendor":
+            from keyring_types.rpmb.transport import EmulatorTransport
+            from keyring_types.rpmb.vendor import VendorRelay
+
+            packet = _read_input(args.data)
+            t = EmulatorTransport(args.device, readonly=args.readonly, timeout=args.timeout)
+            try:
+                resp = VendorRelay(t, writable=not args.readonly, audit=args.audit).relay(packet)
+            finally:
+                t.close()
+            _write_output(args.out, resp)
+            return 0
         if verb == "submit":
             frames = _read_input(args.data)
             with _open(args, readonly=args.readonly) as dev:
@@ -181,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--response-frames", type=int, default=None, help="frames to read back for a data read")
     p.add_argument("--readonly", action="store_true", help="open the device read-only (write-class requests refused)")
     p.add_argument("--out", metavar="PATH", help="write the response frames here instead of standard output")
+    p = verbs.add_parser("vendor", help="relay one signed vendor command packet (our own command set); response to stdout")
+    device(p)
+    p.add_argument("--audit", required=True, metavar="PATH", help="append one JSON audit record per command here")
+    p.add_argument("--data", metavar="PATH", help="the signed packet (default: standard input)")
+    p.add_argument("--readonly", action="store_true", help="read-only open: write-class commands are refused")
+    p.add_argument("--out", metavar="PATH", help="write the response here instead of standard output")
     p = verbs.add_parser("emulate", help="run an emulated eMMC RPMB partition in the foreground")
     from keyring_types.rpmb.emulator_options import add_arguments
 

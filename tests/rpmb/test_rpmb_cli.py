@@ -67,7 +67,7 @@ def test_usage_and_help() -> None:
     assert cli.main([]) == 2
     assert cli.main(["nope"]) == 2
     assert cli.main(["read", "x", "1"]) == 2  # no key option
-    for verb in ("version", "caps", "program-key", "counter", "write", "read", "submit", "emulate", "harness-env"):
+    for verb in ("version", "caps", "program-key", "counter", "write", "read", "submit", "vendor", "emulate", "harness-env"):
         r = ktctl(verb, "--help")
         assert r.returncode == 0 and b"usage: ktctl rpmb " + verb.encode() in r.stdout
 

@@ -113,3 +113,25 @@ def test_response_checks_on_the_signer_side() -> None:
     assert errno_of(V.check_response, KEY, good, other) == errno.EBADMSG  # nonce not echoed
     assert errno_of(V.check_response, bytes(32), good, cmd) == errno.EBADMSG
     assert errno_of(V.sign_command, KEY, 256, 0) == errno.EINVAL
+
+
+def test_ktctl_rpmb_vendor_relays_and_audits(emu: Emulator, tdir: Path) -> None:
+    import subprocess
+    import sys
+
+    from rpmb_util import child_env
+
+    def ktctl(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "keyring_types", "rpmb", "vendor", str(emu.sock),
+                               "--audit", str(tdir / "audit.jsonl"), *args], input=stdin, env=child_env(),
+                              capture_output=True, timeout=60, check=False)
+
+    prov = V.sign_command(KEY, V.OP_WRITE, V.SUB_PROVISION, payload=KEY)
+    r = ktctl("--readonly", stdin=prov)
+    assert r.returncode == 1 and "opened for writing" in r.stderr.decode()
+    r = ktctl(stdin=prov)
+    assert r.returncode == 0 and V.check_response(KEY, r.stdout, prov).status == 0
+    q = V.sign_command(KEY, V.OP_READ, V.SUB_COUNTER, nonce=os.urandom(16))
+    r = ktctl("--readonly", stdin=q)
+    assert r.returncode == 0 and V.check_response(KEY, r.stdout, q).counter == 0
+    assert [e["outcome"] for e in audit(tdir)] == ["refused", "relayed", "relayed"]
