@@ -300,3 +300,27 @@ def test_use_bindings(dev: RpmbDevice) -> None:
     assert dev.write_blocks(0, b"b" * 256, bound) == 1
     other = ks.add_key("user", "rpmb:fscrypt", KEY, "@s", usage="fscrypt")
     assert errno_of(dev.counter, other) == errno.EKEYREJECTED
+
+
+def test_the_emulator_answers_malformed_messages_with_errnos(emu: Emulator) -> None:
+    import socket
+    import struct
+
+    from keyring_types.rpmb.wire import recv_message, send_message
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(emu.sock))
+    try:
+        send_message(s, struct.pack("<I", 99))
+        assert recv_message(s) == struct.pack("<I", errno.ENOTTY)
+        send_message(s, struct.pack("<II", 1, 1) + struct.pack("<IIII", 1, 25, 1, 512) + b"short")
+        assert recv_message(s) == struct.pack("<I", errno.EINVAL)
+        send_message(s, struct.pack("<II", 1, 1) + struct.pack("<IIII", 0, 18, 2048, 512))
+        assert recv_message(s) == struct.pack("<I", errno.EOVERFLOW)  # above MMC_IOC_MAX_BYTES
+        s.sendall(struct.pack("<I", 1 << 30))  # a length no message may have: the emulator hangs up
+        assert s.recv(1) == b""
+    finally:
+        s.close()
+    with RpmbDevice.open(emu.sock) as d:  # and serves the next client
+        assert errno_of(d.counter, KEY) == errno.ENOKEY
