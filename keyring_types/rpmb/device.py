@@ -52,6 +52,8 @@ __all__ = ["RpmbDevice", "Capabilities", "Version", "API_VERSION", "CONFIRM"]
 API_VERSION = 1
 #: What ``program_key(confirm=...)`` must be given: programming is once in a device's life.
 CONFIRM = True
+#: The result-read request (type 5, all else zero): the same bytes every time.
+_RESULT_READ = bytes(fr.result_read_request())
 #: The transport's limit on one read command (MMC_IOC_MAX_BYTES / 512).
 _MAX_READ_FRAMES = 1024
 
@@ -177,7 +179,7 @@ class RpmbDevice:
         n = len(request) // fr.FRAME_SIZE
         cmds = [
             MmcCmd(RELIABLE_WRITE | 1, MMC_WRITE_MULTIPLE_BLOCK, n, data=bytes(request)),
-            MmcCmd(1, MMC_WRITE_MULTIPLE_BLOCK, 1, data=bytes(fr.result_read_request())),
+            MmcCmd(1, MMC_WRITE_MULTIPLE_BLOCK, 1, data=_RESULT_READ),
             MmcCmd(0, MMC_READ_MULTIPLE_BLOCK, 1),
         ]
         return self._t.mmc(cmds)[0]  # type: ignore[no-any-return]

@@ -236,7 +236,8 @@ class EmulatedEmmcRpmb:
                 return reply(Result.WRITE_FAILURE)
         step = n if self.b.counter_per_block else 1
         new = min(self.store.counter + step, MAX_COUNTER)
-        data = b"".join(buf[i + fr.OFF_DATA : i + fr.OFF_NONCE] for i in range(0, len(buf), 512))
+        mv = memoryview(buf)
+        data = b"".join([mv[i + fr.OFF_DATA : i + fr.OFF_NONCE] for i in range(0, len(buf), 512)])
         try:
             self.store.write(address, data, new)
         except OSError:

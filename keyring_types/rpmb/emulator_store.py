@@ -6,7 +6,7 @@ A state directory (0700, checked by :mod:`keyring_types.state`) holds::
     key         the 32-byte authentication key, 0400, created once (atomic: the
                 file appears whole or not at all); its presence means "programmed"
     image       size_mult * 128 KiB of data blocks
-    journal     SLOTS fixed-size slots of write records
+    journal     SLOTS (128) fixed-size slots of write records
     checkpoint  (sequence, counter) that ``image`` fully reflects, replaced atomically
     lock        flock'ed by the one emulator serving the directory
 
@@ -44,7 +44,7 @@ from keyring_types.state import create_secret_file, load_secret_file, private_di
 __all__ = ["RpmbStore", "SLOTS", "BLOCK", "write_checkpoint", "CrashHook"]
 
 BLOCK = 256
-SLOTS = 32
+SLOTS = 128
 _RECORD_MAGIC = b"KTRJ"
 _CKPT_MAGIC = b"KTRC"
 # magic, seq, counter, address, blocks

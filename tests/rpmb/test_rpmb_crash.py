@@ -20,6 +20,7 @@ from conftest import errno_of
 from rpmb_util import Emulator, emulator
 
 from keyring_types.rpmb import RpmbDevice
+from keyring_types.rpmb.emulator_store import SLOTS
 
 KEY = bytes(range(50, 82))
 REGION = 100  # first block of the 8-block region every write covers
@@ -41,7 +42,7 @@ def check_whole(dev: RpmbDevice) -> int:
 
 @pytest.mark.parametrize(
     ("stage", "writes_before", "kept"),
-    [("journal-torn", 0, False), ("journal-synced", 0, True), ("image-written", 0, True), ("checkpoint-tmp", 32, False)],
+    [("journal-torn", 0, False), ("journal-synced", 0, True), ("image-written", 0, True), ("checkpoint-tmp", SLOTS, False)],
 )
 def test_crash_at_each_step_of_a_write(tdir: Path, stage: str, writes_before: int, kept: bool) -> None:
     with emulator(tdir, "--crash-at", stage) as e:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hmac as c_hmac
 
 from keyring_types.rpmb.codes import Result
 from keyring_types.rpmb.emulator import Behaviour, EmulatedEmmcRpmb
-from keyring_types.rpmb.emulator_store import RpmbStore, write_checkpoint
+from keyring_types.rpmb.emulator_store import SLOTS, RpmbStore, write_checkpoint
 from keyring_types.rpmb.wire import RELIABLE_WRITE, MmcCmd, decode_mmc, encode_mmc
 
 LAYOUT = struct.Struct(">196s32s256s16sIHHHH")
@@ -253,15 +253,16 @@ def test_many_writes_cross_checkpoints(tdir: Path) -> None:
     state = tdir / "st"
     c = Card(state)
     c.program()
-    for i in range(70):
-        assert c.write_seq(signed_write(KEY, bytes([i]) * 256, i % 5, i))["result"] == 0
+    total = SLOTS + 10
+    for i in range(total):
+        assert c.write_seq(signed_write(KEY, bytes([i % 256]) * 256, i % 5, i))["result"] == 0
     c.close()
     c = Card(state)
     try:
-        assert c.counter()["counter"] == 70
+        assert c.counter()["counter"] == total
         for a in range(5):
-            last = max(i for i in range(70) if i % 5 == a)
-            assert fields(c.read_seq(frame(4, nonce=bytes(16), address=a), 1))["data"] == bytes([last]) * 256
+            last = max(i for i in range(total) if i % 5 == a)
+            assert fields(c.read_seq(frame(4, nonce=bytes(16), address=a), 1))["data"] == bytes([last % 256]) * 256
     finally:
         c.close()
 
