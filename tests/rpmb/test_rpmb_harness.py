@@ -137,3 +137,19 @@ def test_harness_env_lines_and_a_dead_emulator(emu: Emulator, mmc: str, tdir: Pa
     emu.kill9()
     r = subprocess.run(["env", *lines, "mmc", "rpmb", "read-counter", str(dev)], capture_output=True, timeout=60, check=False)
     assert r.returncode == 1 and b"Connection refused" in r.stderr + r.stdout
+
+
+def test_ktctl_rpmb_through_the_harness(emu: Emulator, tdir: Path) -> None:
+    dev = tdir / "mmcblk0rpmb"
+    (tdir / "key").write_bytes(KEY)
+    env = child_env(**harness_env(emu.sock, dev))
+
+    def ktctl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "keyring_types", "rpmb", *args], input=stdin, env=env,
+                              capture_output=True, timeout=60, check=False)
+
+    assert json.loads(ktctl("version", str(dev), "--json").stdout)["transport"] == "mmc"
+    assert ktctl("program-key", str(dev), "--key-file", str(tdir / "key"), "--confirm").returncode == 0
+    assert ktctl("write", str(dev), "9", "--key-file", str(tdir / "key"), stdin=b"k" * 256).stdout == b"1\n"
+    with RpmbDevice.open(emu.sock) as d:  # the same device through the socket
+        assert d.read_blocks(9, 1, KEY) == b"k" * 256
