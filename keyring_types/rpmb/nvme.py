@@ -223,15 +223,15 @@ class NvmeTransport:
 
     def program_key(self, key: Any) -> None:
         """Program the target's key (the device layer asked for confirmation)."""
-        with MacKey(key) as h:
-            if isinstance(key, (bytes, bytearray, memoryview)):
-                raw = bytes(key)
-            elif hasattr(key, "secret"):
-                with rpmb_secret(key) as mv:
-                    raw = bytes(mv)
-            else:
-                raise error(errno.EINVAL, "programming needs the key itself (raw bytes or a Key handle)")
-            del h
+        with MacKey(key):
+            pass  # readable and 32 bytes: EOPNOTSUPP / EINVAL before any I/O
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            raw = bytes(key)
+        elif hasattr(key, "secret"):
+            with rpmb_secret(key) as mv:
+                raw = bytes(mv)
+        else:
+            raise error(errno.EINVAL, "programming needs the key itself (raw bytes or a Key handle), not an HmacSha256")
         if self._key_programmed():
             raise error(errno.EEXIST, "the NVMe RPMB target already has an authentication key")
         frame = build_frame(RequestType.PROGRAM_KEY, target=self.target, key_mac=raw)

@@ -177,3 +177,26 @@ def test_read_and_failures(ctl: FakeController) -> None:
     assert recv["data_len"] == 256 + 1024
     assert errno_of(d.counter, KEY) == errno.ENOKEY
     assert errno_of(d.submit, b"x" * 512) == errno.EOPNOTSUPP
+
+
+def test_program_key_sends_the_key_right_aligned_then_a_result_read(ctl: FakeController) -> None:
+    d = device(ctl, target=1)
+
+    def respond(fd: int, request: int, arg: bytearray) -> int:
+        cmd = PASSTHRU.unpack(bytes(arg))
+        if cmd[0] == nvme.NVME_ADMIN_SECURITY_RECV:
+            last = ctl.sent[-1][1]
+            typ = struct.unpack_from("<H", last, 254)[0]
+            ctl.answers = [ref_frame(0x0200, result=7, target=1, key=None) if typ == 2 else
+                           ref_frame(0x0100, target=1, key=None)]
+        return ctl(fd, request, arg)
+
+    d._t._ioctl = respond
+    assert errno_of(d.program_key, KEY) == errno.EPERM
+    d.program_key(KEY, confirm=True)
+    sends = [(c, f) for c, f in ctl.sent if c["opcode"] == 0x81]
+    (_, counter_req), (c2, key_frame), (_, result_read) = sends
+    assert struct.unpack_from("<H", counter_req, 254)[0] == 2  # the programmed check comes first
+    assert c2["cdw10"] == 0xEA000101  # NSSF = target 1
+    assert key_frame[191:223] == KEY and key_frame[223] == 1 and struct.unpack_from("<H", key_frame, 254)[0] == 1
+    assert struct.unpack_from("<H", result_read, 254)[0] == 5
