@@ -65,6 +65,11 @@ class EmulatedAuthFlash:
         finally:
             os.close(fd)
         os.replace(tmp, self._path)
+        dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)  # the rename itself is durable before the device answers
+        finally:
+            os.close(dfd)
 
     def _locked(self, start: int, end: int) -> bool:
         return any(self.locks[s // 8] >> (s % 8) & 1 for s in range(start // SECTOR, (end - 1) // SECTOR + 1))
