@@ -50,8 +50,6 @@ CREATE TABLE keys (
     usage TEXT
 );
 CREATE INDEX keys_gen ON keys (gen);
-CREATE TABLE gone (serial INTEGER PRIMARY KEY, gen INTEGER NOT NULL, invalidated INTEGER NOT NULL);
-CREATE INDEX gone_gen ON gone (gen);
 """
 
 # SQLite's primary result codes and the errno each is reported with.

@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from keyring_types.constants import KEYQUOTA_LINK_BYTES
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
 from keyring_types.core.record import KeyRecord
@@ -49,6 +50,9 @@ __all__ = ["StoreLock", "StoreWorld"]
 # Row flags.
 F_INSTANTIATED = 0x01
 F_REVOKED = 0x02
+#: A tombstone: the key was deleted at this row's generation (invalidated, if F_INVALIDATED).
+F_INVALIDATED = 0x04
+F_GONE = 0x80
 F_UID_KEYRING = 0x08
 F_ROOT = 0x10
 F_IN_QUOTA = 0x20
@@ -76,9 +80,11 @@ _TRACKED = frozenset(
         "usage",
     }
 )
+#: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
+_PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
 _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
-#: Tombstones older than this many generations are pruned; a process further behind reloads everything.
+#: Tombstone rows older than this many generations are pruned; a process further behind reloads everything.
 _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
@@ -90,6 +96,8 @@ _SELECT_NEWER = (
     "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
     "FROM keys WHERE gen > ?"
 )
+_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
+_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
 _UPSERT_ALL = (
     "INSERT OR REPLACE INTO keys "
     "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
@@ -206,6 +214,9 @@ class StoreWorld(World):
         self.gone: dict[int, bool] = {}
         #: The sealed payload last read or written for each record (to skip unchanged ones).
         self.sealed_seen: dict[KeyRecord, bytes] = {}
+        #: Per stored keyring, the serials it links that this process does not load
+        #: (keys of a type not registered here): written back with its row.
+        self.hidden: dict[KeyRecord, list[int]] = {}
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -233,7 +244,7 @@ class StoreWorld(World):
                     source, blob = seal_store_key(key)
                     conn.executemany(
                         "INSERT INTO meta (k, v) VALUES (?, ?)",
-                        [("gen", 0), ("pruned", 0), ("key_source", source), ("key_blob", blob)],
+                        [("pruned", 0), ("key_source", source), ("key_blob", blob)],
                     )
                     self._sealer = RowSealer(key)
                 finally:
@@ -251,7 +262,7 @@ class StoreWorld(World):
     def _load_key(self) -> None:
         """Unseal the store key from the file's metadata (inside a transaction)."""
         meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
-        if not {"gen", "pruned", "key_source", "key_blob"} <= meta.keys():
+        if not {"pruned", "key_source", "key_blob"} <= meta.keys():
             raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
         key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
         try:
@@ -260,7 +271,9 @@ class StoreWorld(World):
             key.wipe()
 
     def close(self) -> None:
-        """Close the store file; later operations on this world fail with ``EBADF``."""
+        """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
+        if self.closed:
+            return
         with self.lock:
             self.closed = True
         self.conn.close()
@@ -295,11 +308,10 @@ class StoreWorld(World):
         try:
             if self._sealer is None:
                 self._load_key()
-            row = self.conn.execute("SELECT v FROM meta WHERE k = 'gen'").fetchone()
-            if row is None:
-                raise error(errno.EBADMSG, f"store {self.path}: its generation counter is missing")
-            if row[0] != self.gen:
-                self._sync(int(row[0]))
+            # The store's generation is that of its newest row (tombstones included).
+            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
+            if db_gen != self.gen:
+                self._sync(int(db_gen))
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -315,8 +327,10 @@ class StoreWorld(World):
             self.conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
-            # Memory is now ahead of the file: reload everything at the next operation.
+            # Memory is now ahead of the file: reload everything, payloads included,
+            # at the next operation.
             self.gen = -1
+            self.sealed_seen.clear()
             self.dirty.clear()
             self.pdirty.clear()
             self.gone.clear()
@@ -340,6 +354,11 @@ class StoreWorld(World):
     def alloc(self, *args: Any, **kwargs: Any) -> KeyRecord:
         rec = super().alloc(*args, **kwargs)
         rec.__class__ = self._record_class
+        if rec.description == _PERSISTENT_REGISTER and rec.ktype.name == "keyring" and not self.syncing:
+            # The register of persistent keyrings (core/persistent.py) is a root: the
+            # ``_persistent.<uid>`` keyrings it links, and all they link, are stored.
+            self.roots.add(rec)
+            self._persist_tree(rec)
         return rec
 
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
@@ -382,9 +401,37 @@ class StoreWorld(World):
         if key in self.pers:
             self._forget(key, key.invalidated)
 
+    def type_unregistered(self, ktype: Any) -> None:
+        """Keys of a type this process unregistered leave this process, not the store.
+
+        Registration is per process: another process may still use the type, so
+        its keys stay in the file, linked where they were, and are simply not seen
+        here any more, as keys of a type never registered here are not.  Nothing
+        is written (so this works on a closed store too).
+        """
+        with self.lock._raw:  # type: ignore[attr-defined]  # the memory only: no transaction
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                stored = rec in self.pers
+                for p in list(rec.parents):
+                    ring = self.keys.get(p)
+                    if ring is not None and ring.links is not None and ring.rings is not None:
+                        ring.links.pop(rec.index_key, None)
+                        ring.rings.pop(rec.index_key, None)
+                        if stored and ring in self.pers:
+                            # Still linked in the file, and still charged there.
+                            self.hidden.setdefault(ring, []).append(rec.serial)
+                rec.parents.clear()
+                self.pers.discard(rec)
+                self.roots.discard(rec)
+                World.destroy(self, rec)
+                self.dirty.discard(rec)
+                self.pdirty.discard(rec)
+                self.sealed_seen.pop(rec, None)
+
     def destroy(self, rec: KeyRecord) -> None:
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
+        self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
         if rec in self.pers:
@@ -437,18 +484,21 @@ class StoreWorld(World):
         for rec in list(self.dirty):
             if rec in self.pers and (rec.dead or rec.invalidated):
                 self._forget(rec, rec.invalidated)
+        wrote = False
         for serial, invalidated in self.gone.items():
-            conn.execute("DELETE FROM keys WHERE serial = ?", (serial,))
-            conn.execute("INSERT OR REPLACE INTO gone (serial, gen, invalidated) VALUES (?, ?, ?)", (serial, gen, int(invalidated)))
+            # The row becomes a tombstone (a row never written has nothing to mark).
+            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
                 self._write_row(rec, gen)
-        if gen % _TOMBSTONE_SPAN == 0:
-            conn.execute("DELETE FROM gone WHERE gen <= ?", (gen - _TOMBSTONE_SPAN,))
-            conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
-        conn.execute("UPDATE meta SET v = ? WHERE k = 'gen'", (gen,))
-        self.gen = gen
+                wrote = True
+        if wrote:
+            if gen % _TOMBSTONE_SPAN == 0:
+                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+            self.gen = gen
         self.dirty.clear()
         self.pdirty.clear()
         self.gone.clear()
@@ -465,6 +515,13 @@ class StoreWorld(World):
         links = None
         if rec.links is not None:
             serials = [k.serial for k in rec.links.values()]
+            hidden = self.hidden.get(rec)
+            if hidden:
+                # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
+                # charge says how many are still there (none after a clear).
+                keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
+                del hidden[keep:]
+                serials += hidden
             links = struct.pack(f"<{len(serials)}i", *serials)
         head = (
             rec.serial,
@@ -509,13 +566,14 @@ class StoreWorld(World):
         conn = self.conn
         pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
         full = self.gen < 0 or self.gen < pruned
+        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        rows = [r for r in every if not r[7] & F_GONE]
+        tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
         if full:
-            rows = conn.execute(_SELECT_ALL).fetchall()
+            # Anything this process holds as stored that has no live row any more is gone.
             present = {r[0] for r in rows}
-            tombstones = [(r.serial, 0) for r in self.pers if r.serial not in present]
-        else:
-            tombstones = conn.execute("SELECT serial, invalidated FROM gone WHERE gen > ?", (self.gen,)).fetchall()
-            rows = conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+            invalidated = dict(tombstones)
+            tombstones = [(r.serial, invalidated.get(r.serial, 0)) for r in self.pers if r.serial not in present]
         self.syncing = True
         try:
             for serial, invalidated in tombstones:
@@ -530,6 +588,9 @@ class StoreWorld(World):
                     self._apply_links(rec, links)
             for uid in {rec.uid for rec, _ in loaded if rec.uid_keyring}:
                 self._register_user_rings(uid)
+            for rec, _ in loaded:
+                if rec.description == _PERSISTENT_REGISTER and rec in self.roots:
+                    self._adopt_register(rec)
         finally:
             self.syncing = False
             self.dirty.clear()
@@ -566,6 +627,10 @@ class StoreWorld(World):
         except OSError:
             return None  # a type not registered in this process: its keys are not seen here
         rec = self.keys.get(serial)
+        if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
+            # The serial was freed and drawn again since this process last looked.
+            self._apply_tombstone(serial, False)
+            rec = self.keys.get(serial)
         if rec is not None and rec not in self.pers:
             self._renumber(rec)
             rec = None
@@ -634,10 +699,17 @@ class StoreWorld(World):
         serials = struct.unpack(f"<{len(blob) // 4}i", blob)
         keys = self.keys
         new: dict[tuple[str, str], KeyRecord] = {}
+        hidden = []
         for s in serials:
             child = keys.get(s)
             if child is not None:
                 new[child.index_key] = child
+            else:
+                hidden.append(s)
+        if hidden:
+            self.hidden[ring] = hidden
+        else:
+            self.hidden.pop(ring, None)
         for idx, child in list(ring.links.items()):
             if new.get(idx) is not child:
                 del ring.links[idx]
@@ -679,6 +751,16 @@ class StoreWorld(World):
         for r in held:
             r.pins -= 1
             self.maybe_destroy(r)
+
+    def _adopt_register(self, rec: KeyRecord) -> None:
+        """Make a stored persistent-keyring register this world's own (``world.persistent_register``)."""
+        current = getattr(self, "persistent_register", None)
+        if current is rec:
+            return
+        setattr(self, "persistent_register", rec)  # noqa: B010  (an attribute of the core's World, when it has one)
+        if current is not None:
+            current.pins -= 1
+            self.maybe_destroy(current)
 
     def _renumber(self, rec: KeyRecord) -> None:
         """Give a process-only key another serial: the store's key of that serial wins."""

@@ -121,7 +121,8 @@ def check_store_file(path: str) -> list[str]:
         result = conn.execute("PRAGMA integrity_check").fetchall()
         if result != [("ok",)]:
             problems.append(f"integrity_check: {result}")
-        rows = conn.execute("SELECT serial, flags, links FROM keys").fetchall()
+        # Live rows only (0x80: a tombstone, the record of a deletion).
+        rows = conn.execute("SELECT serial, flags, links FROM keys WHERE NOT flags & 128").fetchall()
     finally:
         conn.close()
     serials = {r[0] for r in rows}

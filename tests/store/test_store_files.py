@@ -135,3 +135,31 @@ def test_bad_store_arguments(tmp_path: Path) -> None:
         with pytest.raises(OSError) as info:
             kt.Keyspace(store=bad)  # type: ignore[arg-type]
         assert info.value.errno == errno.EINVAL
+
+
+def test_a_store_held_too_long_by_another_process_gives_ebusy(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyring_types.store import db
+
+    kt.Keyspace(store=store).store.close()  # type: ignore[union-attr]
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 200)
+    ks = kt.Keyspace(store=store)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(5)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OSError) as info:
+            ks.add_key("user", "blocked", b"b", "@u")
+        assert info.value.errno == errno.EBUSY and str(store) in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ks.add_key("user", "later", b"l", "@u").serial  # usable again once the holder is gone
