@@ -38,7 +38,7 @@ from keyring_types.hmac import HmacSha256
 from keyring_types.rpmb import frames as fr
 from keyring_types.rpmb.codes import RequestType, ResponseType, Result, result_code
 from keyring_types.rpmb.keys import MacKey
-from keyring_types.rpmb.transport import EmulatorTransport, MmcTransport
+from keyring_types.rpmb.transport import HARNESS_DEVICE_ENV, EmulatorTransport, MmcTransport
 from keyring_types.rpmb.wire import (
     MMC_READ_MULTIPLE_BLOCK,
     MMC_WRITE_MULTIPLE_BLOCK,
@@ -86,6 +86,14 @@ def _is_mmc_name(path: str) -> bool:
     return name.startswith("mmcblk") and name.endswith("rpmb")
 
 
+def _harnessed(path: str) -> bool:
+    """``path`` is the device the LD_PRELOAD harness relays in this process (any name)."""
+    dev = os.environ.get(HARNESS_DEVICE_ENV)
+    if not dev:
+        return False
+    return os.path.abspath(dev) == os.path.abspath(path)
+
+
 def _is_nvme_name(path: str) -> bool:
     name = Path(path).name
     return name.startswith("nvme") and name[4:].isdigit()
@@ -116,8 +124,8 @@ class RpmbDevice:
             from keyring_types.rpmb.nvme import NvmeTransport
 
             return cls(NvmeTransport(p, readonly=readonly))
-        if _is_mmc_name(p):
-            # A character device, or a regular file the LD_PRELOAD harness relays.
+        if _is_mmc_name(p) or _harnessed(p):
+            # A character device, or a path the LD_PRELOAD harness relays (which need not exist).
             try:
                 return cls(MmcTransport(p, readonly=readonly))
             except OSError as exc:

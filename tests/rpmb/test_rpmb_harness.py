@@ -153,3 +153,6 @@ def test_ktctl_rpmb_through_the_harness(emu: Emulator, tdir: Path) -> None:
     assert ktctl("write", str(dev), "9", "--key-file", str(tdir / "key"), stdin=b"k" * 256).stdout == b"1\n"
     with RpmbDevice.open(emu.sock) as d:  # the same device through the socket
         assert d.read_blocks(9, 1, KEY) == b"k" * 256
+    # Under the harness any name is the device, as in the issue's `... --device /tmp/fake`.
+    env = child_env(**harness_env(emu.sock, tdir / "fake"))
+    assert ktctl("counter", str(tdir / "fake"), "--key-file", str(tdir / "key")).stdout == b"1\n"
