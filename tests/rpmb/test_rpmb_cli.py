@@ -76,9 +76,11 @@ def test_kernel_key_by_serial(tdir: Path) -> None:
     require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
     import keyring_types as kt
 
-    kk = kt.KernelKeyspace()
-    user = kk.add_key("user", "ktctl-rpmb-test", KEY, "@u")
-    logon = kk.add_key("logon", "ktctl:rpmb-test", KEY, "@u")
+    # A fresh session keyring, which ktctl inherits: both processes possess the keys
+    # (a user key grants its owner no read without possession).
+    kk = kt.KernelKeyspace(new_session=True)
+    user = kk.add_key("user", "ktctl-rpmb-test", KEY, "@s")
+    logon = kk.add_key("logon", "ktctl:rpmb-test", KEY, "@s")
     try:
         with emulator(tdir) as e:
             assert ktctl("program-key", str(e.sock), "--key-id", str(user.serial), "--confirm").returncode == 0
