@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 
 PROG = "ktctl trusted"
@@ -88,18 +87,11 @@ def _sources(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     """``ktctl trusted <verb>``; 0, 1 (failed, message on stderr) or 2 (usage)."""
+    from keyring_types.cli.family import run_verb
+
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
     p = verbs.add_parser("sources", help="the trust sources here: which is the default, which are emulated")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    p.set_defaults(func=_sources)
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        status: int = args.func(args)
-    except OSError as exc:
-        print(f"{PROG} {args.verb}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return status
+    p.set_defaults(run=_sources)
+    return run_verb(parser, argv)
