@@ -19,6 +19,7 @@ and the operation scope every call runs in.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
 
 from keyring_types.constants import KEY_GC_DELAY
@@ -26,6 +27,7 @@ from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keyctl import Keyctl
+from keyring_types.core.keyctl_ops import KeyctlOps
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
@@ -35,7 +37,7 @@ from keyring_types.core.world import Clock, World
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(Keyctl, KeyspaceAPI):
+class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's
@@ -94,7 +96,9 @@ class Keyspace(Keyctl, KeyspaceAPI):
         with self._world.lock:
             if self._proc.session is not None:
                 proc.set_session(self._proc.session)
-        return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
+        view = Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
+        view._parent_ref = weakref.ref(self)  # its parent process, for session_to_parent
+        return view
 
     def same_world(self, other: KeyspaceAPI) -> bool:
         return isinstance(other, Keyspace) and other._world is self._world

@@ -20,6 +20,7 @@ from keyring_types.constants import (
     KEY_POS_SETATTR,
     KEY_USR_ALL,
     KEYQUOTA_LINK_BYTES,
+    PERSISTENT_KEYRING_EXPIRY,
 )
 from keyring_types.core.context import Caller, calling
 from keyring_types.core.cred import Cred
@@ -56,6 +57,10 @@ class World:
         self.caller: Caller | None = None
         #: Pins released while the world was busy, applied by the next operation.
         self._unpins: list[KeyRecord] = []
+        #: ``/proc/sys/kernel/keys/persistent_keyring_expiry`` and the register of
+        #: ``_persistent.<uid>`` keyrings, made on first use (core.persistent).
+        self.persistent_keyring_expiry = PERSISTENT_KEYRING_EXPIRY
+        self.persistent_register: KeyRecord | None = None
         on_unregister(self)
         _worlds.add(self)
 
