@@ -156,6 +156,22 @@ def test_expired_persistent_keyring_is_collected_and_replaced() -> None:
     assert second.serial != first.serial and not second.keys()
 
 
+def test_revoked_keys_in_proc_keys(space: kt.KeyspaceAPI) -> None:
+    """Found by the keyctlops differential: a revoked key shows "expd" and a user key its
+    payload length, now 0."""
+    user = space.add_key("user", "rv", b"abc", "@s")
+    logon = space.add_key("logon", "a:b", b"abc", "@s")
+    ring = space.add_key("keyring", "rr", None, "@s")
+    user.set_timeout(1000)
+    for key in (user, logon, ring):
+        key.revoke()
+    cols = {key.serial: _proc_line(space, key.serial).split(None, 8) for key in (user, logon, ring)}
+    assert [cols[user.serial][i] for i in (1, 3, 8)] == ["IR-Q---", "expd", "rv: 0"]
+    assert [cols[logon.serial][i] for i in (1, 3, 8)] == ["IR-Q---", "expd", "a:b: 0"]
+    assert [cols[ring.serial][i] for i in (1, 3, 8)] == ["IR-Q---", "expd", "rr: empty"]
+    assert errno_of(user.describe) == errno.EKEYREVOKED  # revoked wins over expired
+
+
 # -- move -------------------------------------------------------------------------
 
 
@@ -247,12 +263,21 @@ def test_move_permissions(space: kt.KeyspaceAPI) -> None:
     assert errno_of(space.move, key, a, b) == errno.EKEYREVOKED
 
 
-def test_move_into_a_special_keyring_creates_it(space: kt.KeyspaceAPI) -> None:
-    """The target is looked up with KEY_LOOKUP_CREATE, the source without."""
+def test_move_into_a_special_keyring_creates_it(root_space: kt.KeyspaceAPI) -> None:
+    """The target is looked up with KEY_LOOKUP_CREATE, the source without.
+
+    Done as a child (an ``as_user`` view with this process's credentials): a process
+    keyring made in the test process itself would change what its later searches report.
+    """
+    space = root_space
+    child = space.as_user(os.geteuid(), os.getegid())
     key = space.add_key("user", "k", b"v", "@s")
-    space.move(key, "@s", "@p")
-    assert _listing(space.keyring("@p")) == {key.serial}
-    assert errno_of(space.move, key, "@t", "@s") == errno.ENOKEY
+    child.move(key, "@s", "@p")
+    assert key.serial not in _listing(space.session)
+    if isinstance(child, Keyspace):  # a kernel child's @p ended with the call
+        assert _listing(child.keyring("@p")) == {key.serial}
+    other = space.add_key("user", "k2", b"v", "@s")
+    assert errno_of(child.move, other, "@t", "@s") == errno.ENOKEY
 
 
 # -- get_security ---------------------------------------------------------------------
