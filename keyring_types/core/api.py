@@ -300,8 +300,13 @@ class KeyspaceAPI(abc.ABC):
         """
         from keyring_types.core.dh import DhKdf
 
-        if kdf is not None and not isinstance(kdf, DhKdf):
-            raise error(errno.EINVAL, f"kdf must be a DhKdf, not {type(kdf).__name__}")
+        if kdf is not None:
+            if not isinstance(kdf, DhKdf):
+                raise error(errno.EINVAL, f"kdf must be a DhKdf, not {type(kdf).__name__}")
+            c_string(kdf.hashname, "KDF hash name")
+            # A size_t in the kernel; the C helper passes it in a signed long.
+            if type(kdf.length) is not int or not 0 <= kdf.length < 1 << 63:
+                raise error(errno.EINVAL, "KDF output length must be an integer in 0..2**63-1")
         return self.sys_dh_compute(self.resolve(private), self.resolve(prime), self.resolve(base), kdf)
 
     @property

@@ -493,7 +493,8 @@ def keyctl_dh_compute(
     # struct keyctl_kdf_params: char *hashname; char *otherinfo; __u32 otherinfolen; __u32 __spare[8].
     layout = struct.pack("@PPI8I", _address(c_hash), _address(c_oi) if otherinfo else 0, len(otherinfo), *([0] * 8))
     kdf_params = ffi.new("char[]", layout)
-    out = ffi.new("char[]", max(length, 1))
+    # The kernel refuses an output over 1024 bytes (EMSGSIZE) before it writes any.
+    out = ffi.new("char[]", max(min(length, 1024), 1))
     got = _check(
         lib.kt_keyctl_int(KEYCTL_DH_COMPUTE, _address(params), _address(out), length, _address(kdf_params)),
         what + f" with KDF {hashname}",

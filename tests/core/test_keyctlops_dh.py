@@ -108,7 +108,17 @@ def test_dh_kdf_output_is_cut_to_the_length_asked(space: kt.KeyspaceAPI) -> None
     assert space.dh_compute(private, prime, base, kt.DhKdf("sha256", 0, oi)) == b""
 
 
-def test_dh_kdf_must_be_a_dhkdf() -> None:
-    ks = kt.Keyspace()
-    private, prime, base = _ltp(ks)
-    assert errno_of(ks.dh_compute, private, prime, base, ("sha256", 16, b"")) == errno.EINVAL
+def test_dh_kdf_must_be_a_dhkdf(space: kt.KeyspaceAPI) -> None:
+    private, prime, base = _ltp(space)
+    assert errno_of(space.dh_compute, private, prime, base, ("sha256", 16, b"")) == errno.EINVAL
+    assert errno_of(space.dh_compute, private, prime, base, kt.DhKdf(None, 16)) == errno.EFAULT  # type: ignore[arg-type]
+    assert errno_of(space.dh_compute, private, prime, base, kt.DhKdf("sha256", -1)) == errno.EINVAL
+    assert errno_of(space.dh_compute, private, prime, base, kt.DhKdf("sha256", 2**63)) == errno.EINVAL
+    _errno_or_unsupported(space, errno.EMSGSIZE, private, prime, base, kt.DhKdf("sha256", 2**40))
+
+
+def test_kernel_dh_huge_kdf_output_is_refused_without_allocating_it(need_kernel_keyring: None) -> None:
+    kk = kt.KernelKeyspace(new_session=True)
+    private, prime, base = _ltp(kk)
+    expected = errno.EMSGSIZE if "dh_compute" in kk.capabilities() else errno.EOPNOTSUPP
+    assert errno_of(kk.dh_compute, private, prime, base, kt.DhKdf("sha256", 2**62)) == expected
