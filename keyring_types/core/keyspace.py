@@ -18,9 +18,11 @@ and the operation scope every call runs in.
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from keyring_types.constants import KEY_GC_DELAY
 from keyring_types.core.api import KeyspaceAPI
@@ -34,6 +36,9 @@ from keyring_types.core.quota import KeyUser, QuotaLimits
 from keyring_types.core.syscall_args import check_creds
 from keyring_types.core.world import Clock, World
 
+if TYPE_CHECKING:
+    from keyring_types.store.world import StoreWorld
+
 __all__ = ["Keyspace", "OpScope"]
 
 
@@ -43,6 +48,10 @@ class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
     ``Keyspace()`` starts like a fresh login session: the caller (this process's
     credentials unless ``uid``/``gid`` are given) holds a new anonymous session
     keyring.  ``clock`` (seconds) drives expiry and GC; ``limits`` the quotas.
+    ``store`` (a path, or ``True`` for ``$KEYRING_TYPES_STORE`` / ``<state
+    dir>/keys.db``) keeps user, named-session and persistent keyrings and all
+    they link in that file, shared with other processes (:mod:`keyring_types.store`);
+    without it nothing is written anywhere.
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
         limits: QuotaLimits | None = None,
         clock: Clock = time.time,
         gc_delay: int = KEY_GC_DELAY,
+        store: str | os.PathLike[str] | bool | None = None,
         _world: World | None = None,
         _proc: ProcessKeyrings | None = None,
     ) -> None:
@@ -71,7 +81,12 @@ class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
             (cur.groups if uid is None else ()) if groups is None else groups,
         )
         if _world is None:
-            _world = World(limits or QuotaLimits(), clock, gc_delay)
+            if store is None or store is False:
+                _world = World(limits or QuotaLimits(), clock, gc_delay)
+            else:
+                from keyring_types.store import open_store_world
+
+                _world = open_store_world(store, limits or QuotaLimits(), clock, gc_delay)
             _proc = ProcessKeyrings(_world)
             with _world.lock:
                 _proc.set_session(_world.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM))
@@ -99,6 +114,12 @@ class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
         view = Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
         view._parent_ref = weakref.ref(self)  # its parent process, for session_to_parent
         return view
+
+    @property
+    def store(self) -> StoreWorld | None:
+        """The store this keyspace persists to (``path``, ``close()``, ``integrity_check()``), or None."""
+        w = self._world
+        return None if type(w) is World else w  # type: ignore[return-value]
 
     def same_world(self, other: KeyspaceAPI) -> bool:
         return isinstance(other, Keyspace) and other._world is self._world
