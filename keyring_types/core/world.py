@@ -199,7 +199,9 @@ class World:
             del ring.links[idx]  # type: ignore[union-attr]
             if key.links is not None:
                 ring.rings.pop(idx, None)  # type: ignore[union-attr]
-            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+            # No refund: the kernel's GC drops dead keys from keyrings (keyring_gc)
+            # without key_payload_reserve, so the link's 4 bytes stay charged to the
+            # keyring's owner until the keyring is cleared or destroyed.
         parents.clear()
         if key.pins == 0:
             if key.links is None:

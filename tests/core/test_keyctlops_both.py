@@ -172,6 +172,46 @@ def test_revoked_keys_in_proc_keys(space: kt.KeyspaceAPI) -> None:
     assert errno_of(user.describe) == errno.EKEYREVOKED  # revoked wins over expired
 
 
+def _qnbytes(space: kt.KeyspaceAPI, uid: int) -> int:
+    if isinstance(space, Keyspace):
+        return space.quota(uid).qnbytes
+    with open("/proc/key-users") as f:
+        for line in f:
+            if line.split(":")[0].strip() == str(uid):
+                return int(line.split()[4].split("/")[0])
+    return 0
+
+
+def test_links_of_collected_keys_stay_charged_until_the_keyring_is_cleared(
+    root_space: kt.KeyspaceAPI, other_uid: int
+) -> None:
+    """Found by the keyctlops differential: the kernel's GC drops an invalidated key from
+    its keyrings without refunding the link's 4 bytes; unlinking refunds, clearing refunds all."""
+    import time
+
+    space = root_space
+    user = space.as_user(other_uid, other_uid)
+    ring = user.add_key("keyring", "r", None, "@s")  # 2 bytes ("r" and its NUL)
+    key = user.add_key("user", "a", b"xyz", ring)  # 2 + 3, and 4 for the link
+
+    def settled(expected: int) -> int:
+        deadline = time.monotonic() + 3
+        while _qnbytes(space, other_uid) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)  # the kernel frees keys in its GC worker
+        return _qnbytes(space, other_uid)
+
+    assert settled(11) == 11
+    space.sys_invalidate(key.serial)
+    assert settled(6) == 6
+    other = user.add_key("user", "b", b"xyz", ring)
+    assert settled(15) == 15
+    ring.unlink(other)
+    assert settled(6) == 6
+    ring.clear()
+    assert settled(2) == 2
+    ring.invalidate()
+
+
 # -- move -------------------------------------------------------------------------
 
 
