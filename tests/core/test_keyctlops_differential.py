@@ -10,14 +10,21 @@ expiry with one- and two-second timeouts (and a rule that waits for them), ELOOP
 ``get_security`` and ``session_to_parent``.  After every step ``/proc/keys`` and
 ``/proc/key-users`` are compared through the model's procfs formatting.
 
+Every example starts with a tour (the ``@initialize`` rules, in random order) that
+walks each of those paths once: hypothesis favours the rules it lists first, so a
+path left to chance may not be reached in a short run.
+
 The kernel's side of an ``as_user`` actor is a new child for every call, so the
 model's side is a new view for every call too (a child has no thread or process
 keyring of its parent's, and what it makes there dies with it).  The session
-keyring is kept alive: rules never revoke, invalidate, chown, time out or re-permit it.
+keyring is kept alive: rules never revoke, invalidate, chown, time out or re-permit
+it.  Nor do they revoke, re-permit, re-own or time out the fresh users' user and
+persistent keyrings, which the kernel would otherwise keep (for gc_delay) after the
+example; root's own persistent keyring is never used (it outlives the run).
 
 How much each run reaches is counted (``REACHED``) and, for the bounded run of the
-normal suite (derandomized, so repeatable), required; ``-m slow`` runs many more
-random examples.  ``KT_KEYCTLOPS_DIFF_EXAMPLES`` overrides the count.
+normal suite (derandomized, so repeatable; about 25 s), required; ``-m slow`` runs
+many more random examples.  ``KT_KEYCTLOPS_DIFF_EXAMPLES`` overrides the count.
 """
 
 from __future__ import annotations
