@@ -597,11 +597,14 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
         kview = self.kern.as_user(*self.creds[actor])
         ko = json.loads(kview._call(lambda: run(kt.KernelKeyspace())))
         self._settle(before)
-        # The keyring's serial (last-but-one step) pairs the two sides when it was kept.
+        # The keyring's serial (last-but-one step) pairs the two sides when it was kept,
+        # and so does the key's (step 1).
         kept = 2
         if keep and mo[-1][0] == ko[-1][0] == "ok":
             self._pair(mo[-2][1], ko[-2][1])
             kept = mo[-2][1]
+            if mo[1][0] == ko[1][0] == "ok":
+                self._pair(mo[1][1], ko[1][1])  # the key made there lives on with it
         mo = [o if i not in (1, 5) or o[0] != "ok" else ["ok", "serial"] for i, o in enumerate(mo)]
         ko = [o if i not in (1, 5) or o[0] != "ok" else ["ok", "serial"] for i, o in enumerate(ko)]
         self._same(f"process_keyrings[{actor}]({which},{desc!r},{keep})", ("ok", mo), ("ok", ko))
