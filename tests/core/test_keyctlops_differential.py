@@ -137,6 +137,10 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
         self._pair(self.model.sys_get_keyring_id(-3, False), self.kern.sys_get_keyring_id(-3, False))
         self.user_rings: list[tuple[kt.KernelKeyspace, bytes]] = []
         self.protected: set[int] = set()  # model serials rules must not revoke/re-permit/time out
+        #: The fresh users' persistent keyrings.  No keyring is put into one: a deep chain
+        #: there would make linking it anywhere ELOOP, so teardown could not reach it to
+        #: invalidate it, and the kernel would keep it for three days.
+        self.persistent: set[int] = set()
         KeyctlOpsDifferential.uids_used.extend((self.u1, self.u2))
         for actor in (1, 2):
             kview = self.kviews[actor]
@@ -160,12 +164,20 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
                 view._call(_invalidate_packed, both)
             except OSError:
                 pass
+        # Into a new keyring: a rule may have linked the session inside a persistent
+        # keyring, and linking that back into the session would be a cycle (EDEADLK).
+        try:
+            dest = self.kern.sys_add_key("keyring", f"{self.token}-teardown", None, -3)
+        except OSError:
+            dest = -3
         for uid in (self.u1, self.u2):
             try:
-                serial = self.kern.sys_get_persistent(uid, -3)
+                serial = self.kern.sys_get_persistent(uid, dest)
                 self.kern.sys_invalidate(serial)
             except OSError:
                 pass
+        if dest != -3:
+            self.kern.sys_invalidate(dest)
 
     # -- bookkeeping -----------------------------------------------------------
     def _mview(self, actor: int) -> kt.KeyspaceAPI:
@@ -237,6 +249,10 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
     def _rec(self, serial: int) -> Any:
         return self.model._world.keys.get(serial)
 
+    def _keyring_into_persistent(self, key: int, ring: int) -> bool:
+        rec = self._rec(key)
+        return ring in self.persistent and (rec is None or rec.is_keyring)
+
     # -- the tour: every example first walks each rare path once --------------------
     #
     # Hypothesis favours the rules it lists first, so a rule reached only by chance may
@@ -294,6 +310,7 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
             o = self._step(f"get_persistent[{actor}]", actor, lambda ks, tr, uid=uid: ks.sys_get_persistent(uid, -3))
             if o[0] == "ok":
                 self.protected.add(o[1])
+                self.persistent.add(o[1])
                 got.append(o[1])
         for serial in got:
             self._step(f"get_security[{actor}]", actor, lambda ks, tr, serial=serial: ks.sys_get_security(tr(serial)))
@@ -361,6 +378,8 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
 
     @rule(target=rings, actor=st.integers(0, 2), desc=st.sampled_from([*DESCS, "s1", "s2"]), dest=rings)
     def add_keyring(self, actor: int, desc: str, dest: int) -> int:
+        if dest in self.persistent:
+            return 2
         if desc in ("s1", "s2"):
             desc = f"{self.token}-{desc}"  # names a session join can find
         mo, ko = self._map(*self._both(actor, lambda ks, tr: ks.sys_add_key("keyring", desc, None, tr(dest))))
@@ -371,6 +390,8 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
     def add_chain(self, ring: int, depth: int) -> int:
         """Nest ``depth`` keyrings below ``ring`` (as root); the top one."""
         top = 2
+        if ring in self.persistent:
+            return top
         parent = ring
         for n in range(depth):
             mo, ko = self._map(
@@ -473,6 +494,8 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
 
     @rule(actor=st.integers(0, 2), key=st.one_of(keys, rings), ring=rings)
     def link(self, actor: int, key: int, ring: int) -> None:
+        if self._keyring_into_persistent(key, ring):
+            return
         mo, ko = self._both(actor, lambda ks, tr: ks.sys_link(tr(key), tr(ring)))
         self._same(f"link[{actor}]({key},{ring})", mo, ko)
 
@@ -528,6 +551,8 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
     def move(self, actor: int, key: int, src: int, dst: int, exclusive: bool) -> None:
         if dst == -4 and actor == 0:
             dst = -3
+        if self._keyring_into_persistent(key, dst):
+            return
         flags = 1 if exclusive else 0
         mo, ko = self._both(actor, lambda ks, tr: ks.sys_move(tr(key), tr(src), tr(dst), flags))
         self._same(f"move[{actor}]({key},{src},{dst},{flags})", mo, ko)
@@ -541,6 +566,7 @@ class KeyctlOpsDifferential(RuleBasedStateMachine):
         self._same(f"get_persistent[{actor}]({uid},{dest})", mo, ko)
         if mo[0] == "ok":
             self.protected.add(mo[1])  # revoked or timed out, the kernel would keep it for gc_delay
+            self.persistent.add(mo[1])
             return mo[1]  # type: ignore[no-any-return]
         return 2
 
