@@ -423,12 +423,16 @@ class StoreWorld(World):
                 rec.parents.clear()
                 self.pers.discard(rec)
                 self.roots.discard(rec)
+                if _payload_slot.__get__(rec) is _SEALED:
+                    _payload_slot.__set__(rec, None)
                 World.destroy(self, rec)
                 self.dirty.discard(rec)
                 self.pdirty.discard(rec)
                 self.sealed_seen.pop(rec, None)
 
     def destroy(self, rec: KeyRecord) -> None:
+        if _payload_slot.__get__(rec) is _SEALED:
+            _payload_slot.__set__(rec, None)  # never opened: nothing in memory to wipe
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
         self.hidden.pop(rec, None)
@@ -635,37 +639,57 @@ class StoreWorld(World):
             self._renumber(rec)
             rec = None
         if rec is None:
-            user = self.key_user(uid)
-            rec = KeyRecord(serial, ktype, desc, uid, gid, perm, user)
-            rec.__class__ = self._record_class
+            # Built whole as a plain record (no change tracking while loading), then typed.
+            rec = KeyRecord(
+                serial=serial,
+                ktype=ktype,
+                description=desc,
+                uid=uid,
+                gid=gid,
+                perm=perm,
+                user=self.key_user(uid),
+                datalen=datalen,
+                quotalen=quotalen,
+                in_quota=bool(flags & F_IN_QUOTA),
+                instantiated=bool(flags & F_INSTANTIATED),
+                revoked=bool(flags & F_REVOKED),
+                expiry=expiry,
+                revoked_at=revoked_at,
+                uid_keyring=bool(flags & F_UID_KEYRING),
+                links={} if flags & F_KEYRING else None,
+                rings={} if flags & F_KEYRING else None,
+                usage=usage,
+            )
             rec.index_key = (type_name, desc)
-            if flags & F_KEYRING:
-                rec.links = {}
-                rec.rings = {}
+            rec.__class__ = self._record_class
             self.keys[serial] = rec
         else:
             self._charge(rec, -1)
+            put = _slot_set
             if rec.uid != uid:
-                rec.user = self.key_user(uid)
-        rec.uid = uid
-        rec.gid = gid
-        rec.perm = perm
-        rec.in_quota = bool(flags & F_IN_QUOTA)
-        rec.instantiated = bool(flags & F_INSTANTIATED)
-        rec.revoked = bool(flags & F_REVOKED)
-        rec.uid_keyring = bool(flags & F_UID_KEYRING)
-        rec.expiry = expiry
-        rec.revoked_at = revoked_at
-        rec.datalen = datalen
-        rec.quotalen = quotalen
-        rec.usage = usage
+                put(rec, "user", self.key_user(uid))
+            put(rec, "uid", uid)
+            put(rec, "gid", gid)
+            put(rec, "perm", perm)
+            put(rec, "in_quota", bool(flags & F_IN_QUOTA))
+            put(rec, "instantiated", bool(flags & F_INSTANTIATED))
+            put(rec, "revoked", bool(flags & F_REVOKED))
+            put(rec, "uid_keyring", bool(flags & F_UID_KEYRING))
+            put(rec, "expiry", expiry)
+            put(rec, "revoked_at", revoked_at)
+            put(rec, "datalen", datalen)
+            put(rec, "quotalen", quotalen)
+            put(rec, "usage", usage)
         self._charge(rec, +1)
         if sealed is None:
-            old, rec.payload = rec.payload, None
-            self.sealed_seen.pop(rec, None)
-            _wipe(old)
+            self._drop_payload(rec)
         elif self.sealed_seen.get(rec) != sealed:
-            rec.payload = self._open_payload(rec, bytes(sealed))
+            # Opened when first used (see StoredKeyRecord.payload): a store of many
+            # keys opens without decrypting them all, and a row that fails to open
+            # fails the key it belongs to, not the whole store.
+            self._drop_payload(rec)
+            _payload_slot.__set__(rec, _SEALED)
+            self.sealed_seen[rec] = bytes(sealed)
         self.pers.add(rec)
         if flags & F_ROOT:
             self.roots.add(rec)
@@ -678,8 +702,11 @@ class StoreWorld(World):
             self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
         return rec
 
-    def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
-        assert self._sealer is not None  # loaded by begin()
+    def open_payload(self, rec: KeyRecord) -> Any:
+        """Decrypt and decode the stored payload of ``rec`` into its slot; ``EBADMSG`` if it does not open."""
+        sealed = self.sealed_seen.get(rec)
+        if sealed is None or self._sealer is None:
+            raise error(errno.EKEYREVOKED, f"the stored payload of key {rec.serial} is not available")
         plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
         try:
             decode = getattr(rec.ktype, "store_decode", None)
@@ -689,10 +716,16 @@ class StoreWorld(World):
                 payload = decode_payload(plain, type(rec.ktype).__module__)
         finally:
             plain[:] = bytes(len(plain))
-        old, rec.payload = rec.payload, payload
-        _wipe(old)
-        self.sealed_seen[rec] = sealed
+        _payload_slot.__set__(rec, payload)
         return payload
+
+    def _drop_payload(self, rec: KeyRecord) -> None:
+        """Wipe and clear the payload in memory without opening a sealed one (no change is recorded)."""
+        old = _payload_slot.__get__(rec)
+        _payload_slot.__set__(rec, None)
+        if old is not _SEALED:
+            _wipe(old)
+        self.sealed_seen.pop(rec, None)
 
     def _apply_links(self, ring: KeyRecord, blob: bytes) -> None:
         assert ring.links is not None and ring.rings is not None
@@ -790,6 +823,23 @@ class StoreWorld(World):
             user.qnbytes += sign * rec.quotalen
 
 
+#: The payload slot of KeyRecord itself, below the StoredKeyRecord property.
+_payload_slot: Any = KeyRecord.__dict__["payload"]
+_slot_set = object.__setattr__
+
+
+class _Sealed:
+    """The payload slot's value while the stored payload has not been opened yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<sealed payload>"
+
+
+_SEALED = _Sealed()
+
+
 def _wipe(payload: object) -> None:
     wipe = getattr(payload, "wipe", None)
     if callable(wipe):
@@ -797,14 +847,27 @@ def _wipe(payload: object) -> None:
 
 
 def _record_class(world: StoreWorld) -> type[KeyRecord]:
-    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed."""
+    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed.
+
+    Its ``payload`` opens a stored payload the first time it is read.
+    """
     dirty = world.dirty
     pdirty = world.pdirty
     setter = object.__setattr__
     tracked = _TRACKED
+    slot_get = _payload_slot.__get__
+    slot_set = _payload_slot.__set__
+
+    def get_payload(self: KeyRecord) -> Any:
+        value = slot_get(self)
+        if value is _SEALED:
+            value = world.open_payload(self)
+        return value
 
     class StoredKeyRecord(KeyRecord):
         __slots__ = ()
+
+        payload = property(get_payload, slot_set)
 
         def __setattr__(self, name: str, value: Any) -> None:
             setter(self, name, value)
@@ -812,6 +875,7 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 dirty.add(self)
                 if name == "payload":
                     pdirty.add(self)
+                    world.sealed_seen.pop(self, None)
 
     return StoredKeyRecord
 
