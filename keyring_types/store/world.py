@@ -42,7 +42,6 @@ from keyring_types.core.record import KeyRecord
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
-from keyring_types.store.codec import decode_payload, encode_payload
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
 __all__ = ["StoreLock", "StoreWorld"]
@@ -250,7 +249,11 @@ class StoreWorld(World):
                 finally:
                     key.wipe()
             else:
-                self._load_key()
+                # The store key is unsealed when a payload is first sealed or opened, so
+                # work on names, links and permissions needs no trust source at all.
+                meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
+                if not {"pruned", "key_source", "key_blob"} <= meta:
+                    raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -259,8 +262,8 @@ class StoreWorld(World):
             self._rollback()
             raise
 
-    def _load_key(self) -> None:
-        """Unseal the store key from the file's metadata (inside a transaction)."""
+    def _load_key(self) -> RowSealer:
+        """Unseal the store key from the file's metadata (inside a transaction); the trust source's errors."""
         meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
         if not {"pruned", "key_source", "key_blob"} <= meta.keys():
             raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
@@ -269,6 +272,7 @@ class StoreWorld(World):
             self._sealer = RowSealer(key)
         finally:
             key.wipe()
+        return self._sealer
 
     def close(self) -> None:
         """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
@@ -306,8 +310,6 @@ class StoreWorld(World):
             self._reopen_after_fork()
         self._execute("BEGIN IMMEDIATE", "starting a transaction")
         try:
-            if self._sealer is None:
-                self._load_key()
             # The store's generation is that of its newest row (tombstones included).
             db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
             if db_gen != self.gen:
@@ -555,11 +557,13 @@ class StoreWorld(World):
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
+            from keyring_types.store.codec import encode_payload
+
             plain = bytearray()
             encode_payload(rec.payload, plain)
         try:
-            assert self._sealer is not None  # loaded by begin()
-            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+            sealer = self._sealer or self._load_key()
+            sealed = sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -705,14 +709,17 @@ class StoreWorld(World):
     def open_payload(self, rec: KeyRecord) -> Any:
         """Decrypt and decode the stored payload of ``rec`` into its slot; ``EBADMSG`` if it does not open."""
         sealed = self.sealed_seen.get(rec)
-        if sealed is None or self._sealer is None:
+        if sealed is None:
             raise error(errno.EKEYREVOKED, f"the stored payload of key {rec.serial} is not available")
-        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+        sealer = self._sealer or self._load_key()
+        plain = bytearray(sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
         try:
             decode = getattr(rec.ktype, "store_decode", None)
             if decode is not None:
                 payload = decode(rec, bytes(plain))
             else:
+                from keyring_types.store.codec import decode_payload
+
                 payload = decode_payload(plain, type(rec.ktype).__module__)
         finally:
             plain[:] = bytes(len(plain))
