@@ -193,8 +193,9 @@ class StoreWorld(World):
     """A world whose user keyrings, named sessions and all they link live in a store file.
 
     ``EACCES`` (directory or file fails its checks), ``EINVAL`` (not a store),
-    ``EBADMSG`` (damaged, or its key cannot be unsealed here), the trust source's
-    errors when a new store's key is sealed.
+    ``EBADMSG`` (damaged), ``EPROTONOSUPPORT`` (newer schema), the trust source's
+    errors when a new store's key is sealed.  An existing store's key is unsealed
+    when a payload is first sealed or opened, and its errors come from there.
     """
 
     def __init__(self, path: Path, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
