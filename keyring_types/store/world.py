@@ -56,11 +56,15 @@ F_UID_KEYRING = 0x08
 F_ROOT = 0x10
 F_IN_QUOTA = 0x20
 F_KEYRING = 0x40
+#: Where a negative key's errno sits in the flags column (errno < 4096).
+_NEGATIVE_SHIFT = 8
+_NEGATIVE_MASK = 0xFFF
 
 #: The attributes of a record that are written to its row.
 _TRACKED = frozenset(
     {
         "description",
+        "upcall",
         "uid",
         "gid",
         "perm",
@@ -518,6 +522,8 @@ class StoreWorld(World):
             | (F_ROOT if rec in self.roots else 0)
             | (F_IN_QUOTA if rec.in_quota else 0)
             | (F_KEYRING if rec.links is not None else 0)
+            # A negative key's errno (core.request_key), in the bits above the flags.
+            | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
         )
         links = None
         if rec.links is not None:
@@ -661,6 +667,7 @@ class StoreWorld(World):
                 expiry=expiry,
                 revoked_at=revoked_at,
                 uid_keyring=bool(flags & F_UID_KEYRING),
+                upcall=(flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK,
                 links={} if flags & F_KEYRING else None,
                 rings={} if flags & F_KEYRING else None,
                 usage=usage,
@@ -680,6 +687,7 @@ class StoreWorld(World):
             put(rec, "instantiated", bool(flags & F_INSTANTIATED))
             put(rec, "revoked", bool(flags & F_REVOKED))
             put(rec, "uid_keyring", bool(flags & F_UID_KEYRING))
+            put(rec, "upcall", (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK)
             put(rec, "expiry", expiry)
             put(rec, "revoked_at", revoked_at)
             put(rec, "datalen", datalen)
