@@ -23,12 +23,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from keyring_types.cli.family import fail, run_verb
+
 PROG = "ktctl rpmb"
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    print(f"{PROG} {verb}: {exc.strerror or exc}", file=sys.stderr)
-    return 1
 
 
 @contextlib.contextmanager
@@ -145,13 +142,14 @@ def _run(args: argparse.Namespace) -> int:
             _write_output(args.out, resp)
             return 0
     except OSError as exc:
-        return _fail(verb, exc)
+        return fail(PROG, verb, exc)
     raise AssertionError(verb)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Talk to an RPMB partition (eMMC, NVMe, or the emulated one).")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    parser.set_defaults(run=_run)
 
     def device(p: argparse.ArgumentParser) -> None:
         p.add_argument("device", help="/dev/mmcblkNrpmb, /dev/nvmeN, or an emulator's socket")
@@ -212,8 +210,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """``ktctl rpmb VERB ...``; exit status 0, 1 (the call failed) or 2 (usage)."""
-    try:
-        args = _parser().parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return _run(args)
+    return run_verb(_parser(), argv)
