@@ -817,13 +817,10 @@ class StoreWorld(World):
         del self.keys[old]
         rec.serial = self.new_serial()
         self.keys[rec.serial] = rec
+        # Keyrings hold it by index key, not serial; its children name it by serial.
         for child in (rec.links or {}).values():
             child.parents.pop(old, None)
             child.parents[rec.serial] = None
-        for p in rec.parents:
-            ring = self.keys.get(p)
-            if ring is not None and ring.links is not None and ring.rings is not None:
-                ring.links[rec.index_key] = rec
         if rec.gc_at:
             when, rec.gc_at = rec.gc_at, 0
             self.schedule_gc(when, rec)
