@@ -21,6 +21,8 @@ import errno
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+
 from keyring_types.constants import (
     KEY_POS_ALL,
     KEY_POS_SETATTR,
@@ -75,6 +77,19 @@ class AsymmetricKeyType(KeyType):
         payload, key.payload = key.payload, None
         if payload is not None:
             payload.wipe()
+
+    # -- a persistent Keyspace (keyring_types.store) writes the blob the key came from --
+    def store_encode(self, key: KeyRecord) -> bytes:
+        payload = self._payload(key)
+        if payload.private_key is not None:
+            der: bytes = payload.private_key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            return der
+        return payload.der
+
+    def store_decode(self, key: KeyRecord, data: bytes) -> AsymmetricPayload:
+        return parse_asymmetric(data)[1]
 
     # -- the kernel's asym_* operations (keyctl_pkey.c calls these) ---------------
     def asym_query(self, key: KeyRecord, params: PkeyParams) -> PkeyQuery:

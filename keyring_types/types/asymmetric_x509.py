@@ -94,6 +94,8 @@ class AsymmetricPayload:
     auth: CertSignature | None = None
     #: The certificate verified its own signature (the kernel's self_signed flag).
     self_signed: bool = False
+    #: The certificate's DER (what a store writes for the key); empty for PKCS#8.
+    der: bytes = b""
 
     def wipe(self) -> None:
         self.private_key = None
@@ -229,7 +231,7 @@ def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
         *sig_algo,
     )
     cert_id = serial + issuer
-    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid, subject), cert.public_key(), None, sig)
+    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid, subject), cert.public_key(), None, sig, der=data[:e])
     if subject == issuer:
         _check_self_signed(payload, skid, cert_id)
     subject_name = _fabricate_name(data, subject_el[1], subject_el[2])
