@@ -45,7 +45,7 @@ from keyring_types.core.perm import (
 from keyring_types.core.process_keys import DEFER_PERM_CHECK, NEED_UNLINK, ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import check_restriction
-from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree
+from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree, type_match
 from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
 
@@ -364,9 +364,13 @@ class Keyctl(ProcessKeys):
             ring, possessed = self._lookup(ringid, NEED_SEARCH)
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
+            match = type_match(type_name, description)
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
-            ctx = SearchContext((type_name, description), self.cred, self._world.now(), possessed=possessed)
+            ctx = SearchContext(
+                (type_name, description), self.cred, self._world.now(), possessed=possessed, match=match,
+                iterate=match is not None,
+            )
             found = search_keyring_tree(ring, ctx)
             if found is None:
                 if ctx.err == EAGAIN:
