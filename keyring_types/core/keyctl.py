@@ -82,6 +82,10 @@ def check_desc_size(description: str) -> None:
         )
 
 
+#: Types known to match by description alone: their searches skip the match_preparse lookup.
+_EXACT_MATCH_TYPES = frozenset({"user", "logon", "keyring"})
+
+
 def _search_type(type_name: str) -> None:
     """Search and request_key report an unknown type as ENOKEY (key_type_lookup's own errno)."""
     try:
@@ -364,7 +368,7 @@ class Keyctl(ProcessKeys):
             ring, possessed = self._lookup(ringid, NEED_SEARCH)
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
-            match = type_match(type_name, description)
+            match = type_match(type_name, description) if type_name not in _EXACT_MATCH_TYPES else None
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
             ctx = SearchContext(

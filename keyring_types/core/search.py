@@ -82,9 +82,14 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
         return top
     if top.invalidated or top.revoked:
         return None
-    found = _candidate(top, ctx) if top.links is not None else None
-    if found is not None:
-        return found
+    if ctx.iterate:
+        found = _candidate(top, ctx) if top.links is not None else None
+        if found is not None:
+            return found
+    else:
+        found = top.links.get(ctx.index) if top.links is not None else None
+        if found is not None and ctx._consider(found):
+            return found
     if top.links is None:
         return None
     stack: list[Iterator[KeyRecord]] = [iter(list(_sub_keyrings(top)))]
@@ -104,24 +109,21 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
         if nxt.invalidated or nxt.revoked:
             continue
         assert nxt.links is not None
-        cand = _candidate(nxt, ctx)
-        if cand is not None:
+        cand = _candidate(nxt, ctx) if ctx.iterate else nxt.links.get(ctx.index)
+        if cand is not None and (ctx.iterate or ctx._consider(cand)):
             return cand
         stack.append(iter(list(_sub_keyrings(nxt))))
     return None
 
 
 def _candidate(ring: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
-    """The key in ``ring`` (not below) that ``ctx`` accepts, if any."""
+    """The key of the index's type in ``ring`` (not below) that ``ctx`` accepts, if any (iterate mode)."""
     assert ring.links is not None
-    if ctx.iterate:
-        type_name = ctx.index[0]
-        for each in list(ring.links.values()):
-            if each.index_key[0] == type_name and ctx._consider(each):
-                return each
-        return None
-    cand = ring.links.get(ctx.index)
-    return cand if cand is not None and ctx._consider(cand) else None
+    type_name = ctx.index[0]
+    for each in list(ring.links.values()):
+        if each.index_key[0] == type_name and ctx._consider(each):
+            return each
+    return None
 
 
 def type_match(type_name: str, description: str) -> Callable[[KeyRecord], bool] | None:
