@@ -47,6 +47,7 @@ from keyring_types.core.perm import NEED_LINK, NEED_WRITE
 from keyring_types.core.process_keys import ProcessKeyrings
 from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 from keyring_types.core.request_key_auth import AUTH_KEY_PERM, AUTH_TYPE, RequestKeyAuth
+from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import EAGAIN, SearchContext, search_cred_keyrings
 from keyring_types.errors import error
 
@@ -146,7 +147,8 @@ class Upcalls(Keyctl):
         rec.upcall = UNDER_CONSTRUCTION
         try:
             if dest is not None:
-                key_link(w, self.cred, dest, rec)
+                # construct_alloc_key links without asking a restriction (the key has no payload yet).
+                key_link(w, self.cred, dest, rec, restricted=False)
             auth = self._new_auth_key(rec, callout, dest)
         except BaseException:
             w.maybe_destroy(rec)
@@ -385,7 +387,9 @@ class Upcalls(Keyctl):
                 # does, so a refused link leaves the key under construction.
                 was_linked = dest is None or dest.serial in target.parents
                 if dest is not None:
-                    key_link(w, self.cred, dest, target)
+                    # key_instantiate_and_link asks the restriction about the new payload.
+                    check_restriction(w, dest, ktype, prep.payload)
+                    key_link(w, self.cred, dest, target, restricted=False)
                 try:
                     if target.upcall != UNDER_CONSTRUCTION:
                         raise error(errno.EBUSY, f"key {keyid} has already been instantiated or negated")
@@ -534,7 +538,7 @@ def _reject_and_link(
     link_error: OSError | None = None
     if dest is not None:
         try:
-            key_link(world, cred, dest, rec)
+            key_link(world, cred, dest, rec, restricted=False)  # key_reject_and_link asks no restriction
         except OSError as exc:
             link_error = exc
     if auth is not None:
