@@ -54,18 +54,16 @@ class KeyringType(KeyType):
         key.rings = None if key.rings is None else {}
 
 
-def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord, restricted: bool = True) -> None:
+def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
     """``key_link``: reserve the link's bytes, ask the keyring's restriction, refuse cycles, install.
 
     ENOTDIR, EDEADLK, ELOOP, EDQUOT, and the restriction's refusal (``EPERM`` ...).
-    ``restricted=False`` skips the restriction, for the links the kernel makes
-    without asking it (a key under construction, a negated key).
     """
     if not ring.is_keyring:
         raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
     assert ring.links is not None
     existing = ring.links.get(key.index_key)
-    check = restricted and ring.restriction is not None
+    check = ring.restriction is not None
     if existing is key and not check:
         return
     if existing is None:

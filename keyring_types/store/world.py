@@ -57,11 +57,15 @@ F_UID_KEYRING = 0x08
 F_ROOT = 0x10
 F_IN_QUOTA = 0x20
 F_KEYRING = 0x40
+#: Where a negative key's errno sits in the flags column (errno < 4096).
+_NEGATIVE_SHIFT = 8
+_NEGATIVE_MASK = 0xFFF
 
 #: The attributes of a record that are written to its row.
 _TRACKED = frozenset(
     {
         "description",
+        "upcall",
         "uid",
         "gid",
         "perm",
@@ -511,6 +515,8 @@ class StoreWorld(World):
             | (F_ROOT if rec in self.roots else 0)
             | (F_IN_QUOTA if rec.in_quota else 0)
             | (F_KEYRING if rec.links is not None else 0)
+            # A negative key's errno (core.request_key), in the bits above the flags.
+            | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
         )
         links = None
         if rec.links is not None:
@@ -654,6 +660,7 @@ class StoreWorld(World):
         rec.instantiated = bool(flags & F_INSTANTIATED)
         rec.revoked = bool(flags & F_REVOKED)
         rec.uid_keyring = bool(flags & F_UID_KEYRING)
+        rec.upcall = (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK
         rec.expiry = expiry
         rec.revoked_at = revoked_at
         rec.datalen = datalen
