@@ -55,21 +55,17 @@ class KeyringType(KeyType):
 
 
 def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
-    """``key_link``: reserve the link's bytes, ask the keyring's restriction, refuse cycles, install.
-
-    ENOTDIR, EDEADLK, ELOOP, EDQUOT, and the restriction's refusal (``EPERM`` ...).
-    """
+    """``key_link``: reserve the link's bytes, refuse cycles, install; ENOTDIR, EDEADLK, ELOOP, EDQUOT."""
     if not ring.is_keyring:
         raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
     assert ring.links is not None
     existing = ring.links.get(key.index_key)
-    check = ring.restriction is not None
-    if existing is key and not check:
+    if existing is key and ring.restriction is None:
         return
     if existing is None:
         ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
     try:
-        if check:
+        if ring.restriction is not None:
             check_restriction(world, ring, key.ktype, key.payload)
         if key.is_keyring:
             detect_cycle(world, cred, ring, key)
