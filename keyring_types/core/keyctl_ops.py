@@ -20,6 +20,7 @@ from keyring_types.core.perm import NEED_LINK, NEED_READ, NEED_VIEW, NEED_WRITE
 from keyring_types.core.persistent import get_persistent
 from keyring_types.core.process_keys import ProcessKeys
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.restrict import check_restriction
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -189,7 +190,8 @@ def key_move(view: ProcessKeys, key: KeyRecord, src: KeyRecord, dst: KeyRecord, 
 
     ENOTDIR, ENOENT (the source holds nothing of the key's type and description),
     EKEYREVOKED (target revoked), EDQUOT (a new link in the target), EEXIST
-    (exclusive and the target has that slot filled), EDEADLK/ELOOP.
+    (exclusive and the target has that slot filled), the target's restriction
+    (EPERM, ENOKEY, ...), EDEADLK/ELOOP.
     """
     w = view._world
     if src.links is None or dst.links is None:
@@ -209,6 +211,8 @@ def key_move(view: ProcessKeys, key: KeyRecord, src: KeyRecord, dst: KeyRecord, 
             raise error(
                 errno.EEXIST, f"keyring {dst.serial} already holds a {key.ktype.name} key {key.description!r}"
             )
+        if dst.restriction is not None:
+            check_restriction(w, dst, key.ktype, key.payload)
         if key.is_keyring:
             detect_cycle(w, view.cred, dst, key)
     except BaseException:

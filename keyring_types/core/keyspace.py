@@ -8,6 +8,8 @@ kernel's own parts:
 * :mod:`~keyring_types.core.process_keys` — the view's keyrings, special ids,
   possession, ``lookup_user_key`` and the search of the caller's keyrings;
 * :mod:`~keyring_types.core.keyctl` — the ``sys_*`` system calls;
+* :mod:`~keyring_types.core.request_key` — construction by upcall and the
+  handler-side calls;
 * :mod:`~keyring_types.core.key` and :mod:`~keyring_types.core.keyring` — what
   the calls do to a key and to a keyring;
 * :mod:`~keyring_types.core.hints` — the messages of failed calls.
@@ -28,11 +30,12 @@ from keyring_types.constants import KEY_GC_DELAY
 from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
-from keyring_types.core.keyctl import Keyctl
+from keyring_types.core.keyctl_asym import AsymKeyctl
 from keyring_types.core.keyctl_ops import KeyctlOps
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
+from keyring_types.core.request_key import Upcalls
 from keyring_types.core.syscall_args import check_creds
 from keyring_types.core.world import Clock, World
 
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(KeyctlOps, Keyctl, KeyspaceAPI):
+class Keyspace(KeyctlOps, AsymKeyctl, Upcalls, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's

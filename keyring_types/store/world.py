@@ -35,13 +35,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from keyring_types.constants import KEYQUOTA_LINK_BYTES
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
-from keyring_types.store.codec import decode_payload, encode_payload
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
 __all__ = ["StoreLock", "StoreWorld"]
@@ -49,15 +49,22 @@ __all__ = ["StoreLock", "StoreWorld"]
 # Row flags.
 F_INSTANTIATED = 0x01
 F_REVOKED = 0x02
+#: A tombstone: the key was deleted at this row's generation (invalidated, if F_INVALIDATED).
+F_INVALIDATED = 0x04
+F_GONE = 0x80
 F_UID_KEYRING = 0x08
 F_ROOT = 0x10
 F_IN_QUOTA = 0x20
 F_KEYRING = 0x40
+#: Where a negative key's errno sits in the flags column (errno < 4096).
+_NEGATIVE_SHIFT = 8
+_NEGATIVE_MASK = 0xFFF
 
 #: The attributes of a record that are written to its row.
 _TRACKED = frozenset(
     {
         "description",
+        "upcall",
         "uid",
         "gid",
         "perm",
@@ -76,9 +83,11 @@ _TRACKED = frozenset(
         "usage",
     }
 )
+#: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
+_PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
 _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
-#: Tombstones older than this many generations are pruned; a process further behind reloads everything.
+#: Tombstone rows older than this many generations are pruned; a process further behind reloads everything.
 _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
@@ -90,6 +99,8 @@ _SELECT_NEWER = (
     "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
     "FROM keys WHERE gen > ?"
 )
+_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
+_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
 _UPSERT_ALL = (
     "INSERT OR REPLACE INTO keys "
     "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
@@ -186,8 +197,9 @@ class StoreWorld(World):
     """A world whose user keyrings, named sessions and all they link live in a store file.
 
     ``EACCES`` (directory or file fails its checks), ``EINVAL`` (not a store),
-    ``EBADMSG`` (damaged, or its key cannot be unsealed here), the trust source's
-    errors when a new store's key is sealed.
+    ``EBADMSG`` (damaged), ``EPROTONOSUPPORT`` (newer schema), the trust source's
+    errors when a new store's key is sealed.  An existing store's key is unsealed
+    when a payload is first sealed or opened, and its errors come from there.
     """
 
     def __init__(self, path: Path, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
@@ -206,6 +218,9 @@ class StoreWorld(World):
         self.gone: dict[int, bool] = {}
         #: The sealed payload last read or written for each record (to skip unchanged ones).
         self.sealed_seen: dict[KeyRecord, bytes] = {}
+        #: Per stored keyring, the serials it links that this process does not load
+        #: (keys of a type not registered here): written back with its row.
+        self.hidden: dict[KeyRecord, list[int]] = {}
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -233,13 +248,17 @@ class StoreWorld(World):
                     source, blob = seal_store_key(key)
                     conn.executemany(
                         "INSERT INTO meta (k, v) VALUES (?, ?)",
-                        [("gen", 0), ("pruned", 0), ("key_source", source), ("key_blob", blob)],
+                        [("pruned", 0), ("key_source", source), ("key_blob", blob)],
                     )
                     self._sealer = RowSealer(key)
                 finally:
                     key.wipe()
             else:
-                self._load_key()
+                # The store key is unsealed when a payload is first sealed or opened, so
+                # work on names, links and permissions needs no trust source at all.
+                meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
+                if not {"pruned", "key_source", "key_blob"} <= meta:
+                    raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -248,19 +267,22 @@ class StoreWorld(World):
             self._rollback()
             raise
 
-    def _load_key(self) -> None:
-        """Unseal the store key from the file's metadata (inside a transaction)."""
+    def _load_key(self) -> RowSealer:
+        """Unseal the store key from the file's metadata (inside a transaction); the trust source's errors."""
         meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
-        if not {"gen", "pruned", "key_source", "key_blob"} <= meta.keys():
+        if not {"pruned", "key_source", "key_blob"} <= meta.keys():
             raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
         key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
         try:
             self._sealer = RowSealer(key)
         finally:
             key.wipe()
+        return self._sealer
 
     def close(self) -> None:
-        """Close the store file; later operations on this world fail with ``EBADF``."""
+        """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
+        if self.closed:
+            return
         with self.lock:
             self.closed = True
         self.conn.close()
@@ -293,13 +315,10 @@ class StoreWorld(World):
             self._reopen_after_fork()
         self._execute("BEGIN IMMEDIATE", "starting a transaction")
         try:
-            if self._sealer is None:
-                self._load_key()
-            row = self.conn.execute("SELECT v FROM meta WHERE k = 'gen'").fetchone()
-            if row is None:
-                raise error(errno.EBADMSG, f"store {self.path}: its generation counter is missing")
-            if row[0] != self.gen:
-                self._sync(int(row[0]))
+            # The store's generation is that of its newest row (tombstones included).
+            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
+            if db_gen != self.gen:
+                self._sync(int(db_gen))
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -315,8 +334,10 @@ class StoreWorld(World):
             self.conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
-            # Memory is now ahead of the file: reload everything at the next operation.
+            # Memory is now ahead of the file: reload everything, payloads included,
+            # at the next operation.
             self.gen = -1
+            self.sealed_seen.clear()
             self.dirty.clear()
             self.pdirty.clear()
             self.gone.clear()
@@ -340,6 +361,11 @@ class StoreWorld(World):
     def alloc(self, *args: Any, **kwargs: Any) -> KeyRecord:
         rec = super().alloc(*args, **kwargs)
         rec.__class__ = self._record_class
+        if rec.description == _PERSISTENT_REGISTER and rec.ktype.name == "keyring" and not self.syncing:
+            # The register of persistent keyrings (core/persistent.py) is a root: the
+            # ``_persistent.<uid>`` keyrings it links, and all they link, are stored.
+            self.roots.add(rec)
+            self._persist_tree(rec)
         return rec
 
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
@@ -382,9 +408,41 @@ class StoreWorld(World):
         if key in self.pers:
             self._forget(key, key.invalidated)
 
+    def type_unregistered(self, ktype: Any) -> None:
+        """Keys of a type this process unregistered leave this process, not the store.
+
+        Registration is per process: another process may still use the type, so
+        its keys stay in the file, linked where they were, and are simply not seen
+        here any more, as keys of a type never registered here are not.  Nothing
+        is written (so this works on a closed store too).
+        """
+        with self.lock._raw:  # type: ignore[attr-defined]  # the memory only: no transaction
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                stored = rec in self.pers
+                for p in list(rec.parents):
+                    ring = self.keys.get(p)
+                    if ring is not None and ring.links is not None and ring.rings is not None:
+                        ring.links.pop(rec.index_key, None)
+                        ring.rings.pop(rec.index_key, None)
+                        if stored and ring in self.pers:
+                            # Still linked in the file, and still charged there.
+                            self.hidden.setdefault(ring, []).append(rec.serial)
+                rec.parents.clear()
+                self.pers.discard(rec)
+                self.roots.discard(rec)
+                if _payload_slot.__get__(rec) is _SEALED:
+                    _payload_slot.__set__(rec, None)
+                World.destroy(self, rec)
+                self.dirty.discard(rec)
+                self.pdirty.discard(rec)
+                self.sealed_seen.pop(rec, None)
+
     def destroy(self, rec: KeyRecord) -> None:
+        if _payload_slot.__get__(rec) is _SEALED:
+            _payload_slot.__set__(rec, None)  # never opened: nothing in memory to wipe
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
+        self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
         if rec in self.pers:
@@ -437,18 +495,21 @@ class StoreWorld(World):
         for rec in list(self.dirty):
             if rec in self.pers and (rec.dead or rec.invalidated):
                 self._forget(rec, rec.invalidated)
+        wrote = False
         for serial, invalidated in self.gone.items():
-            conn.execute("DELETE FROM keys WHERE serial = ?", (serial,))
-            conn.execute("INSERT OR REPLACE INTO gone (serial, gen, invalidated) VALUES (?, ?, ?)", (serial, gen, int(invalidated)))
+            # The row becomes a tombstone (a row never written has nothing to mark).
+            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
                 self._write_row(rec, gen)
-        if gen % _TOMBSTONE_SPAN == 0:
-            conn.execute("DELETE FROM gone WHERE gen <= ?", (gen - _TOMBSTONE_SPAN,))
-            conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
-        conn.execute("UPDATE meta SET v = ? WHERE k = 'gen'", (gen,))
-        self.gen = gen
+                wrote = True
+        if wrote:
+            if gen % _TOMBSTONE_SPAN == 0:
+                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+            self.gen = gen
         self.dirty.clear()
         self.pdirty.clear()
         self.gone.clear()
@@ -461,10 +522,19 @@ class StoreWorld(World):
             | (F_ROOT if rec in self.roots else 0)
             | (F_IN_QUOTA if rec.in_quota else 0)
             | (F_KEYRING if rec.links is not None else 0)
+            # A negative key's errno (core.request_key), in the bits above the flags.
+            | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
         )
         links = None
         if rec.links is not None:
             serials = [k.serial for k in rec.links.values()]
+            hidden = self.hidden.get(rec)
+            if hidden:
+                # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
+                # charge says how many are still there (none after a clear).
+                keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
+                del hidden[keep:]
+                serials += hidden
             links = struct.pack(f"<{len(serials)}i", *serials)
         head = (
             rec.serial,
@@ -494,11 +564,13 @@ class StoreWorld(World):
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
+            from keyring_types.store.codec import encode_payload
+
             plain = bytearray()
             encode_payload(rec.payload, plain)
         try:
-            assert self._sealer is not None  # loaded by begin()
-            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+            sealer = self._sealer or self._load_key()
+            sealed = sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -509,13 +581,14 @@ class StoreWorld(World):
         conn = self.conn
         pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
         full = self.gen < 0 or self.gen < pruned
+        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        rows = [r for r in every if not r[7] & F_GONE]
+        tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
         if full:
-            rows = conn.execute(_SELECT_ALL).fetchall()
+            # Anything this process holds as stored that has no live row any more is gone.
             present = {r[0] for r in rows}
-            tombstones = [(r.serial, 0) for r in self.pers if r.serial not in present]
-        else:
-            tombstones = conn.execute("SELECT serial, invalidated FROM gone WHERE gen > ?", (self.gen,)).fetchall()
-            rows = conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+            invalidated = dict(tombstones)
+            tombstones = [(r.serial, invalidated.get(r.serial, 0)) for r in self.pers if r.serial not in present]
         self.syncing = True
         try:
             for serial, invalidated in tombstones:
@@ -530,6 +603,9 @@ class StoreWorld(World):
                     self._apply_links(rec, links)
             for uid in {rec.uid for rec, _ in loaded if rec.uid_keyring}:
                 self._register_user_rings(uid)
+            for rec, _ in loaded:
+                if rec.description == _PERSISTENT_REGISTER and rec in self.roots:
+                    self._adopt_register(rec)
         finally:
             self.syncing = False
             self.dirty.clear()
@@ -566,41 +642,67 @@ class StoreWorld(World):
         except OSError:
             return None  # a type not registered in this process: its keys are not seen here
         rec = self.keys.get(serial)
+        if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
+            # The serial was freed and drawn again since this process last looked.
+            self._apply_tombstone(serial, False)
+            rec = self.keys.get(serial)
         if rec is not None and rec not in self.pers:
             self._renumber(rec)
             rec = None
         if rec is None:
-            user = self.key_user(uid)
-            rec = KeyRecord(serial, ktype, desc, uid, gid, perm, user)
-            rec.__class__ = self._record_class
+            # Built whole as a plain record (no change tracking while loading), then typed.
+            rec = KeyRecord(
+                serial=serial,
+                ktype=ktype,
+                description=desc,
+                uid=uid,
+                gid=gid,
+                perm=perm,
+                user=self.key_user(uid),
+                datalen=datalen,
+                quotalen=quotalen,
+                in_quota=bool(flags & F_IN_QUOTA),
+                instantiated=bool(flags & F_INSTANTIATED),
+                revoked=bool(flags & F_REVOKED),
+                expiry=expiry,
+                revoked_at=revoked_at,
+                uid_keyring=bool(flags & F_UID_KEYRING),
+                upcall=(flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK,
+                links={} if flags & F_KEYRING else None,
+                rings={} if flags & F_KEYRING else None,
+                usage=usage,
+            )
             rec.index_key = (type_name, desc)
-            if flags & F_KEYRING:
-                rec.links = {}
-                rec.rings = {}
+            rec.__class__ = self._record_class
             self.keys[serial] = rec
         else:
             self._charge(rec, -1)
+            put = _slot_set
             if rec.uid != uid:
-                rec.user = self.key_user(uid)
-        rec.uid = uid
-        rec.gid = gid
-        rec.perm = perm
-        rec.in_quota = bool(flags & F_IN_QUOTA)
-        rec.instantiated = bool(flags & F_INSTANTIATED)
-        rec.revoked = bool(flags & F_REVOKED)
-        rec.uid_keyring = bool(flags & F_UID_KEYRING)
-        rec.expiry = expiry
-        rec.revoked_at = revoked_at
-        rec.datalen = datalen
-        rec.quotalen = quotalen
-        rec.usage = usage
+                put(rec, "user", self.key_user(uid))
+            put(rec, "uid", uid)
+            put(rec, "gid", gid)
+            put(rec, "perm", perm)
+            put(rec, "in_quota", bool(flags & F_IN_QUOTA))
+            put(rec, "instantiated", bool(flags & F_INSTANTIATED))
+            put(rec, "revoked", bool(flags & F_REVOKED))
+            put(rec, "uid_keyring", bool(flags & F_UID_KEYRING))
+            put(rec, "upcall", (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK)
+            put(rec, "expiry", expiry)
+            put(rec, "revoked_at", revoked_at)
+            put(rec, "datalen", datalen)
+            put(rec, "quotalen", quotalen)
+            put(rec, "usage", usage)
         self._charge(rec, +1)
         if sealed is None:
-            old, rec.payload = rec.payload, None
-            self.sealed_seen.pop(rec, None)
-            _wipe(old)
+            self._drop_payload(rec)
         elif self.sealed_seen.get(rec) != sealed:
-            rec.payload = self._open_payload(rec, bytes(sealed))
+            # Opened when first used (see StoredKeyRecord.payload): a store of many
+            # keys opens without decrypting them all, and a row that fails to open
+            # fails the key it belongs to, not the whole store.
+            self._drop_payload(rec)
+            _payload_slot.__set__(rec, _SEALED)
+            self.sealed_seen[rec] = bytes(sealed)
         self.pers.add(rec)
         if flags & F_ROOT:
             self.roots.add(rec)
@@ -613,31 +715,50 @@ class StoreWorld(World):
             self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
         return rec
 
-    def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
-        assert self._sealer is not None  # loaded by begin()
-        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+    def open_payload(self, rec: KeyRecord) -> Any:
+        """Decrypt and decode the stored payload of ``rec`` into its slot; ``EBADMSG`` if it does not open."""
+        sealed = self.sealed_seen.get(rec)
+        if sealed is None:
+            raise error(errno.EKEYREVOKED, f"the stored payload of key {rec.serial} is not available")
+        sealer = self._sealer or self._load_key()
+        plain = bytearray(sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
         try:
             decode = getattr(rec.ktype, "store_decode", None)
             if decode is not None:
                 payload = decode(rec, bytes(plain))
             else:
+                from keyring_types.store.codec import decode_payload
+
                 payload = decode_payload(plain, type(rec.ktype).__module__)
         finally:
             plain[:] = bytes(len(plain))
-        old, rec.payload = rec.payload, payload
-        _wipe(old)
-        self.sealed_seen[rec] = sealed
+        _payload_slot.__set__(rec, payload)
         return payload
+
+    def _drop_payload(self, rec: KeyRecord) -> None:
+        """Wipe and clear the payload in memory without opening a sealed one (no change is recorded)."""
+        old = _payload_slot.__get__(rec)
+        _payload_slot.__set__(rec, None)
+        if old is not _SEALED:
+            _wipe(old)
+        self.sealed_seen.pop(rec, None)
 
     def _apply_links(self, ring: KeyRecord, blob: bytes) -> None:
         assert ring.links is not None and ring.rings is not None
         serials = struct.unpack(f"<{len(blob) // 4}i", blob)
         keys = self.keys
         new: dict[tuple[str, str], KeyRecord] = {}
+        hidden = []
         for s in serials:
             child = keys.get(s)
             if child is not None:
                 new[child.index_key] = child
+            else:
+                hidden.append(s)
+        if hidden:
+            self.hidden[ring] = hidden
+        else:
+            self.hidden.pop(ring, None)
         for idx, child in list(ring.links.items()):
             if new.get(idx) is not child:
                 del ring.links[idx]
@@ -680,19 +801,26 @@ class StoreWorld(World):
             r.pins -= 1
             self.maybe_destroy(r)
 
+    def _adopt_register(self, rec: KeyRecord) -> None:
+        """Make a stored persistent-keyring register this world's own (``world.persistent_register``)."""
+        current = getattr(self, "persistent_register", None)
+        if current is rec:
+            return
+        setattr(self, "persistent_register", rec)  # noqa: B010  (an attribute of the core's World, when it has one)
+        if current is not None:
+            current.pins -= 1
+            self.maybe_destroy(current)
+
     def _renumber(self, rec: KeyRecord) -> None:
         """Give a process-only key another serial: the store's key of that serial wins."""
         old = rec.serial
         del self.keys[old]
         rec.serial = self.new_serial()
         self.keys[rec.serial] = rec
+        # Keyrings hold it by index key, not serial; its children name it by serial.
         for child in (rec.links or {}).values():
             child.parents.pop(old, None)
             child.parents[rec.serial] = None
-        for p in rec.parents:
-            ring = self.keys.get(p)
-            if ring is not None and ring.links is not None and ring.rings is not None:
-                ring.links[rec.index_key] = rec
         if rec.gc_at:
             when, rec.gc_at = rec.gc_at, 0
             self.schedule_gc(when, rec)
@@ -708,6 +836,23 @@ class StoreWorld(World):
             user.qnbytes += sign * rec.quotalen
 
 
+#: The payload slot of KeyRecord itself, below the StoredKeyRecord property.
+_payload_slot: Any = KeyRecord.__dict__["payload"]
+_slot_set = object.__setattr__
+
+
+class _Sealed:
+    """The payload slot's value while the stored payload has not been opened yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<sealed payload>"
+
+
+_SEALED = _Sealed()
+
+
 def _wipe(payload: object) -> None:
     wipe = getattr(payload, "wipe", None)
     if callable(wipe):
@@ -715,14 +860,27 @@ def _wipe(payload: object) -> None:
 
 
 def _record_class(world: StoreWorld) -> type[KeyRecord]:
-    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed."""
+    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed.
+
+    Its ``payload`` opens a stored payload the first time it is read.
+    """
     dirty = world.dirty
     pdirty = world.pdirty
     setter = object.__setattr__
     tracked = _TRACKED
+    slot_get = _payload_slot.__get__
+    slot_set = _payload_slot.__set__
+
+    def get_payload(self: KeyRecord) -> Any:
+        value = slot_get(self)
+        if value is _SEALED:
+            value = world.open_payload(self)
+        return value
 
     class StoredKeyRecord(KeyRecord):
         __slots__ = ()
+
+        payload = property(get_payload, slot_set)
 
         def __setattr__(self, name: str, value: Any) -> None:
             setter(self, name, value)
@@ -730,6 +888,7 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 dirty.add(self)
                 if name == "payload":
                     pdirty.add(self)
+                    world.sealed_seen.pop(self, None)
 
     return StoredKeyRecord
 

@@ -303,6 +303,18 @@ def test_move_permissions(space: kt.KeyspaceAPI) -> None:
     assert errno_of(space.move, key, a, b) == errno.EKEYREVOKED
 
 
+def test_move_into_a_restricted_keyring_asks_its_restriction(space: kt.KeyspaceAPI) -> None:
+    """A reject-all keyring refuses a moved key (EPERM) as it refuses a link; moving out is free."""
+    closed = space.add_key("keyring", "closed", None, "@s")
+    key = space.add_key("user", "k", b"v", closed)
+    closed.restrict()
+    other = space.add_key("user", "o", b"v", "@s")
+    assert errno_of(space.move, other, "@s", closed) == errno.EPERM
+    assert other.serial in _listing(space.session)
+    space.move(key, closed, "@s")
+    assert _listing(closed) == set() and key.serial in _listing(space.session)
+
+
 def test_move_into_a_special_keyring_creates_it(root_space: kt.KeyspaceAPI) -> None:
     """The target is looked up with KEY_LOOKUP_CREATE, the source without.
 

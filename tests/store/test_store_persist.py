@@ -178,12 +178,13 @@ def test_a_payload_moved_to_another_row_does_not_open(store: Path) -> None:
     ks.store.close()  # type: ignore[union-attr]
     conn = sqlite3.connect(store)
     pa = conn.execute("SELECT payload FROM keys WHERE serial = ?", (a.serial,)).fetchone()[0]
-    conn.execute("UPDATE keys SET payload = ? WHERE serial = ?", (pa, b.serial))
-    conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'gen'")
+    conn.execute("UPDATE keys SET payload = ?, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (pa, b.serial))
     conn.commit()
     conn.close()
+    again = _open(store)  # the store opens; the altered key fails when its payload is used
+    assert again.key(a.serial).read() == b"alpha"
     with pytest.raises(OSError) as info:
-        kt.Keyspace(store=store)
+        again.key(b.serial).read()
     assert info.value.errno == errno.EBADMSG
     assert "alpha" not in str(info.value) and "authentication" in str(info.value)
 
@@ -204,7 +205,7 @@ def test_expiry_is_by_the_clock_and_survives_reopening(store: Path) -> None:
     gc_run = _open(store, clock=lambda: now[0])
     assert errno_of(lambda: gc_run.key(k.serial).describe()) == errno.ENOKEY
     conn = sqlite3.connect(store)
-    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ?", (k.serial,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ? AND NOT flags & 128", (k.serial,)).fetchone()[0] == 0
     conn.close()
 
 
@@ -217,7 +218,7 @@ def test_revoked_key_is_reaped_by_the_next_process(store: Path) -> None:
     now[0] += 301
     _open(store, clock=lambda: now[0]).store.close()  # type: ignore[union-attr]
     conn = sqlite3.connect(store)
-    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ?", (k.serial,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM keys WHERE serial = ? AND NOT flags & 128", (k.serial,)).fetchone()[0] == 0
     conn.close()
 
 
@@ -246,8 +247,150 @@ def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path
     again.store.close()  # type: ignore[union-attr]
     # Someone with write access to the file drops the binding: the payload no longer opens.
     conn = sqlite3.connect(store)
-    conn.execute("UPDATE keys SET usage = NULL, gen = gen + 1000 WHERE serial = ?", (k.serial,))
-    conn.execute("UPDATE meta SET v = v + 1000 WHERE k = 'gen'")
+    conn.execute("UPDATE keys SET usage = NULL, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (k.serial,))
     conn.commit()
     conn.close()
-    assert errno_of(lambda: kt.Keyspace(store=store)) == errno.EBADMSG
+    stripped = _open(store).key(k.serial)
+    assert stripped.usage is None
+    assert errno_of(lambda: stripped.secret(consumer="luks").__enter__()) == errno.EBADMSG
+    assert errno_of(stripped.read) == errno.EBADMSG
+
+
+def test_a_process_only_key_gives_way_to_a_stored_key_of_the_same_serial(store: Path) -> None:
+    a = kt.Keyspace(store=store)
+    local = a.add_key("user", "mine", b"local", "@s")
+    target = local.serial
+    b = _open(store)
+    b._world._randbits = lambda n: target  # type: ignore[method-assign]  # the next serial drawn
+    stored = b.add_key("user", "theirs", b"stored", "@u")
+    assert stored.serial == target
+    # a sees the stored key under that serial; its own key lives on under another.
+    assert a.key(target).describe().endswith(";theirs")
+    mine = a.request_key("user", "mine")
+    assert mine.serial != target and mine.read() == b"local"
+
+
+class _Opaque:
+    """A payload the store cannot write."""
+
+
+def test_a_payload_the_store_cannot_write_fails_the_operation_and_leaves_the_store_sound(store: Path) -> None:
+    from keyring_types.core.keytype import KeyType, Preparsed
+
+    class OpaqueType(KeyType):
+        name = "store-test-opaque"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", _Opaque(), len(data))
+
+    class CustomType(KeyType):
+        """A third-party type that says how its payload is stored."""
+
+        name = "store-test-custom"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", ("custom", bytes(data)), len(data))
+
+        def read(self, key: object) -> bytes:
+            return key.payload[1]  # type: ignore[attr-defined,no-any-return]
+
+        def store_encode(self, key: object) -> bytes:
+            return b"v1:" + key.payload[1]  # type: ignore[attr-defined,no-any-return]
+
+        def store_decode(self, key: object, data: bytes) -> object:
+            assert data.startswith(b"v1:")
+            return ("custom", data[3:])
+
+    kt.register_key_type(OpaqueType)
+    kt.register_key_type(CustomType)
+    try:
+        ks = _open(store)
+        with pytest.raises(OSError) as info:
+            ks.add_key("store-test-opaque", "o", b"data", "@u")
+        assert info.value.errno == errno.EOPNOTSUPP and "_Opaque" in str(info.value)
+        c = ks.add_key("store-test-custom", "c", b"payload", "@u")
+        k = ks.add_key("user", "after", b"fine", "@u")
+        other = _open(store)
+        assert errno_of(lambda: other.request_key("store-test-opaque", "o")) == errno.ENOKEY
+        assert other.key(c.serial).read() == b"payload"
+        assert other.key(k.serial).read() == b"fine"
+        assert ks.store is not None and ks.store.integrity_check() == "ok"
+        ks.store.close()
+        assert other.store is not None
+        other.store.close()
+    finally:
+        kt.unregister_key_type("store-test-opaque")
+        kt.unregister_key_type("store-test-custom")
+
+
+def test_keys_of_a_type_not_registered_here_stay_linked_in_the_file(store: Path) -> None:
+    import sys
+
+    from keyring_types.core.keytype import KeyType, Preparsed
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from store_proc import check_store_file
+
+    class PluginType(KeyType):
+        name = "store-test-plugin"
+
+        def preparse(self, data: bytes) -> Preparsed:
+            return Preparsed(b"", bytes(data), len(data))
+
+        def read(self, key: object) -> bytes:
+            return bytes(key.payload)  # type: ignore[attr-defined]
+
+    kt.register_key_type(PluginType)
+    try:
+        a = _open(store)
+        p = a.add_key("store-test-plugin", "p", b"plugin data", "@u")
+    finally:
+        kt.unregister_key_type("store-test-plugin")
+    # A process without the plugin: the key is not seen, and writing @u keeps its link.
+    b = _open(store)
+    assert errno_of(lambda: b.key(p.serial).describe()) == errno.ENOKEY
+    b.add_key("user", "u1", b"1", "@u")
+    b.user_keyring.unlink(b.request_key("user", "u1"))
+    # (a, which unregistered the type, forgets the key but not its link)
+    a.add_key("user", "u2", b"2", "@u")
+    assert check_store_file(str(store)) == []
+    kt.register_key_type(PluginType)
+    try:
+        c = _open(store)
+        assert c.key(p.serial).read() == b"plugin data"
+        assert c.request_key("store-test-plugin", "p").serial == p.serial
+        c.user_keyring.clear()  # a clear does unlink what this process cannot see
+    finally:
+        kt.unregister_key_type("store-test-plugin")
+    d = _open(store)
+    d.add_key("user", "u3", b"3", "@u")
+    kt.register_key_type(PluginType)
+    try:
+        assert errno_of(lambda: _open(store).key(p.serial).describe()) == errno.ENOKEY
+    finally:
+        kt.unregister_key_type("store-test-plugin")
+
+
+def test_a_process_behind_the_pruned_tombstones_reloads_everything(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyring_types.store import world as store_world
+
+    monkeypatch.setattr(store_world, "_TOMBSTONE_SPAN", 4)
+    a = _open(store)
+    held = a.add_key("user", "held", b"h", "@u")
+    a.key("@s").link(held)  # also in a's own session, so a keeps it when the store lets go
+    doomed = a.add_key("user", "doomed", b"d", "@u")
+    b = _open(store)
+    b.user_keyring.unlink(b.key(held.serial))
+    b.key(doomed.serial).invalidate()
+    for i in range(12):
+        b.add_key("user", f"n{i}", b"n", "@u").invalidate()
+    kept = b.add_key("user", "kept", b"k", "@u")
+    conn = sqlite3.connect(store)
+    tombstones = conn.execute("SELECT count(*) FROM keys WHERE flags & 128").fetchone()[0]
+    conn.close()
+    assert tombstones < 8  # pruned as they aged
+    # a is far behind: it reloads the whole store.
+    assert a.key(kept.serial).read() == b"k"
+    assert errno_of(lambda: a.key(doomed.serial).describe()) == errno.ENOKEY
+    assert a.key(held.serial).read() == b"h"  # still in a's session
+    assert [k.serial for k in a.user_keyring.keys()] == [kept.serial]
