@@ -286,6 +286,21 @@ def test_move_cycle_and_depth(space: kt.KeyspaceAPI) -> None:
     assert chain[0].serial in _listing(space.session)
 
 
+def test_linking_a_deep_keyring_where_it_already_is_is_eloop(space: kt.KeyspaceAPI) -> None:
+    """Found by the keyctlops differential: the kernel checks the depth of a keyring's tree
+    on every link, also into a keyring that links it already."""
+    top = space.add_key("keyring", "top", None, "@s")
+    ring = top
+    for n in range(7):
+        ring = space.add_key("keyring", f"d{n}", None, ring)
+    assert errno_of(space.session.link, top) == errno.ELOOP
+    assert top.serial in _listing(space.session)
+    shallow = space.add_key("keyring", "shallow", None, "@s")
+    space.session.link(shallow)  # and a shallow one just stays linked
+    key = space.add_key("user", "k", b"v", "@s")
+    space.session.link(key)
+
+
 def test_move_permissions(space: kt.KeyspaceAPI) -> None:
     a = space.add_key("keyring", "a", None, "@s")
     b = space.add_key("keyring", "b", None, "@s")
