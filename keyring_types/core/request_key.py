@@ -230,8 +230,16 @@ class Upcalls(Keyctl):
 
         w = self._world
         with self._scope:
-            w.user_keyrings(self.cred.uid)  # install_user_keyrings, as the kernel does first
-            view = self._handler_view(rec, auth)
+            try:
+                w.user_keyrings(self.cred.uid)  # install_user_keyrings, as the kernel does first
+                view = self._handler_view(rec, auth)
+            except BaseException:
+                # The helper could not be started (EDQUOT linking the authority into its
+                # session ...): complete_request_key(auth, error) negates the key, so no
+                # requester waits on it for ever, and the error goes to the caller.
+                if rec.upcall == UNDER_CONSTRUCTION:
+                    _reject_and_link(w, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, auth)
+                raise
             rka: RequestKeyAuth = auth.payload
             requester = rka.requester
             thread_ring = requester._thread_ring(False)
