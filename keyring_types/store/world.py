@@ -687,15 +687,19 @@ class StoreWorld(World):
 
     def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
         assert self._sealer is not None  # loaded by begin()
-        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+        plain = self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed)
         try:
-            decode = getattr(rec.ktype, "store_decode", None)
-            if decode is not None:
-                payload = decode(rec, bytes(plain))
-            else:
-                payload = decode_payload(plain, type(rec.ktype).__module__)
+            mv = plain.view()
+            try:
+                decode = getattr(rec.ktype, "store_decode", None)
+                if decode is not None:
+                    payload = decode(rec, bytes(mv))
+                else:
+                    payload = decode_payload(mv, type(rec.ktype).__module__)
+            finally:
+                mv.release()
         finally:
-            plain[:] = bytes(len(plain))
+            plain.wipe()
         old, rec.payload = rec.payload, payload
         _wipe(old)
         self.sealed_seen[rec] = sealed
