@@ -63,3 +63,64 @@ def test_upcall_that_cannot_start_negates_the_key(handler: None) -> None:
     t.join(5)
     assert not t.is_alive(), "a second request_key waits for ever on a key left under construction"
     assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.ENOKEY
+
+
+@pytest.fixture
+def exiting_handler() -> Iterator[None]:
+    def exits(request: kt.UpcallRequest) -> None:
+        raise SystemExit(1)  # a handler written as a program, calling sys.exit()
+
+    kt.register_request_key_handler("user", "review-rkx:*", exits)
+    yield
+    kt.unregister_request_key_handler("user", "review-rkx:*")
+
+
+def test_a_handler_that_exits_leaves_the_key_negative(exiting_handler: None) -> None:
+    # /sbin/request-key's program exiting 1 leaves the key negative: so does a handler
+    # raising SystemExit (not a key under construction that the next requester waits on).
+    ks = kt.Keyspace()
+    with pytest.raises(OSError) as first:
+        ks.request_key("user", "review-rkx:a", b"callout")
+    assert first.value.errno == errno.ENOKEY
+    outcome: list[BaseException | int] = []
+
+    def again() -> None:
+        try:
+            outcome.append(ks.request_key("user", "review-rkx:a", b"callout").serial)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=again, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "a second request_key waits for ever on a key left under construction"
+    assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.ENOKEY
+
+
+def test_an_interrupted_handler_still_completes_the_key(registered_interrupt: None) -> None:
+    ks = kt.Keyspace()
+    with pytest.raises(KeyboardInterrupt):
+        ks.request_key("user", "review-rki:a", b"callout")
+    outcome: list[BaseException | int] = []
+
+    def again() -> None:
+        try:
+            outcome.append(ks.request_key("user", "review-rki:a", b"callout").serial)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=again, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "a second request_key waits for ever on a key left under construction"
+    assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.ENOKEY  # negative now
+
+
+@pytest.fixture
+def registered_interrupt() -> Iterator[None]:
+    def interrupted(request: kt.UpcallRequest) -> None:
+        raise KeyboardInterrupt
+
+    kt.register_request_key_handler("user", "review-rki:*", interrupted)
+    yield
+    kt.unregister_request_key_handler("user", "review-rki:*")
