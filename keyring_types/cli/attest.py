@@ -55,7 +55,11 @@ def _hex_arg(value: str | None, what: str) -> bytes | None:
 
 
 def _read_blob(path: str) -> bytes:
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     text = data.strip()
     # Hex text, as `report` prints it, or a whole `keyctl read` of a tsm key (hex in its third field).
     fields = text.split(b" ")
