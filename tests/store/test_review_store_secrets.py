@@ -50,7 +50,9 @@ def test_a_loaded_payload_leaves_no_plaintext_behind(store: Path) -> None:
     reader.session.link(reader.user_keyring)
     secret = b"review-secret-0123456789abcdef!!"
     key = writer.add_key("logon", "svc:review", secret, "@u")
-    sealer = reader._world._sealer  # type: ignore[attr-defined]
+    world: Any = reader._world
+    with world.lock:  # the store key is unsealed when first needed
+        sealer = world._sealer or world._load_key()
     recorder = _Recorder(sealer._aead)
     sealer._aead = recorder
     with reader.key(key.serial).secret() as mv:  # catches up: opens the row sealed by the writer
