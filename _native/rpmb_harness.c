@@ -120,6 +120,12 @@ static int connect_emulator(void)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (fd >= KT_MAX_FDS) {
+        /* Beyond the table of our descriptors: its ioctls would go to the kernel (ENOTTY). */
+        ((close_fn)next("close"))(fd);
+        errno = EMFILE;
+        return -1;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     strcpy(sa.sun_path, sock);
@@ -132,11 +138,9 @@ static int connect_emulator(void)
         errno = e;
         return -1;
     }
-    if (fd < KT_MAX_FDS) {
-        pthread_mutex_lock(&lock);
-        ours[fd] = 1;
-        pthread_mutex_unlock(&lock);
-    }
+    pthread_mutex_lock(&lock);
+    ours[fd] = 1;
+    pthread_mutex_unlock(&lock);
     return fd;
 }
 
