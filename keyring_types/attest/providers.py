@@ -1,4 +1,5 @@
-"""Providers of the ``tsm`` key type.  Today: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest.
+"""Providers of the ``tsm`` key type: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest, and
+:class:`EmulatedTdx`, an emulated TDX guest (in :mod:`keyring_types.attest.emulated_tdx`).
 
 The emulated guest makes ATTESTATION_REPORTs of AMD's layout (versions 3 and 5) and signs them
 as AMD firmware does: ECDSA P-384 with SHA-384 by a VCEK whose certificate carries AMD's
@@ -33,11 +34,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyring_types import state
 from keyring_types.attest import snp
+from keyring_types.attest.emulated_tdx import EmulatedTdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "GuestConfig"]
+__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig"]
 
 #: Where the certificate table starts in a ``format=extended`` blob (the RFC's SEV provider
 #: put the report area in the first 16 KiB and the table after it).

@@ -71,7 +71,10 @@ def _validate(name: str, obj: Any) -> Any:
 TSM_PROVIDERS = plugins.PluginGroup(
     "keyring_types.tsm_providers",
     kind="TSM provider",
-    builtins={"emulated-sev-snp": "keyring_types.attest.providers:EmulatedSevSnp"},
+    builtins={
+        "emulated-sev-snp": "keyring_types.attest.providers:EmulatedSevSnp",
+        "emulated-tdx": "keyring_types.attest.providers:EmulatedTdx",
+    },
     validate=_validate,
 )
 
