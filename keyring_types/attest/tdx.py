@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import json
 import struct
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, Final
@@ -46,6 +47,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.utils import CryptographyDeprecationWarning
 
 from keyring_types.attest.snp import _strict_outer_shape
 from keyring_types.errors import error
@@ -526,15 +528,20 @@ def intel_root_pem() -> bytes:
 
 
 def _load_pem_certs(data: bytes, what: str) -> list[x509.Certificate]:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-        for c in certs:
-            _ = (c.version, c.subject, c.issuer, c.extensions, c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number)
-    except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
-        raise _bad(f"{what}: not well-formed X.509 certificates") from None
+    # Intel never issues a certificate with a non-positive serial or a malformed name attribute,
+    # which cryptography only warns about today: here they are malformed input, never a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        warnings.simplefilter("error", UserWarning)
+        try:
+            if data.lstrip().startswith(b"-----BEGIN"):
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+            for c in certs:
+                _ = (c.version, c.subject, c.issuer, c.extensions, c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number)
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UserWarning):
+            raise _bad(f"{what}: not well-formed X.509 certificates") from None
     for c in certs:
         if not _strict_outer_shape(c.public_bytes(serialization.Encoding.DER)):
             raise _bad(f"{what}: signatureAlgorithm or signatureValue is not as signed (RFC 5280 4.1.1.2-3)")
