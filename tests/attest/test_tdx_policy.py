@@ -84,7 +84,7 @@ def test_real_quote_policy() -> None:
     "kwargs",
     [{"mrtd": bytes(47)}, {"report_data": bytes(63)}, {"rtmrs": (bytes(48),) * 3}, {"rtmrs": (bytes(47), None, None, None)},
      {"nonce": b"x", "report_data": bytes(64)}, {"user_data": b"x"}, {"xfam": -1}, {"minimum_tee_tcb_svn": bytes(15)},
-     {"accepted_tcb_statuses": ["Fine"]}],  # fmt: skip
+     {"accepted_tcb_statuses": ["Fine"]}],
 )
 def test_bad_policies_are_einval(kwargs: dict[str, Any]) -> None:
     with pytest.raises(OSError) as e:
