@@ -87,11 +87,12 @@ class HmacSha256:
         self._state: Any = state
 
     @classmethod
-    def from_key(cls, key: Any) -> HmacSha256:
+    def from_key(cls, key: Any, consumer: str | None = None) -> HmacSha256:
         """Build from anything with a ``secret()`` context manager yielding the key bytes
-        (a keyring_types ``Key`` handle).  Raises what ``secret()`` raises
-        (``EACCES``, ``EKEYREVOKED``, ``EKEYEXPIRED``, ...)."""
-        with key.secret() as mv:
+        (a keyring_types ``Key`` handle); ``consumer`` is handed to ``secret()`` (a
+        key bound to one use, e.g. ``"rpmb"``).  Raises what ``secret()`` raises
+        (``EACCES``, ``EKEYREVOKED``, ``EKEYEXPIRED``, ``EKEYREJECTED``, ...)."""
+        with key.secret() if consumer is None else key.secret(consumer=consumer) as mv:
             return cls(mv)
 
     # -- lifetime ---------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from keyring_types.constants import KEY_SPEC_ALIASES
 from keyring_types.core.handle import Key, Keyring
 from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payload_bytes
+from keyring_types.core.usage import check_usage
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ class KeyspaceAPI(abc.ABC):
 
     # -- the system calls (each mirrors one kernel entry point) --------------
     @abc.abstractmethod
-    def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int: ...
+    def sys_add_key(
+        self, type_name: str, description: str | None, payload: bytes | None, ringid: int, *, usage: str | None = None
+    ) -> int: ...
 
     @abc.abstractmethod
     def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int: ...
@@ -80,8 +83,16 @@ class KeyspaceAPI(abc.ABC):
     def sys_invalidate(self, keyid: int) -> None: ...
 
     @abc.abstractmethod
-    def sys_secret(self, keyid: int) -> SecretBuffer:
-        """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes."""
+    def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
+        """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes.
+
+        ``consumer`` names who takes it; a key bound to another use raises
+        ``EKEYREJECTED`` (core/usage.py).
+        """
+
+    def sys_key_usage(self, keyid: int) -> str | None:
+        """The use ``keyid`` is bound to, or None (a keyspace without bindings: always None)."""
+        return None
 
     @abc.abstractmethod
     def as_user(self, uid: int, gid: int, groups: tuple[int, ...] | list[int] = ()) -> KeyspaceAPI:
@@ -141,8 +152,16 @@ class KeyspaceAPI(abc.ABC):
         description: str | None,
         payload: bytes | bytearray | memoryview | str | None,
         keyring: KeyTarget,
+        *,
+        usage: str | None = None,
     ) -> Key:
         """``add_key(2)``: create a key, or update the same type+description in ``keyring``.
+
+        ``usage`` binds a new key to one consumer (``"fscrypt"``, ``"dm-crypt"``,
+        ``"luks"``, ``"rpmb"``...; see :mod:`keyring_types.core.usage`): its
+        plaintext then goes only to that consumer.  ``EINVAL`` for a name that is
+        not a consumer name, ``EKEYREJECTED`` when the key exists already with
+        another binding or none, ``EOPNOTSUPP`` on the kernel keyring.
 
         Raises ``EINVAL`` (bad type name, description, payload or keyring id),
         ``EFAULT`` (type None), ``EPERM`` (type or keyring name starting with '.'),
@@ -165,7 +184,12 @@ class KeyspaceAPI(abc.ABC):
             ringid = KEY_SPEC_ALIASES.get(keyring)
         else:
             ringid = keyring._serial if isinstance(keyring, Key) and keyring._ks is self else None
-        serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
+        if usage is None:
+            serial = self.sys_add_key(type_name, description, data, self.resolve(keyring) if ringid is None else ringid)
+        else:
+            serial = self.sys_add_key(
+                type_name, description, data, self.resolve(keyring) if ringid is None else ringid, usage=check_usage(usage)
+            )
         # Built without Key.__init__, whose serial check a syscall's answer does not need.
         handle = _new_handle(Keyring if type_name == "keyring" else Key)
         handle._ks = self

@@ -76,6 +76,11 @@ class Key:
         assert self._description is not None
         return self._description
 
+    @property
+    def usage(self) -> str | None:
+        """The one use this key is bound to (``"fscrypt"``...), or None; EACCES without VIEW."""
+        return self._ks.sys_key_usage(self._serial)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Key):
             return NotImplemented
@@ -146,13 +151,15 @@ class Key:
         self._ks.sys_chown(self._serial, owner_id(uid, "uid"), owner_id(gid, "gid"))
 
     @contextmanager
-    def secret(self) -> Iterator[memoryview]:
+    def secret(self, consumer: str | None = None) -> Iterator[memoryview]:
         """Plaintext for in-process consumers, as a read-only view wiped on exit.
 
         Sealed types unseal here (never in :meth:`read`).  Needs the same access as
-        ``read``; ``EOPNOTSUPP`` for types with no in-process secret.
+        ``read``; ``EOPNOTSUPP`` for types with no in-process secret.  ``consumer``
+        names the use (``"fscrypt"``...): a key bound to another use (see
+        :attr:`usage`) raises ``EKEYREJECTED``.
         """
-        buf = self._ks.sys_secret(self._serial)
+        buf = self._ks.sys_secret(self._serial) if consumer is None else self._ks.sys_secret(self._serial, consumer)
         mv = buf.view()
         try:
             yield mv

@@ -44,6 +44,7 @@ from keyring_types.core.perm import (
 from keyring_types.core.process_keys import DEFER_PERM_CHECK, NEED_UNLINK, ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree
+from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -90,8 +91,15 @@ def _search_type(type_name: str) -> None:
 class Keyctl(ProcessKeys):
     """The ``sys_*`` entry points of :class:`~keyring_types.core.api.KeyspaceAPI`, in process."""
 
-    def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
-        """``add_key(2)``; see :meth:`KeyspaceAPI.add_key` for the errno."""
+    def sys_add_key(
+        self, type_name: str, description: str | None, payload: bytes | None, ringid: int, *, usage: str | None = None
+    ) -> int:
+        """``add_key(2)``; see :meth:`KeyspaceAPI.add_key` for the errno.
+
+        ``usage`` (checked by the caller) binds a new key to one consumer; over an
+        existing key bound otherwise (or not at all) it is ``EKEYREJECTED``, before
+        anything changes.
+        """
         if type_name not in _GOOD_TYPE_NAMES:
             check_type_name(type_name)
         if description is not None:
@@ -140,10 +148,17 @@ class Keyctl(ProcessKeys):
                 try:
                     if ktype._has_update and existing is not None and not (existing.invalidated or existing.revoked):
                         self._check(existing, ring_possessed, NEED_WRITE)
+                        if usage is not None and existing.usage != usage:
+                            raise error(
+                                errno.EKEYREJECTED,
+                                f"key {existing.serial} exists with another use binding; a binding is made only at creation",
+                            )
                         ktype.update(existing, prep)
                         return existing.serial
                     perm = ktype._add_key_perm or default_perm(ktype)
                     rec = w.alloc(ktype, desc, self.cred.uid, self.cred.gid, perm)
+                    if usage is not None:
+                        rec.usage = usage
                     try:
                         ktype.instantiate(rec, prep)
                     except BaseException:
@@ -321,6 +336,12 @@ class Keyctl(ProcessKeys):
             # The kernel formats the ids with %d: 2**32-2 prints as -2.
             return f"{rec.ktype.name};{signed_id(rec.uid)};{signed_id(gid)};{rec.perm:08x};{rec.description}"
 
+    def sys_key_usage(self, keyid: int) -> str | None:
+        """The use ``keyid`` is bound to (core/usage.py), None if unbound; EACCES without VIEW."""
+        with self._scope:
+            rec, _ = self._lookup(keyid, NEED_VIEW)
+            return rec.usage
+
     def sys_clear(self, ringid: int) -> None:
         """``KEYCTL_CLEAR``: unlink every key; ENOTDIR, EACCES without WRITE."""
         with self._scope:
@@ -388,6 +409,8 @@ class Keyctl(ProcessKeys):
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
         if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
             rec.validate(self._world.now())
+        if rec.usage is not None and rec.ktype.read_reveals_secret:
+            raise error(errno.EKEYREJECTED, f"key {rec.serial} is bound to use '{rec.usage}': its payload is not read out")
         return rec
 
     def sys_read(self, keyid: int) -> bytes:
@@ -405,8 +428,11 @@ class Keyctl(ProcessKeys):
             w.caller = prev
             w.lock.release()
 
-    def sys_secret(self, keyid: int) -> SecretBuffer:
+    def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """The plaintext for in-process use, under the rules of the kernel's in-kernel users.
+
+        ``consumer`` names who takes it (``"fscrypt"``...): a key bound to one use
+        goes only to that consumer, others get EKEYREJECTED (core/usage.py).
 
         dm-crypt, fscrypt and eCryptfs get a key's payload only through
         ``request_key`` with the caller's credentials: the key must be found from
@@ -433,4 +459,6 @@ class Keyctl(ProcessKeys):
                     "thread, process or session keyring with SEARCH), so its plaintext is not handed over"
                     + (f"; {hint}" if hint else ""),
                 )
+            if rec.usage is not None:
+                check_consumer(rec.serial, rec.usage, consumer)
             return rec.ktype.secret(rec)

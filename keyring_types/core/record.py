@@ -62,6 +62,8 @@ class KeyRecord:
     pins: int = 0
     #: (type name, description): the slot a keyring holds this key in; set at allocation.
     index_key: IndexKey = ("", "")
+    #: The one consumer this key's plaintext goes to (core/usage.py); None: unbound.
+    usage: str | None = None
 
     @property
     def is_keyring(self) -> bool:

@@ -71,7 +71,7 @@ def table_key(key: Key, size: int | None = None) -> str:
         if isinstance(key.keyspace, KernelKeyspace):
             size = _kernel_size(key)
         else:
-            with key.secret() as mv:
+            with key.secret(consumer="dm-crypt") as mv:
                 size = mv.nbytes
     if type(size) is not int or size <= 0:
         raise error(errno.EINVAL, f"a dm-crypt key size is a positive number of bytes, got {size!r}")
@@ -107,7 +107,7 @@ def load_volume_key(key: Key, uuid: str, digest: int = 0, keyring: int | str = "
     description = volume_key_description(uuid, digest)
     kernel = KernelKeyspace()
     ringid = kernel.resolve(keyring)
-    with key.secret() as mv:
+    with key.secret(consumer="dm-crypt") as mv:
         if not mv.nbytes:
             raise error(errno.EINVAL, "a volume key cannot be empty")
         serial = kernel_syscalls.add_key("logon", description, mv, ringid)

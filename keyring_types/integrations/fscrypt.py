@@ -52,6 +52,7 @@ __all__ = [
     "Policy",
     "RemovalStatus",
     "add_key",
+    "add_raw_key",
     "descriptor",
     "get_policy",
     "identifier",
@@ -272,7 +273,7 @@ def add_key(mountpoint: str | os.PathLike[str], key: Key | int) -> bytes:
     if not isinstance(key, Key):
         raise error(errno.EINVAL, f"add_key takes a key handle or a kernel key serial, not {type(key).__name__}")
     provisioning = key.type == "fscrypt-provisioning"
-    with key.secret() as mv, _opened(mountpoint, "mountpoint") as fd:
+    with key.secret(consumer="fscrypt") as mv, _opened(mountpoint, "mountpoint") as fd:
         raw = mv
         if provisioning:
             spec_type, flags = HEADER.unpack_from(mv)
@@ -284,15 +285,34 @@ def add_key(mountpoint: str | os.PathLike[str], key: Key | int) -> bytes:
                 )
             raw = mv[HEADER.size :]
         try:
-            expected = identifier(raw)
-            got = _add_from_secret(fd, raw, mountpoint)
+            return _add_checked(fd, raw, mountpoint)
         finally:
             if raw is not mv:
                 raw.release()
-        if got != expected:
-            _remove_claim(fd, got)
-            raise error(errno.EBADMSG, "the kernel's key identifier differs from the one derived here")
-        return got
+
+
+def _add_checked(fd: int, raw: memoryview, mountpoint: str | os.PathLike[str]) -> bytes:
+    expected = identifier(raw)
+    got = _add_from_secret(fd, raw, mountpoint)
+    if got != expected:
+        _remove_claim(fd, got)
+        raise error(errno.EBADMSG, "the kernel's key identifier differs from the one derived here")
+    return got
+
+
+def add_raw_key(mountpoint: str | os.PathLike[str], raw: bytes | bytearray | memoryview) -> bytes:
+    """Add the raw master key ``raw`` (16..64 bytes; best held in secret memory,
+    e.g. a :class:`SecretBuffer` view) to the filesystem holding ``mountpoint``,
+    as fscryptctl's ``add_key`` does; returns its 16-byte identifier.
+
+    The identifier the kernel returns is checked against the one computed here
+    (``EBADMSG`` on a mismatch, after removing the key again).  Raises
+    ``EINVAL`` (size) and the kernel's errno as :func:`add_key`.
+    """
+    view = memoryview(raw)
+    _raw_size_ok(view)
+    with _opened(mountpoint, "mountpoint") as fd:
+        return _add_checked(fd, view, mountpoint)
 
 
 def set_policy(

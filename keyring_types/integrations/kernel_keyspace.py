@@ -101,8 +101,15 @@ class KernelKeyspace(KeyspaceAPI):
         return _run_as(self._creds, fn, args)
 
     # -- the system calls -----------------------------------------------------
-    def sys_add_key(self, type_name: str, description: str | None, payload: bytes | None, ringid: int) -> int:
-        """``add_key(2)``; errno as :func:`kernel_syscalls.add_key`."""
+    def sys_add_key(
+        self, type_name: str, description: str | None, payload: bytes | None, ringid: int, *, usage: str | None = None
+    ) -> int:
+        """``add_key(2)``; errno as :func:`kernel_syscalls.add_key`.
+
+        ``EOPNOTSUPP`` for ``usage``: the kernel keyring cannot bind a key to one use.
+        """
+        if usage is not None:
+            raise error(errno.EOPNOTSUPP, "the kernel keyring cannot bind a key to one use (usage=)")
         return self._call(sc.add_key, type_name, description, payload, ringid)
 
     def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
@@ -170,8 +177,10 @@ class KernelKeyspace(KeyspaceAPI):
         """``KEYCTL_INVALIDATE``; ``EACCES`` (no SEARCH), ``ENOKEY``."""
         self._call(sc.keyctl_invalidate, keyid)
 
-    def sys_secret(self, keyid: int) -> SecretBuffer:
+    def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """``KEYCTL_READ`` straight into a new SecretBuffer (the caller wipes it).
+
+        Kernel keys are never bound to a use, so any ``consumer`` may have them.
 
         The kernel gives user space no other way to the plaintext, so this has the
         errno of ``read``: ``EOPNOTSUPP`` for logon keys, ``EACCES``, ``EKEYREVOKED``;

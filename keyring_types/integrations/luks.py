@@ -117,7 +117,7 @@ def _run(step: str, path: str, args: list[str], feeds: Sequence[memoryview] = ()
 
 def format(  # the name the issue fixes; it shadows the builtin only inside this module
     path: str | os.PathLike[str],
-    key: Key,
+    key: Key | bytes | bytearray | memoryview,
     passphrase: bytes | bytearray | memoryview,
     *,
     cipher: str | None = None,
@@ -127,7 +127,8 @@ def format(  # the name the issue fixes; it shadows the builtin only inside this
     """Format a LUKS2 header on ``path`` (a file or block device) with ``key``'s
     plaintext as its volume key, and a keyslot 0 opened by ``passphrase``.
 
-    ``key`` is any handle whose plaintext this process may use (``key.secret()``);
+    ``key`` is any handle whose plaintext this process may use (``key.secret()``),
+    or the raw volume key (best a view of secret memory);
     ``--key-size`` is its length in bits, which the cipher must accept
     (cryptsetup's default ``aes-xts-plain64`` takes 32 or 64 bytes).  ``cipher``
     is a cryptsetup ``--cipher``; ``pbkdf`` one of :data:`PBKDFS` and
@@ -159,11 +160,20 @@ def format(  # the name the issue fixes; it shadows the builtin only inside this
         if type(iterations) is not int or iterations <= 0:
             raise error(errno.EINVAL, "iterations is a positive int")
         args += ["--pbkdf-force-iterations", str(iterations)]
-    with key.secret() as mv:
-        if not mv.nbytes:
-            raise error(errno.EINVAL, "a volume key cannot be empty")
-        args += ["--key-size", str(8 * mv.nbytes), "--", where]
-        _run("luksFormat", where, args, (mv, memoryview(passphrase)))
+    if isinstance(key, Key):
+        with key.secret(consumer="luks") as mv:
+            _format_with(where, args, mv, memoryview(passphrase))
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        _format_with(where, args, memoryview(key), memoryview(passphrase))
+    else:
+        raise error(errno.EINVAL, "a volume key is a key handle or bytes")
+
+
+def _format_with(where: str, args: list[str], volume_key: memoryview, passphrase: memoryview) -> None:
+    if not volume_key.nbytes:
+        raise error(errno.EINVAL, "a volume key cannot be empty")
+    args = [*args, "--key-size", str(8 * volume_key.nbytes), "--", where]
+    _run("luksFormat", where, args, (volume_key, passphrase))
 
 
 def add_keyring_token(path: str | os.PathLike[str], description: str, keyslot: int = 0, *, token_id: int | None = None) -> None:
@@ -208,7 +218,7 @@ def load_passphrase(description: str, passphrase: bytes | bytearray | memoryview
     kernel = KernelKeyspace()
     ringid = kernel.resolve(keyring)
     if isinstance(passphrase, Key):
-        with passphrase.secret() as mv:
+        with passphrase.secret(consumer="luks") as mv:
             serial = _add_user(description, mv, ringid)
     elif isinstance(passphrase, (bytes, bytearray, memoryview)):
         serial = _add_user(description, memoryview(passphrase), ringid)

@@ -144,6 +144,12 @@ def _exact(buf: Any, size: int, name: str) -> Any:
 # -- MAC keys -----------------------------------------------------------------
 
 
+def _rpmb_secret(key: Any) -> Any:
+    """``key.secret()`` as the ``rpmb`` consumer when the object knows use bindings
+    (a ``Key`` handle has ``usage``), plain ``secret()`` for other duck types."""
+    return key.secret(consumer="rpmb") if hasattr(key, "usage") else key.secret()
+
+
 def _resolve_key(key_or_hmac: Any) -> tuple[HmacSha256, bool]:
     """The HMAC to use and whether we made it (and must wipe it)."""
     if isinstance(key_or_hmac, HmacSha256):
@@ -153,7 +159,7 @@ def _resolve_key(key_or_hmac: Any) -> tuple[HmacSha256, bool]:
             raise error(errno.EINVAL, f"an RPMB authentication key is {KEY_SIZE} bytes, got {len(key_or_hmac)}")
         return HmacSha256(key_or_hmac), True
     if hasattr(key_or_hmac, "secret"):
-        with key_or_hmac.secret() as mv:
+        with _rpmb_secret(key_or_hmac) as mv:
             if len(mv) != KEY_SIZE:
                 raise error(errno.EINVAL, f"an RPMB authentication key is {KEY_SIZE} bytes, got {len(mv)}")
             return HmacSha256(mv), True
@@ -433,7 +439,7 @@ def program_key_request(key: Any, *, out: bytearray | memoryview | None = None) 
     (e.g. a SecretBuffer's ``writable()`` view) to keep the key out of the
     Python heap.  ``EINVAL`` unless the key is 32 bytes."""
     if hasattr(key, "secret") and not isinstance(key, (bytes, bytearray, memoryview, SecretBuffer)):
-        with key.secret() as mv:
+        with _rpmb_secret(key) as mv:
             if len(mv) != KEY_SIZE:
                 raise error(errno.EINVAL, f"an RPMB authentication key is {KEY_SIZE} bytes, got {len(mv)}")
             return build(RequestType.PROGRAM_KEY, key_mac=mv, out=out)

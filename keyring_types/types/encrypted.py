@@ -35,6 +35,7 @@ from keyring_types.core.keytype import (
     Preparsed,
     lookup_key_type,
 )
+from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
 from keyring_types.grammar import as_payload, is_hex, split_text
 from keyring_types.secret import SecretBuffer
@@ -322,6 +323,8 @@ def master_key_secret(key: KeyRecord, master_desc: str) -> SecretBuffer:
     else:
         raise error(errno.EINVAL, "the master key has no user: or trusted: prefix")
     record = current_caller(key).lookup_key(type_name, name)
+    if record.usage is not None:
+        check_consumer(record.serial, record.usage, "encrypted")
     return record.ktype.secret(record)
 
 
@@ -336,6 +339,8 @@ def _master_material(key: KeyRecord, master_desc: str) -> tuple[SecretBuffer, Se
     """
     if master_desc.startswith(_USER_PREFIX):
         record = current_caller(key).lookup_key("user", master_desc[len(_USER_PREFIX) :])
+        if record.usage is not None:
+            check_consumer(record.serial, record.usage, "encrypted")
         payload = record.payload
         if type(record.ktype) is UserKeyType and type(payload) is SecretBuffer:
             # The user key's payload itself: a user key's payload is its data
@@ -542,7 +547,7 @@ def ecryptfs_auth_token(key: Key) -> SecretBuffer:
     """
     if key.type != EncryptedKeyType.name:
         raise error(errno.EINVAL, f"key {key.serial} is a '{key.type}' key, not an encrypted key")
-    with key.secret() as mv:
+    with key.secret(consumer="ecryptfs") as mv:
         if len(mv) != eb.ECRYPTFS_KEY_BYTES:
             raise error(errno.EINVAL, f"key {key.serial} holds {len(mv)} bytes, not an ecryptfs key's 64")
         return eb.ecryptfs_auth_tok(key.description, mv)

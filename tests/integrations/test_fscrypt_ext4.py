@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import errno_of, kernel_keyring_reachable, require
+from loopfs import make_fs as _make_fs
+from loopfs import open_dir as _open_dir
+from loopfs import require_loop_fs as _require_loop_fs
 
 import keyring_types as kt
 from keyring_types.integrations import fscrypt
@@ -27,48 +27,6 @@ from keyring_types.integrations import fscrypt
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(*cmd: str) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _make_fs(base: Path, name: str, features: list[str]) -> Iterator[Path]:
-    """A mounted 16 MiB ext4 on a loop device; unmounted and detached afterwards."""
-    image, mnt = base / f"{name}.img", base / name
-    with open(image, "wb") as f:
-        f.truncate(16 << 20)  # sparse
-    mnt.mkdir()
-    loop = _run("losetup", "-f", "--show", str(image))
-    mounted = False
-    try:
-        _run("mkfs.ext4", "-q", *features, loop)
-        _run("mount", loop, str(mnt))
-        mounted = True
-        yield mnt
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(mnt)], check=False)
-        subprocess.run(["losetup", "-d", loop], check=False)
-
-
-def _require_loop_fs() -> None:
-    require(os.geteuid() == 0, "root (loop devices, mount, FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS)")
-    require(os.path.exists("/dev/loop-control"), "a loop device (/dev/loop-control)")
-    for tool in ("mkfs.ext4", "losetup", "mount", "umount"):
-        require(shutil.which(tool) is not None, f"{tool} (e2fsprogs / util-linux)")
-
-
-@contextmanager
-def _open_dir() -> Iterator[Path]:
-    """A private directory that other users may traverse (pytest's is 0700 under
-    root's), so the tests that switch to uid 65534 reach the mount."""
-    base = Path(tempfile.mkdtemp(prefix="kt-fscrypt-"))
-    try:
-        base.chmod(0o755)
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
