@@ -36,6 +36,7 @@ __all__ = [
     "EV_EVENT_TAG",
     "Event",
     "EventLog",
+    "Registers",
     "CcelTable",
     "RtmrExplanation",
     "parse",
@@ -207,9 +208,23 @@ def _bank(log: EventLog, algorithm: str | int | None) -> int:
     return alg
 
 
-def _replay(log: EventLog, alg: int) -> tuple[dict[int, bytes], dict[int, list[Event]]]:
+class Registers(dict[int, bytes]):
+    """Replayed values, index → value.  Only extended registers are stored (and iterated); any
+    other index reads as all zero, the value a register the log never extends has."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __missing__(self, index: int) -> bytes:
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise KeyError(index)
+        return bytes(self.size)
+
+
+def _replay(log: EventLog, alg: int) -> tuple[Registers, dict[int, list[Event]]]:
     name, size = ALGORITHMS[alg]
-    values: dict[int, bytes] = {}
+    values = Registers(size)
     by_index: dict[int, list[Event]] = {}
     for ev in log.events:
         if ev.type == EV_NO_ACTION:
@@ -230,8 +245,9 @@ def replay(log: bytes, *, algorithm: str | int | None = None) -> dict[int, bytes
     """Register values (index → value) after every extend of ``log``.
 
     ``algorithm`` picks the bank (``"sha384"`` or a TCG id); by default the only bank, else
-    SHA-384, else SHA-256.  Registers the log never extends are absent.  ``EBADMSG`` as
-    :func:`parse`; ``EINVAL`` for a bank the log lacks.
+    SHA-384, else SHA-256.  The dict holds the registers the log extends; any other index reads
+    as all zero (e.g. ``replay(ccel)[4]`` is RTMR3 of a TD that never extended it).
+    ``EBADMSG`` as :func:`parse`; ``EINVAL`` for a bank the log lacks.
     """
     parsed = parse(log)
     return _replay(parsed, _bank(parsed, algorithm))[0]

@@ -29,7 +29,8 @@ def test_replaying_the_ccel_log_reproduces_all_four_rtmrs_of_its_quote() -> None
     q = tdx.verify(data("cos-113-tdx-quote.dat"), at=AT)
     values = eventlog.replay(log)
     assert eventlog.rtmrs_of(values) == q.rtmrs
-    assert q.rtmrs[3] == bytes(48) and 4 not in values  # nothing extended RTMR3 at boot
+    assert [values[i] for i in (1, 2, 3, 4)] == list(q.rtmrs)
+    assert q.rtmrs[3] == bytes(48) and 4 not in values  # nothing extended RTMR3 at boot: it reads as zero
     parsed = eventlog.parse(log)
     assert dict(parsed.algorithms) == {0x000C: 48} and len(parsed.events) == 43
     explained = eventlog.check_quote(log, q)
