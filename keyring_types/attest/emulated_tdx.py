@@ -357,6 +357,14 @@ class EmulatedTdx:
         return header + body + tdx.pack_signed_data(signature=signature, attestation_key=ak, qe_report=qe, qe_report_signature=qe_sig,
                                                     qe_auth_data=_AUTH_DATA, pck_chain=chain)  # fmt: skip
 
+    def report(self, report_data: bytes, privlevel: int = 0) -> bytes:
+        """What configfs-tsm's ``outblob`` holds for ``inblob`` = ``report_data``: a quote.
+        ``EINVAL`` for an inblob that is not 64 bytes or a privlevel other than 0 (the
+        ``tdx_guest`` provider hides ``privlevel``)."""
+        if privlevel != 0:
+            raise error(errno.EINVAL, "emulated TDX: TDX has no privilege levels (privlevel must be 0)")
+        return self.quote(report_data)
+
     def auth_new(self, request: TsmRequest) -> bytes:
         """The ``tsm`` key's blob: a quote.  ``EINVAL`` for user data that is not 64 bytes
         without ``nonce=`` (as the TDX guest driver's inblob), a privlevel other than 0 (TDX

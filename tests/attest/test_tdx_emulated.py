@@ -81,9 +81,11 @@ def test_extend_refuses_bad_index_or_size(guest: EmulatedTdx, index: int, digest
 
 
 def test_report_data_must_be_64_bytes(guest: EmulatedTdx) -> None:
-    with pytest.raises(OSError) as e:
-        guest.quote(bytes(32))
-    assert e.value.errno == errno.EINVAL
+    for call in (lambda: guest.quote(bytes(32)), lambda: guest.report(bytes(65)), lambda: guest.report(bytes(64), 1)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL
+    assert tdx.verify(guest.report(b"\x03" * 64), roots=guest.root_pem()).report_data == b"\x03" * 64
 
 
 def test_collateral_gives_tcb_statuses(guest: EmulatedTdx) -> None:
