@@ -48,6 +48,15 @@ from keyring_types.constants import (
     KEY_QUOTA_MAXKEYS,
     KEY_QUOTA_ROOT_MAXBYTES,
     KEY_QUOTA_ROOT_MAXKEYS,
+    KEY_REQKEY_DEFL_DEFAULT,
+    KEY_REQKEY_DEFL_GROUP_KEYRING,
+    KEY_REQKEY_DEFL_NO_CHANGE,
+    KEY_REQKEY_DEFL_PROCESS_KEYRING,
+    KEY_REQKEY_DEFL_REQUESTOR_KEYRING,
+    KEY_REQKEY_DEFL_SESSION_KEYRING,
+    KEY_REQKEY_DEFL_THREAD_KEYRING,
+    KEY_REQKEY_DEFL_USER_KEYRING,
+    KEY_REQKEY_DEFL_USER_SESSION_KEYRING,
     KEY_SPEC_ALIASES,
     KEY_SPEC_GROUP_KEYRING,
     KEY_SPEC_PROCESS_KEYRING,
@@ -96,6 +105,11 @@ if TYPE_CHECKING:
     from keyring_types.core.handle import Key, Keyring
     from keyring_types.core.keyspace import Keyspace
     from keyring_types.core.quota import QuotaLimits
+    from keyring_types.core.request_key_handlers import (
+        UpcallRequest,
+        register_request_key_handler,
+        unregister_request_key_handler,
+    )
     from keyring_types.integrations.kernel_keyspace import KernelKeyspace
     from keyring_types.secret import SecretBuffer, ct_memcmp
 
@@ -133,6 +147,15 @@ __all__ = [
     "KEY_QUOTA_MAXKEYS",
     "KEY_QUOTA_ROOT_MAXBYTES",
     "KEY_QUOTA_ROOT_MAXKEYS",
+    "KEY_REQKEY_DEFL_DEFAULT",
+    "KEY_REQKEY_DEFL_GROUP_KEYRING",
+    "KEY_REQKEY_DEFL_NO_CHANGE",
+    "KEY_REQKEY_DEFL_PROCESS_KEYRING",
+    "KEY_REQKEY_DEFL_REQUESTOR_KEYRING",
+    "KEY_REQKEY_DEFL_SESSION_KEYRING",
+    "KEY_REQKEY_DEFL_THREAD_KEYRING",
+    "KEY_REQKEY_DEFL_USER_KEYRING",
+    "KEY_REQKEY_DEFL_USER_SESSION_KEYRING",
     "KEY_SPEC_ALIASES",
     "KEY_SPEC_GROUP_KEYRING",
     "KEY_SPEC_PROCESS_KEYRING",
@@ -178,9 +201,12 @@ __all__ = [
     "key",
     "lookup_key_type",
     "register_key_type",
+    "register_request_key_handler",
     "registered_key_types",
     "request_key",
     "unregister_key_type",
+    "unregister_request_key_handler",
+    "UpcallRequest",
 ]
 
 #: Public names loaded on first access: name -> module that defines it.
@@ -193,6 +219,9 @@ _LAZY: dict[str, str] = {
     "QuotaLimits": "keyring_types.core.quota",
     "SecretBuffer": "keyring_types.secret",
     "ct_memcmp": "keyring_types.secret",
+    "register_request_key_handler": "keyring_types.core.request_key_handlers",
+    "unregister_request_key_handler": "keyring_types.core.request_key_handlers",
+    "UpcallRequest": "keyring_types.core.request_key_handlers",
     # The kernel bridge loads its cffi module only when asked for.
     "KernelKeyspace": "keyring_types.integrations.kernel_keyspace",
 }

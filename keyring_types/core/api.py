@@ -13,13 +13,14 @@ import abc
 import errno
 from typing import TYPE_CHECKING
 
-from keyring_types.constants import KEY_SPEC_ALIASES
+from keyring_types.constants import KEY_SPEC_ALIASES, KEY_SPEC_REQKEY_AUTH_KEY
 from keyring_types.core.handle import Key, Keyring
-from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payload_bytes
+from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payload_bytes, u32
 from keyring_types.core.usage import check_usage
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.pkey import PkeyQuery
     from keyring_types.secret import SecretBuffer
 
 __all__ = ["KeyTarget", "KeyspaceAPI"]
@@ -82,6 +83,25 @@ class KeyspaceAPI(abc.ABC):
     @abc.abstractmethod
     def sys_invalidate(self, keyid: int) -> None: ...
 
+    # The handler side of construction by upcall (core.request_key).
+    @abc.abstractmethod
+    def sys_instantiate(self, keyid: int, payload: bytes | None, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_instantiate_iov(self, keyid: int, parts: list[bytes], ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_negate(self, keyid: int, timeout: int, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_reject(self, keyid: int, timeout: int, err: int, ringid: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_assume_authority(self, keyid: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_set_reqkey_keyring(self, which: int) -> int: ...
+
     @abc.abstractmethod
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes.
@@ -101,6 +121,24 @@ class KeyspaceAPI(abc.ABC):
     @abc.abstractmethod
     def same_world(self, other: KeyspaceAPI) -> bool:
         """Whether ``other`` is a view of the same set of keys."""
+
+    @abc.abstractmethod
+    def sys_restrict_keyring(self, ringid: int, type_name: str | None, restriction: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def sys_pkey_query(self, keyid: int, info: str) -> PkeyQuery: ...
+
+    @abc.abstractmethod
+    def sys_pkey_encrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_decrypt(self, keyid: int, info: str, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_sign(self, keyid: int, info: str, digest: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def sys_pkey_verify(self, keyid: int, info: str, digest: bytes, signature: bytes) -> None: ...
 
     # -- the user-facing API -------------------------------------------------
     #
@@ -221,6 +259,9 @@ class KeyspaceAPI(abc.ABC):
     def key(self, target: KeyTarget) -> Key:
         """A handle on an existing key; ``ENOKEY`` if there is none (special ids resolve)."""
         keyid = self.resolve(target)
+        if keyid == KEY_SPEC_REQKEY_AUTH_KEY:
+            # @a is the one special id that names a key, not a keyring.
+            return self.handle(self.sys_get_keyring_id(keyid, False))
         if keyid < 0:
             return self.keyring(keyid)
         return self.handle(self._checked_serial(keyid))
@@ -256,6 +297,72 @@ class KeyspaceAPI(abc.ABC):
         name = c_string(name, "session keyring name", None)
         serial = self.sys_join_session_keyring(name)
         return Keyring(self, serial, "keyring", name if name is not None else "_ses")
+
+    # -- the request-key handler's side ------------------------------------------
+    #
+    # A handler (core.request_key_handlers) builds the key it was asked for with
+    # these; outside an upcall, without the authority over that key, they fail
+    # with EPERM.  Each ends the authority when it succeeds.
+
+    def assume_authority(self, key: KeyTarget | None) -> Key | None:
+        """``keyctl assume_authority``: take the authority to build ``key`` (None or 0 gives it up).
+
+        Returns the authorisation key (``@a``), or None when giving up.  ``ENOKEY``
+        if no authorisation key for ``key`` is reachable from the caller's keyrings,
+        ``EKEYREVOKED`` if it is spent, ``EINVAL`` for a special id.
+        """
+        keyid = 0 if key is None else self.resolve(key)
+        serial = self.sys_assume_authority(keyid)
+        return None if serial == 0 else self.handle(serial, ".request_key_auth", f"{keyid:x}")
+
+    def instantiate(
+        self, key: KeyTarget, payload: bytes | bytearray | memoryview | str | None, dest: KeyTarget = 0
+    ) -> None:
+        """``keyctl instantiate``: give the key under construction its payload, link it into ``dest``.
+
+        ``dest`` 0 links nowhere more; a special id (``@s``...) means the requester's
+        destination keyring.  ``EPERM`` (no authority over ``key``), ``EBUSY``
+        (already built), ``EINVAL`` (payload refused by the type, over 1 MiB - 1),
+        ``EACCES``/``ENOKEY`` (``dest``), ``EDQUOT``.
+        """
+        keyid = self.resolve(key)
+        data = payload_bytes(payload)
+        self.sys_instantiate(keyid, data if data else None, 0 if dest is None else self.resolve(dest))
+
+    def instantiate_iov(
+        self, key: KeyTarget, parts: list[bytes] | tuple[bytes, ...], dest: KeyTarget = 0
+    ) -> None:
+        """``KEYCTL_INSTANTIATE_IOV``: as :meth:`instantiate` with the payload in pieces (at most 1024)."""
+        keyid = self.resolve(key)
+        pieces = [payload_bytes(p, "payload piece") or b"" for p in parts]
+        self.sys_instantiate_iov(keyid, pieces, 0 if dest is None else self.resolve(dest))
+
+    def negate(self, key: KeyTarget, timeout: int, dest: KeyTarget = 0) -> None:
+        """``keyctl negate``: ``key`` answers ENOKEY to requests for ``timeout`` seconds.
+
+        ``EPERM`` (no authority over ``key``), ``EBUSY``, ``EINVAL`` (timeout not a
+        u32), ``EACCES``/``ENOKEY`` (``dest``).
+        """
+        keyid = self.resolve(key)
+        self.sys_negate(keyid, u32(timeout, "timeout"), 0 if dest is None else self.resolve(dest))
+
+    def reject(self, key: KeyTarget, timeout: int, error: int, dest: KeyTarget = 0) -> None:
+        """``keyctl reject``: ``key`` answers ``error`` (e.g. EKEYREJECTED) for ``timeout`` seconds.
+
+        ``EINVAL`` for an ``error`` outside 1..4094 or a kernel-internal restart
+        code; otherwise as :meth:`negate`.
+        """
+        keyid = self.resolve(key)
+        err = u32(error, "error number")
+        self.sys_reject(keyid, u32(timeout, "timeout"), err, 0 if dest is None else self.resolve(dest))
+
+    def set_reqkey_keyring(self, which: int) -> int:
+        """``keyctl reqkey_default``: where constructed keys go by default; returns the previous setting.
+
+        ``which`` is a ``KEY_REQKEY_DEFL_*`` value (``-1`` reads without changing);
+        ``EINVAL`` for the group keyring or an unknown value.
+        """
+        return self.sys_set_reqkey_keyring(key_id(which, "request-key default keyring"))
 
     @property
     def session(self) -> Keyring:

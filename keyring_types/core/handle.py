@@ -23,6 +23,7 @@ from keyring_types.core.syscall_args import (
 
 if TYPE_CHECKING:
     from keyring_types.core.api import KeyspaceAPI, KeyTarget
+    from keyring_types.core.pkey import PkeyQuery
 
 __all__ = ["Key", "Keyring"]
 
@@ -168,6 +169,40 @@ class Key:
             buf.wipe()
 
 
+    # -- public-key operations (KEYCTL_PKEY_*; the asymmetric key type) ----------
+    def pkey_query(self, info: str = "") -> PkeyQuery:
+        """``keyctl pkey_query``: what the key can do under ``info`` and its sizes.
+
+        ``info`` is the kernel's grammar: ``enc=<encoding> hash=<hash>`` (e.g.
+        ``"enc=pkcs1 hash=sha256"``; default encoding ``raw``).  Raises ``EINVAL``
+        (bad info, or an encoding/hash the key's algorithm lacks), ``EOPNOTSUPP``
+        (not an asymmetric key), ``EACCES`` (no SEARCH), ``ENOKEY``, ``EKEYREVOKED``.
+        """
+        return self._ks.sys_pkey_query(self._serial, _info(info))
+
+    def pkey_encrypt(self, info: str, data: bytes | bytearray | memoryview) -> bytes:
+        """``keyctl pkey_encrypt``: ``EINVAL`` (data too long for the key, bad info), ``EOPNOTSUPP``."""
+        return self._ks.sys_pkey_encrypt(self._serial, _info(info), _data(data, "data"))
+
+    def pkey_decrypt(self, info: str, data: bytes | bytearray | memoryview) -> bytes:
+        """``keyctl pkey_decrypt``: needs the private key (``EINVAL`` without); ``EINVAL`` for bad padding."""
+        return self._ks.sys_pkey_decrypt(self._serial, _info(info), _data(data, "data"))
+
+    def pkey_sign(self, info: str, digest: bytes | bytearray | memoryview) -> bytes:
+        """``keyctl pkey_sign``: sign a digest; needs the private key (``EINVAL`` without),
+        ``EINVAL`` for a digest of the wrong length for ``hash=``."""
+        return self._ks.sys_pkey_sign(self._serial, _info(info), _data(digest, "digest"))
+
+    def pkey_verify(
+        self, info: str, digest: bytes | bytearray | memoryview, signature: bytes | bytearray | memoryview
+    ) -> None:
+        """``keyctl pkey_verify``: returns if ``signature`` is good for ``digest``.
+
+        ``EKEYREJECTED`` (a valid signature of another digest), ``EBADMSG`` (bad
+        padding), ``EINVAL`` (wrong lengths, bad info), ``ENOENT`` (``enc=raw``).
+        """
+        self._ks.sys_pkey_verify(self._serial, _info(info), _data(digest, "digest"), _data(signature, "signature"))
+
 class Keyring(Key):
     """A handle on a keyring (a key of type ``keyring``)."""
 
@@ -208,8 +243,34 @@ class Keyring(Key):
         """``keyctl clear``: unlink everything; ``EACCES`` without WRITE."""
         self._ks.sys_clear(self._serial)
 
+    def restrict(self, type_name: str | None = None, restriction: str | None = None) -> None:
+        """``keyctl restrict_keyring``: limit what may be linked into this keyring from now on.
+
+        No arguments: reject everything (``EPERM`` for every later add or link).
+        ``("asymmetric", "builtin_trusted")``, ``"builtin_and_secondary_trusted"`` or
+        ``"key_or_keyring:<id>[:chain]"``: only certificates signed by a trusted key.
+        Raises ``EEXIST`` (already restricted), ``EACCES`` (no SETATTR), ``ENOTDIR``,
+        ``EINVAL`` (only one of the two given, or a bad restriction), ``ENOKEY``
+        (unknown type or key), ``ENOENT`` (the type has no restrictions), ``EDEADLK``.
+        """
+        type_name = c_string(type_name, "key type", None)
+        restriction = c_string(restriction, "restriction", None)
+        self._ks.sys_restrict_keyring(self._serial, type_name, restriction)
+
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, (Key, int)):
             return False
         return int(key) in {k.serial for k in self.keys()}
 
+
+def _info(info: object) -> str:
+    """A pkey info string: a C string (``EINVAL`` otherwise; None is refused as ``EFAULT`` would be)."""
+    checked = c_string(info, "info string")
+    assert checked is not None
+    return checked
+
+
+def _data(data: object, what: str) -> bytes:
+    """Bytes-like input of a pkey operation (``EINVAL`` otherwise)."""
+    checked = payload_bytes(data, what)
+    return b"" if checked is None else checked

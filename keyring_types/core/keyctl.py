@@ -21,6 +21,7 @@ from keyring_types.constants import (
     KEYQUOTA_LINK_BYTES,
     OVERFLOW_GID,
 )
+from keyring_types.core.construction import construction_done, negative_error
 from keyring_types.core.cred import signed_id
 from keyring_types.core.hints import denied, search_failure, unreachable_hint, user_ring_hint
 from keyring_types.core.key import (
@@ -43,6 +44,7 @@ from keyring_types.core.perm import (
 )
 from keyring_types.core.process_keys import DEFER_PERM_CHECK, NEED_UNLINK, ProcessKeys
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree
 from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
@@ -146,6 +148,8 @@ class Keyctl(ProcessKeys):
                 if reserved:
                     ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
                 try:
+                    if ring.restriction is not None:
+                        check_restriction(w, ring, ktype, prep.payload)
                     if ktype._has_update and existing is not None and not (existing.invalidated or existing.revoked):
                         self._check(existing, ring_possessed, NEED_WRITE)
                         if usage is not None and existing.usage != usage:
@@ -154,6 +158,10 @@ class Keyctl(ProcessKeys):
                                 f"key {existing.serial} exists with another use binding; a binding is made only at creation",
                             )
                         ktype.update(existing, prep)
+                        if existing.upcall:
+                            # Updating a negative key makes it positive (__key_update).
+                            existing.upcall = 0
+                            construction_done(w)
                         return existing.serial
                     perm = ktype._add_key_perm or default_perm(ktype)
                     rec = w.alloc(ktype, desc, self.cred.uid, self.cred.gid, perm)
@@ -201,30 +209,6 @@ class Keyctl(ProcessKeys):
                 if w._unpins:
                     w.release_pending()
                 w.gc_due()
-
-    def sys_request_key(self, type_name: str, description: str, callout: bytes | None, destringid: int) -> int:
-        """``request_key(2)`` without an upcall; ENOKEY (also for an unknown type) / EKEYREVOKED / EACCES."""
-        check_type_name(type_name)
-        check_desc_size(description)
-        with self._scope:
-            dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
-            _search_type(type_name)
-            try:
-                found = self.lookup_key(type_name, description)
-            except OSError as exc:
-                if exc.errno == errno.ENOKEY and callout is not None:
-                    raise error(
-                        errno.ENOKEY,
-                        f"no {type_name} key {description!r} found, and a Keyspace has no request-key upcall "
-                        "to construct one from callout info",
-                    ) from None
-                raise
-            if dest is not None:
-                # Found through the caller's keyrings, so possessed; linking it still
-                # needs LINK on the key, as request_key_and_link checks.
-                self._check(found, True, NEED_LINK)
-                key_link(self._world, self.cred, dest, found)
-            return found.serial
 
     def sys_get_keyring_id(self, keyid: int, create: bool) -> int:
         """``KEYCTL_GET_KEYRING_ID``; ENOKEY when a special keyring is absent and not created."""
@@ -403,6 +387,8 @@ class Keyctl(ProcessKeys):
             rec, possessed = self._lookup(keyid, DEFER_PERM_CHECK)
         except OSError as exc:
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
+        if rec.upcall > 0:
+            raise negative_error(rec)
         if not possessed and not permitted(rec, self.cred, False, NEED_READ):
             raise denied(self, rec, possessed, NEED_READ)
         if not rec.ktype._has_read:
@@ -449,6 +435,8 @@ class Keyctl(ProcessKeys):
                 rec, possessed = self._lookup(keyid, DEFER_PERM_CHECK)
             except OSError as exc:
                 raise error(errno.ENOKEY, f"no secret for key {keyid}: {exc.strerror}") from None
+            if rec.upcall > 0:
+                raise negative_error(rec)
             if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
                 rec.validate(self._world.now())
             if not possessed:

@@ -15,6 +15,7 @@ from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, Preparsed
 from keyring_types.core.perm import NEED_SEARCH, permitted
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import SearchContext, search_keyring_tree
 from keyring_types.core.world import World
 from keyring_types.errors import error
@@ -59,11 +60,13 @@ def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
         raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
     assert ring.links is not None
     existing = ring.links.get(key.index_key)
-    if existing is key:
+    if existing is key and ring.restriction is None:
         return
     if existing is None:
         ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
     try:
+        if ring.restriction is not None:
+            check_restriction(world, ring, key.ktype, key.payload)
         if key.is_keyring:
             detect_cycle(world, cred, ring, key)
     except BaseException:

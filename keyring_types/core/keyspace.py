@@ -8,6 +8,8 @@ kernel's own parts:
 * :mod:`~keyring_types.core.process_keys` — the view's keyrings, special ids,
   possession, ``lookup_user_key`` and the search of the caller's keyrings;
 * :mod:`~keyring_types.core.keyctl` — the ``sys_*`` system calls;
+* :mod:`~keyring_types.core.request_key` — construction by upcall and the
+  handler-side calls;
 * :mod:`~keyring_types.core.key` and :mod:`~keyring_types.core.keyring` — what
   the calls do to a key and to a keyring;
 * :mod:`~keyring_types.core.hints` — the messages of failed calls.
@@ -18,29 +20,39 @@ and the operation scope every call runs in.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from keyring_types.constants import KEY_GC_DELAY
 from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
-from keyring_types.core.keyctl import Keyctl
+from keyring_types.core.keyctl_asym import AsymKeyctl
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
+from keyring_types.core.request_key import Upcalls
 from keyring_types.core.syscall_args import check_creds
 from keyring_types.core.world import Clock, World
+
+if TYPE_CHECKING:
+    from keyring_types.store.world import StoreWorld
 
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(Keyctl, KeyspaceAPI):
+class Keyspace(AsymKeyctl, Upcalls, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's
     credentials unless ``uid``/``gid`` are given) holds a new anonymous session
     keyring.  ``clock`` (seconds) drives expiry and GC; ``limits`` the quotas.
+    ``store`` (a path, or ``True`` for ``$KEYRING_TYPES_STORE`` / ``<state
+    dir>/keys.db``) keeps user, named-session and persistent keyrings and all
+    they link in that file, shared with other processes (:mod:`keyring_types.store`);
+    without it nothing is written anywhere.
     """
 
     def __init__(
@@ -52,6 +64,7 @@ class Keyspace(Keyctl, KeyspaceAPI):
         limits: QuotaLimits | None = None,
         clock: Clock = time.time,
         gc_delay: int = KEY_GC_DELAY,
+        store: str | os.PathLike[str] | bool | None = None,
         _world: World | None = None,
         _proc: ProcessKeyrings | None = None,
     ) -> None:
@@ -69,7 +82,12 @@ class Keyspace(Keyctl, KeyspaceAPI):
             (cur.groups if uid is None else ()) if groups is None else groups,
         )
         if _world is None:
-            _world = World(limits or QuotaLimits(), clock, gc_delay)
+            if store is None or store is False:
+                _world = World(limits or QuotaLimits(), clock, gc_delay)
+            else:
+                from keyring_types.store import open_store_world
+
+                _world = open_store_world(store, limits or QuotaLimits(), clock, gc_delay)
             _proc = ProcessKeyrings(_world)
             with _world.lock:
                 _proc.set_session(_world.new_keyring("_ses", self.cred.uid, self.cred.gid, SES_PERM))
@@ -95,6 +113,12 @@ class Keyspace(Keyctl, KeyspaceAPI):
             if self._proc.session is not None:
                 proc.set_session(self._proc.session)
         return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
+
+    @property
+    def store(self) -> StoreWorld | None:
+        """The store this keyspace persists to (``path``, ``close()``, ``integrity_check()``), or None."""
+        w = self._world
+        return None if type(w) is World else w  # type: ignore[return-value]
 
     def same_world(self, other: KeyspaceAPI) -> bool:
         return isinstance(other, Keyspace) and other._world is self._world

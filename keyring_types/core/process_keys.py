@@ -28,10 +28,11 @@ from keyring_types.constants import (
     KEY_USR_READ,
     KEY_USR_VIEW,
 )
+from keyring_types.core.construction import negative_error, wait_for_construction
 from keyring_types.core.cred import Cred
 from keyring_types.core.hints import denied, search_failure, unreachable_hint
 from keyring_types.core.keyring import find_keyring_by_name
-from keyring_types.core.perm import NEED_SEARCH, permitted
+from keyring_types.core.perm import NEED_SEARCH, NEED_SETATTR, NEED_VIEW, permitted
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.search import (
     EAGAIN,
@@ -50,6 +51,9 @@ __all__ = ["DEFER_PERM_CHECK", "NEED_UNLINK", "ProcessKeyrings", "ProcessKeys"]
 # Lookup modes beyond a permission mask (``KEY_DEFER_PERM_CHECK``, ``KEY_NEED_UNLINK``).
 DEFER_PERM_CHECK = -1
 NEED_UNLINK = -2
+#: The permissions whose lookups the kernel makes with KEY_LOOKUP_PARTIAL (describe,
+#: setperm, chown, set_timeout); ``_lookup(partial=...)`` says so for other calls.
+_PARTIAL_NEEDS = frozenset({NEED_VIEW, NEED_SETATTR})
 
 SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ  # anonymous session keyring
 NAMED_SES_PERM = KEY_POS_ALL | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_LINK
@@ -121,6 +125,9 @@ class ProcessKeys:
     _world: World
     _proc: ProcessKeyrings
     _scope: OpScope
+    #: The request-key authorisation key this view has assumed (the kernel's
+    #: ``cred->request_key_auth``), pinned while held; see core.request_key.
+    _reqkey_auth: KeyRecord | None = None
 
     # -- the caller's own keyrings ------------------------------------------------
     def _thread_ring(self, create: bool) -> KeyRecord | None:
@@ -198,8 +205,29 @@ class ProcessKeys:
         if keyid == KEY_SPEC_GROUP_KEYRING:
             raise error(errno.EINVAL, "group keyrings (@g) are not implemented, as in the kernel")
         if keyid in (KEY_SPEC_REQKEY_AUTH_KEY, KEY_SPEC_REQUESTOR_KEYRING):
-            raise error(errno.ENOKEY, f"special key {keyid} exists only inside a request-key upcall")
+            return self._authority_special(keyid)
         raise error(errno.EINVAL, f"invalid key id {keyid}")
+
+    def _authority_special(self, keyid: int) -> KeyRecord:
+        """``@a`` (the assumed authorisation key) or the requestor's destination keyring.
+
+        ENOKEY outside an upcall (no authority assumed), EKEYREVOKED once the
+        authority is spent.
+        """
+        auth = self._reqkey_auth
+        if auth is None:
+            raise error(
+                errno.ENOKEY,
+                f"special key {keyid} exists only inside a request-key upcall, after assume_authority",
+            )
+        if keyid == KEY_SPEC_REQKEY_AUTH_KEY:
+            return auth
+        if auth.revoked or auth.payload is None:
+            raise error(errno.EKEYREVOKED, f"the request-key authority (key {auth.serial}) has been revoked")
+        dest: KeyRecord | None = auth.payload.dest
+        if dest is None:
+            raise error(errno.ENOKEY, "the key under construction has no destination keyring")
+        return dest
 
     def _cred_rings(self) -> list[KeyRecord | None]:
         """The keyrings a search starts from: thread, process, session (or the user session)."""
@@ -261,11 +289,16 @@ class ProcessKeys:
         found, _ = search_cred_keyrings(rings, ctx)
         return found is not None
 
-    def _lookup(self, keyid: int, need: int, *, create: bool = False) -> tuple[KeyRecord, bool]:
+    def _lookup(
+        self, keyid: int, need: int, *, create: bool = False, partial: bool | None = None
+    ) -> tuple[KeyRecord, bool]:
         """``lookup_user_key``: resolve, validate, check permission; (record, possessed).
 
         ``need`` is a ``NEED_*`` mask, or :data:`DEFER_PERM_CHECK` (resolve only; the
         caller checks) or :data:`NEED_UNLINK` (resolve only, not validated).
+        ``partial`` (KEY_LOOKUP_PARTIAL) takes a key under construction or negative
+        as it is instead of waiting; by default it follows ``need`` as the kernel's
+        calls do.
         ENOKEY, EINVAL, EACCES, EKEYREVOKED, EKEYEXPIRED.
         """
         if keyid > 0:
@@ -287,6 +320,15 @@ class ProcessKeys:
             possessed = True
         if need == NEED_UNLINK:
             return rec, possessed
+        if rec.upcall:
+            # A key under construction or negative.  The kernel's PARTIAL lookups
+            # (describe, setperm, chown, set_timeout: the calls needing VIEW or
+            # SETATTR) take it as it is; the others wait for the handler, then
+            # fail with a negative key's error (read checks that itself).
+            if not (need in _PARTIAL_NEEDS if partial is None else partial):
+                wait_for_construction(self._world, rec)
+                if rec.upcall > 0 and need != DEFER_PERM_CHECK:
+                    raise negative_error(rec)
         if need != DEFER_PERM_CHECK:
             if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
                 rec.validate(self._world.now())
@@ -301,24 +343,26 @@ class ProcessKeys:
 
     # -- search_process_keyrings ----------------------------------------------------
     def lookup_key(self, type_name: str, description: str) -> KeyRecord:
-        """``request_key_and_link``'s search over the caller's keyrings (no upcall).
+        """The in-kernel ``request_key`` that key types use (:class:`Caller`), without an upcall.
 
-        Also the in-kernel ``request_key`` that key types use (:class:`Caller`):
-        ENOKEY / EKEYREVOKED / EACCES.
+        Searches the caller's keyrings and waits for a key under construction:
+        ENOKEY / EKEYREVOKED / EACCES, or a negative key's error.
         """
-        index = (type_name, description)
-        proc = self._proc
-        if not proc.any_thread and proc.process is None and type_name != "keyring":
-            # Only the session keyring to search: a usable key linked directly in it is
-            # what the search returns first.  Anything else takes the full search.
-            ses = proc.session
-            if ses is not None:
-                found = direct_hit(ses, index, self.cred, self._world.now)
-                if found is not None:
-                    return found
-        rings = self._cred_rings()
-        ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
-        found, err = search_cred_keyrings(rings, ctx)
+        found = self.search_process_keyrings(type_name, description)
+        if found.upcall:
+            # Under construction: the kernel's request_key() waits for the outcome.
+            wait_for_construction(self._world, found)
+            if found.upcall > 0:
+                raise negative_error(found)
+        return found
+
+    def search_process_keyrings(self, type_name: str, description: str) -> KeyRecord:
+        """``request_key_and_link``'s search over the caller's keyrings; may return a key under construction.
+
+        ENOKEY (none, or only expired ones), EKEYREVOKED / EACCES / a negative key's
+        error when only unusable ones exist.
+        """
+        found, err = self._search_process((type_name, description))
         if found is not None:
             return found
         if err in (EAGAIN, errno.ENOKEY):
@@ -328,3 +372,17 @@ class ProcessKeys:
                 + unreachable_hint(self, type_name, description),
             )
         raise error(err, search_failure(err, type_name, description))
+
+    def _search_process(self, index: tuple[str, str]) -> tuple[KeyRecord | None, int]:
+        """``search_process_keyrings_rcu``: (key, 0), or (None, errno) with EAGAIN for "nothing at all"."""
+        proc = self._proc
+        if not proc.any_thread and proc.process is None and index[0] != "keyring":
+            # Only the session keyring to search: a usable key linked directly in it is
+            # what the search returns first.  Anything else takes the full search.
+            ses = proc.session
+            if ses is not None:
+                found = direct_hit(ses, index, self.cred, self._world.now)
+                if found is not None:
+                    return found, 0
+        ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True)
+        return search_cred_keyrings(self._cred_rings(), ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keyring_types.constants import OVERFLOW_GID
 from keyring_types.core.cred import signed_id
-from keyring_types.core.record import KeyRecord
+from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 
 __all__ = ["proc_keys_line", "format_timeout"]
 
@@ -30,14 +30,15 @@ def proc_keys_line(rec: KeyRecord, now: int) -> str:
             "R" if rec.revoked else "-",
             "D" if rec.dead else "-",
             "Q" if rec.in_quota else "-",
-            "-",  # under construction: a Keyspace has no upcalls
-            "-",  # negative
+            "U" if rec.upcall == UNDER_CONSTRUCTION else "-",
+            "N" if rec.upcall > 0 else "-",
             "i" if rec.invalidated else "-",
         )
     )
     usage = len(rec.parents) + rec.pins
     gid = OVERFLOW_GID if rec.gid is None else rec.gid
-    text = rec.ktype.describe(rec)
+    # The kernel's describe ops add payload details only for a positive key.
+    text = rec.ktype.describe(rec) if rec.instantiated and not rec.upcall else rec.description
     return (
         f"{rec.serial:08x} {flags} {usage:5d} {format_timeout(rec, now):>4s} {rec.perm:08x} "
         f"{signed_id(rec.uid):5d} {signed_id(gid):5d} {rec.ktype.name[:9]:<9s} {text}"

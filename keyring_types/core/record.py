@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from keyring_types.core.keytype import KeyType
     from keyring_types.core.quota import KeyUser
 
-__all__ = ["KeyRecord", "IndexKey"]
+__all__ = ["KeyRecord", "IndexKey", "UNDER_CONSTRUCTION"]
+
+#: ``KeyRecord.upcall`` of a key a request-key handler is still building.
+UNDER_CONSTRUCTION = -1
 
 #: A keyring holds at most one key per (type name, description).
 IndexKey = tuple[str, str]
@@ -62,6 +65,12 @@ class KeyRecord:
     pins: int = 0
     #: (type name, description): the slot a keyring holds this key in; set at allocation.
     index_key: IndexKey = ("", "")
+    #: Construction by upcall (core.request_key): 0 for an ordinary key,
+    #: UNDER_CONSTRUCTION while a request-key handler builds it (``U`` in /proc/keys),
+    #: or the errno a negative key answers with (``N``; ``instantiated`` is then True).
+    upcall: int = 0
+    #: A keyring's restriction (``core.restrict.KeyRestriction``), asked before any new link.
+    restriction: Any = None
     #: The one consumer this key's plaintext goes to (core/usage.py); None: unbound.
     usage: str | None = None
 

@@ -62,6 +62,10 @@ class SearchContext:
         if self.check_perm and not permitted(key, self.cred, self.possessed, NEED_SEARCH):
             self.err = errno.EACCES
             return False
+        if self.state_check and key.upcall > 0:
+            # A negative key: skipped, its error reported if nothing better turns up.
+            self.err = key.upcall
+            return False
         return True
 
 
@@ -120,7 +124,7 @@ def direct_hit(ring: KeyRecord, index: IndexKey, cred: Cred, now: Callable[[], i
     if ring.revoked or ring.invalidated or ring.links is None:
         return None
     cand = ring.links.get(index)
-    if cand is None or cand.dead or cand.revoked or cand.invalidated:
+    if cand is None or cand.dead or cand.revoked or cand.invalidated or cand.upcall > 0:
         return None
     # The clock is read only for a key that can expire.
     if cand.expiry and cand.expired_at(now()):

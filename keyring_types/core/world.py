@@ -26,6 +26,7 @@ from keyring_types.core.cred import Cred
 from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.quota import KeyUser, QuotaLimits
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.restrict import release_restriction
 from keyring_types.errors import error
 
 __all__ = ["World", "Clock", "NO_CALLER"]
@@ -126,6 +127,8 @@ class World:
     def destroy(self, rec: KeyRecord) -> None:
         del self.keys[rec.serial]
         rec.ktype.destroy(rec)
+        if rec.restriction is not None:
+            release_restriction(self, rec)
         if rec.in_quota:
             rec.user.release_key(rec.quotalen)
         rec.user.nkeys -= 1

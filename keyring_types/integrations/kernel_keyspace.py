@@ -29,6 +29,7 @@ from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.syscall_args import check_creds
 from keyring_types.errors import KeyringError, error
 from keyring_types.integrations import kernel_syscalls as sc
+from keyring_types.integrations.kernel_asym import KernelAsymCalls
 from keyring_types.secret import SecretBuffer
 
 __all__ = ["KernelKeyspace"]
@@ -48,7 +49,7 @@ class _Creds:
         return f"uid {self.uid}, gid {self.gid}, groups {list(self.groups)}"
 
 
-class KernelKeyspace(KeyspaceAPI):
+class KernelKeyspace(KernelAsymCalls, KeyspaceAPI):
     """The keyspace API on this machine's kernel keyring.
 
     ``new_session=True`` first makes the calling thread join a fresh anonymous
@@ -176,6 +177,34 @@ class KernelKeyspace(KeyspaceAPI):
     def sys_invalidate(self, keyid: int) -> None:
         """``KEYCTL_INVALIDATE``; ``EACCES`` (no SEARCH), ``ENOKEY``."""
         self._call(sc.keyctl_invalidate, keyid)
+
+    # -- the request-key handler's side (run inside a /sbin/request-key program) --
+    def sys_instantiate(self, keyid: int, payload: bytes | None, ringid: int) -> None:
+        """``KEYCTL_INSTANTIATE``; ``EPERM`` outside an upcall, ``EBUSY``, ``EINVAL``, ``EACCES``."""
+        self._call(sc.keyctl_instantiate, keyid, payload, ringid)
+
+    def sys_instantiate_iov(self, keyid: int, parts: list[bytes], ringid: int) -> None:
+        """``KEYCTL_INSTANTIATE_IOV``; as :meth:`sys_instantiate`."""
+        self._call(sc.keyctl_instantiate_iov, keyid, parts, ringid)
+
+    def sys_negate(self, keyid: int, timeout: int, ringid: int) -> None:
+        """``KEYCTL_NEGATE``; ``EPERM`` outside an upcall, ``EBUSY``."""
+        self._call(sc.keyctl_negate, keyid, timeout, ringid)
+
+    def sys_reject(self, keyid: int, timeout: int, err: int, ringid: int) -> None:
+        """``KEYCTL_REJECT``; ``EINVAL`` (bad error number), ``EPERM`` outside an upcall, ``EBUSY``."""
+        self._call(sc.keyctl_reject, keyid, timeout, err, ringid)
+
+    def sys_assume_authority(self, keyid: int) -> int:
+        """``KEYCTL_ASSUME_AUTHORITY``; ``ENOKEY``, ``EKEYREVOKED``, ``EINVAL``.
+
+        Changes the calling thread's credentials, as the kernel does.
+        """
+        return self._call(sc.keyctl_assume_authority, keyid)
+
+    def sys_set_reqkey_keyring(self, which: int) -> int:
+        """``KEYCTL_SET_REQKEY_KEYRING`` for the calling thread; ``EINVAL``."""
+        return self._call(sc.keyctl_set_reqkey_keyring, which)
 
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """``KEYCTL_READ`` straight into a new SecretBuffer (the caller wipes it).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from typing import Any
 
 from keyring_types.bindings._keyctl import ffi, lib
@@ -57,6 +58,19 @@ __all__ = [
     "keyctl_unlink",
     "keyctl_update",
     "request_key",
+    # construction by upcall: the handler's side
+    "KEYCTL_ASSUME_AUTHORITY",
+    "KEYCTL_INSTANTIATE",
+    "KEYCTL_INSTANTIATE_IOV",
+    "KEYCTL_NEGATE",
+    "KEYCTL_REJECT",
+    "KEYCTL_SET_REQKEY_KEYRING",
+    "keyctl_assume_authority",
+    "keyctl_instantiate",
+    "keyctl_instantiate_iov",
+    "keyctl_negate",
+    "keyctl_reject",
+    "keyctl_set_reqkey_keyring",
 ]
 
 # include/uapi/linux/keyctl.h
@@ -379,3 +393,72 @@ def keyctl_set_timeout(keyid: int, timeout: int) -> None:
 def keyctl_invalidate(keyid: int) -> None:
     """``KEYCTL_INVALIDATE``: ``EACCES`` (no SEARCH), ``ENOKEY``."""
     _keyctl_id(KEYCTL_INVALIDATE, keyid, "keyctl_invalidate")
+
+
+# -- construction by upcall: the calls a request-key handler makes --------------
+KEYCTL_INSTANTIATE = 12
+KEYCTL_NEGATE = 13
+KEYCTL_SET_REQKEY_KEYRING = 14
+KEYCTL_ASSUME_AUTHORITY = 16
+KEYCTL_REJECT = 19
+KEYCTL_INSTANTIATE_IOV = 20
+
+# keyctl(2) takes every argument as an unsigned long; a pointer goes as its address
+# (kt_keyctl_int), the buffer it points into kept alive by the caller for the call.
+_IOVEC = struct.Struct("@PN")  # struct iovec: void *iov_base; size_t iov_len
+
+
+def _address(buf: Any) -> int:
+    return int(ffi.cast("uintptr_t", buf))
+
+
+def keyctl_instantiate(keyid: int, payload: bytes | None, ringid: int) -> None:
+    """``KEYCTL_INSTANTIATE``: ``EPERM`` (no authority over ``keyid``), ``EINVAL``, ``EBUSY``,
+    ``EACCES``/``ENOKEY`` (``ringid``), ``EDQUOT``."""
+    keyid, ringid = key_id(keyid), key_id(ringid, "keyring id")
+    data = _buffer(payload, "payload")
+    plen = len(data) if payload else 0
+    rc = lib.kt_keyctl_int(KEYCTL_INSTANTIATE, keyid, _address(data) if plen else 0, plen, ringid)
+    _check(rc, f"keyctl_instantiate(key {keyid}, {plen} bytes, keyring {ringid})")
+
+
+def keyctl_instantiate_iov(keyid: int, parts: list[bytes], ringid: int) -> None:
+    """``KEYCTL_INSTANTIATE_IOV``: as :func:`keyctl_instantiate`, ``EINVAL`` over 1024 pieces."""
+    keyid, ringid = key_id(keyid), key_id(ringid, "keyring id")
+    buffers = [_buffer(p, "payload piece") for p in parts]
+    iov = bytearray(_IOVEC.size * max(1, len(parts)))
+    for i, (part, buf) in enumerate(zip(parts, buffers, strict=True)):
+        _IOVEC.pack_into(iov, i * _IOVEC.size, _address(buf) if part else 0, len(part))
+    iov_buf = ffi.from_buffer(iov)
+    rc = lib.kt_keyctl_int(KEYCTL_INSTANTIATE_IOV, keyid, _address(iov_buf) if parts else 0, len(parts), ringid)
+    _check(rc, f"keyctl_instantiate_iov(key {keyid}, {len(parts)} pieces, keyring {ringid})")
+
+
+def keyctl_negate(keyid: int, timeout: int, ringid: int) -> None:
+    """``KEYCTL_NEGATE``: ``EPERM`` (no authority), ``EBUSY``, ``EACCES``/``ENOKEY`` (``ringid``)."""
+    keyid, timeout, ringid = key_id(keyid), u32(timeout, "timeout"), key_id(ringid, "keyring id")
+    rc = lib.kt_keyctl_int(KEYCTL_NEGATE, keyid, timeout, ringid, 0)
+    _check(rc, f"keyctl_negate(key {keyid}, {timeout} s, keyring {ringid})")
+
+
+def keyctl_reject(keyid: int, timeout: int, err: int, ringid: int) -> None:
+    """``KEYCTL_REJECT``: ``EINVAL`` (bad error number), ``EPERM``, ``EBUSY``, ``EACCES``/``ENOKEY``."""
+    keyid, timeout, ringid = key_id(keyid), u32(timeout, "timeout"), key_id(ringid, "keyring id")
+    err = u32(err, "error number")
+    rc = lib.kt_keyctl_int(KEYCTL_REJECT, keyid, timeout, err, ringid)
+    _check(rc, f"keyctl_reject(key {keyid}, {timeout} s, error {err}, keyring {ringid})")
+
+
+def keyctl_assume_authority(keyid: int) -> int:
+    """``KEYCTL_ASSUME_AUTHORITY``: the authorisation key's serial (0 when giving up with 0).
+
+    ``EINVAL`` (special id), ``ENOKEY`` (no authorisation key reachable), ``EKEYREVOKED``.
+    """
+    keyid = key_id(keyid)
+    return _check(lib.kt_keyctl_int(KEYCTL_ASSUME_AUTHORITY, keyid, 0, 0, 0), f"keyctl_assume_authority(key {keyid})")
+
+
+def keyctl_set_reqkey_keyring(which: int) -> int:
+    """``KEYCTL_SET_REQKEY_KEYRING``: the previous setting; ``EINVAL`` for unknown values."""
+    which = key_id(which, "request-key default keyring")
+    return _check(lib.kt_keyctl_int(KEYCTL_SET_REQKEY_KEYRING, which, 0, 0, 0), f"keyctl_set_reqkey_keyring({which})")

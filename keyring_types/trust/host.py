@@ -70,6 +70,7 @@ class HostSource(TrustSource):
         self._lock = threading.Lock()
         self._key: SecretBuffer | None = None
         self._id = b""
+        self._pid = os.getpid()
 
     @property
     def key_path(self) -> Path:
@@ -78,6 +79,10 @@ class HostSource(TrustSource):
     def _host_key(self, create: bool) -> tuple[SecretBuffer, bytes]:
         """The host key and its id; only a seal (``create``) may make the key file."""
         with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: the inherited copy reads as zeros (secret memory is
+                # wiped on fork), so it would seal and unseal under the wrong key.
+                self._key, self._pid = None, os.getpid()
             if self._key is None or self._key.wiped:
                 if create:
                     self._key = load_or_create_secret(self._path, HOST_KEY_SIZE, "host key")

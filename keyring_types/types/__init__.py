@@ -22,6 +22,7 @@ BUILTIN_KEY_TYPES: tuple[tuple[str, str, str], ...] = (
     ("fscrypt-provisioning", "keyring_types.types.fscrypt_provisioning", "FscryptProvisioningKeyType"),
     ("derived", "keyring_types.types.derived", "DerivedKeyType"),
     ("tsm", "keyring_types.types.tsm", "TsmKeyType"),
+    ("asymmetric", "keyring_types.types.asymmetric", "AsymmetricKeyType"),
 )
 
 _present = registered_key_types()

@@ -197,6 +197,11 @@ METHODS: dict[str, tuple[Call, tuple[str, ...]]] = {
     "Keyring.unlink": (lambda s, k, r, x: r.unlink(x), ("id",)),
     "Keyring.search": (lambda s, k, r, t, d, dest: r.search(t, d, dest), ("str", "str", "id")),
     "Keyring.__contains__": (lambda s, k, r, x: x in r, ("id",)),
+    # The handler side of upcalls: outside one, every call ends in an errno.
+    "KeyspaceAPI.instantiate": (lambda s, k, r, x, p, ring: s.instantiate(x, p, ring), ("id", "payload", "id")),
+    "KeyspaceAPI.negate": (lambda s, k, r, x, t, ring: s.negate(x, t, ring), ("id", "num", "id")),
+    "KeyspaceAPI.reject": (lambda s, k, r, x, t, e, ring: s.reject(x, t, e, ring), ("id", "num", "num", "id")),
+    "KeyspaceAPI.assume_authority": (lambda s, k, r, x: s.assume_authority(x), ("id",)),
 }
 
 # The system-call layer of KernelKeyspace: each is one real syscall, so a value that
@@ -219,6 +224,10 @@ KERNEL_SYSCALLS: dict[str, tuple[Call, tuple[str, ...]]] = {
     "sys_set_timeout": (lambda s, x, t: s.sys_set_timeout(x, t), ("id", "num")),
     "sys_invalidate": (lambda s, x: s.sys_invalidate(x), ("id",)),
     "sys_secret": (lambda s, x: s.sys_secret(x).wipe(), ("id",)),
+    "sys_instantiate": (lambda s, x, p, ring: s.sys_instantiate(x, p, ring), ("id", "payload", "id")),
+    "sys_negate": (lambda s, x, t, ring: s.sys_negate(x, t, ring), ("id", "num", "id")),
+    "sys_reject": (lambda s, x, t, e, ring: s.sys_reject(x, t, e, ring), ("id", "num", "num", "id")),
+    "sys_assume_authority": (lambda s, x: s.sys_assume_authority(x), ("id",)),
 }
 
 _counter = itertools.count()

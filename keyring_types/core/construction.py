@@ -1,0 +1,59 @@
+"""Waiting for a key that a request-key handler is still building (``wait_for_key_construction``).
+
+A key made by ``request_key`` with callout info stays under construction (``U``)
+until its handler instantiates, negates or rejects it.  Everyone who finds such
+a key waits here, with the world lock let go, for that one outcome; the handler
+side (:mod:`keyring_types.core.request_key`) wakes them.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING
+
+from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.world import World
+
+__all__ = ["construction_done", "negative_error", "wait_for_construction"]
+
+
+def _condition(world: World) -> threading.Condition:
+    cond: threading.Condition | None = getattr(world, "_constructed", None)
+    if cond is None:
+        # Made under the world lock (every caller holds it), so made once.
+        cond = world._constructed = threading.Condition(world.lock)  # type: ignore[attr-defined]
+    return cond
+
+
+def wait_for_construction(world: World, rec: KeyRecord) -> None:
+    """Block (world lock let go meanwhile) until ``rec`` is no longer under construction.
+
+    Called with the world lock held; holds it again on return.  Does not raise:
+    the caller looks at the outcome (:func:`negative_error`, ``rec.validate``).
+    """
+    if rec.upcall != UNDER_CONSTRUCTION:
+        return
+    cond = _condition(world)
+    caller = world.caller
+    while rec.upcall == UNDER_CONSTRUCTION and not rec.dead:
+        cond.wait()
+    # Operations that ran meanwhile restored the caller they found; make sure it is ours.
+    world.caller = caller
+
+
+def construction_done(world: World) -> None:
+    """Wake every waiter: some key's construction has ended (world lock held)."""
+    cond: threading.Condition | None = getattr(world, "_constructed", None)
+    if cond is not None:
+        cond.notify_all()
+
+
+def negative_error(rec: KeyRecord) -> OSError:
+    """The error a negative key answers with (``ENOKEY`` once negated, else the reject errno)."""
+    err = rec.upcall
+    how = "negated it" if err == errno.ENOKEY else f"rejected it with {errno.errorcode.get(err, err)}"
+    return error(err, f"key {rec.serial} is a negative key: its request-key handler {how}")

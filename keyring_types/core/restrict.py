@@ -1,0 +1,101 @@
+"""Keyring restrictions (``keyring_restrict`` and ``__key_link_check_restriction`` in
+security/keys/keyring.c).
+
+A restricted keyring asks its restriction before anything new is linked into it,
+by ``add_key`` (with the preparsed payload, before an existing key is updated),
+``keyctl link``, the destination of ``search``/``request_key``, or a move: the
+check raises to refuse.  Reject-all (no type) refuses everything with ``EPERM``;
+a key type supplies other restrictions through its ``lookup_restriction``
+operation (``asymmetric``: signature checks).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from keyring_types.core.keytype import KeyType, lookup_key_type
+from keyring_types.errors import error
+
+if TYPE_CHECKING:
+    from keyring_types.core.record import KeyRecord
+    from keyring_types.core.world import World
+
+__all__ = [
+    "KeyRestriction",
+    "RestrictCheck",
+    "check_restriction",
+    "keyring_restrict",
+    "release_restriction",
+    "restrict_link_reject",
+]
+
+#: ``check(world, dest_keyring, key_type, payload, restriction_key)``: returns to allow, raises to refuse.
+RestrictCheck = Callable[["World", "KeyRecord", KeyType, Any, "KeyRecord | None"], None]
+
+
+@attrs.frozen(eq=False)
+class KeyRestriction:
+    """``struct key_restriction``: the check, the key it consults (held), and the type it came from."""
+
+    check: RestrictCheck
+    key: KeyRecord | None = None
+    keytype: KeyType | None = None
+
+
+def restrict_link_reject(world: World, dest: KeyRecord, ktype: KeyType, payload: Any, key: KeyRecord | None) -> None:
+    """The reject-all restriction: ``EPERM`` for every link."""
+    raise error(errno.EPERM, f"keyring {dest.serial} is restricted: it accepts no new links")
+
+
+def check_restriction(world: World, ring: KeyRecord, ktype: KeyType, payload: Any) -> None:
+    """Ask ``ring``'s restriction (if any) whether a key of ``ktype`` with ``payload`` may be linked."""
+    res: KeyRestriction | None = ring.restriction
+    if res is not None:
+        res.check(world, ring, ktype, payload, res.key)
+
+
+def keyring_restrict(world: World, ring: KeyRecord, type_name: str | None, restriction: str | None) -> None:
+    """``keyring_restrict``: install a restriction on ``ring``.
+
+    ``ENOTDIR`` (not a keyring), ``ENOKEY`` (no such key type), ``ENOENT`` (the
+    type offers no restrictions), the type's own errors for ``restriction``
+    (``EINVAL``, ``ENOKEY``), ``EEXIST`` (already restricted), ``EDEADLK`` (the
+    restriction's keyring chain leads back to ``ring``).
+    """
+    if not ring.is_keyring:
+        raise error(errno.ENOTDIR, f"key {ring.serial} is a '{ring.ktype.name}' key, not a keyring")
+    if type_name is None:
+        res = KeyRestriction(restrict_link_reject)
+    else:
+        try:
+            ktype = lookup_key_type(type_name)
+        except OSError:
+            raise error(errno.ENOKEY, f"key type '{type_name}' is not registered") from None
+        lookup = getattr(ktype, "lookup_restriction", None)
+        if lookup is None:
+            raise error(errno.ENOENT, f"key type '{type_name}' offers no keyring restrictions")
+        assert restriction is not None
+        res = lookup(world, restriction)
+    if ring.restriction is not None:
+        raise error(errno.EEXIST, f"keyring {ring.serial} is already restricted")
+    # keyring_detect_restriction_cycle: follow keyring -> its restriction's keyring ...
+    cur: KeyRestriction | None = res
+    while cur is not None and cur.key is not None and cur.key.is_keyring:
+        if cur.key is ring:
+            raise error(errno.EDEADLK, f"restricting keyring {ring.serial} by itself would make a cycle")
+        cur = cur.key.restriction
+    if res.key is not None:
+        res.key.pins += 1  # the restriction holds its key, as key_lookup's reference does
+    ring.restriction = res
+
+
+def release_restriction(world: World, ring: KeyRecord) -> None:
+    """Drop the hold a destroyed keyring's restriction had on its key (applied at the next operation)."""
+    res: KeyRestriction | None = ring.restriction
+    ring.restriction = None
+    if res is not None and res.key is not None:
+        world._unpins.append(res.key)

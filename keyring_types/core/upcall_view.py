@@ -1,0 +1,53 @@
+"""The view a request-key handler acts through (the helper process's credentials).
+
+While it holds a valid authority, the kernel lets the helper's searches and
+possession checks go on into the requester's keyrings, with the requester's
+credentials (``search_process_keyrings_rcu``): so a handler can reach, and
+instantiate into, the keyrings of whoever asked.  Only handler views pay for
+that second search; every other view keeps the plain one.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from keyring_types.core.keyspace import Keyspace
+from keyring_types.core.process_keys import ProcessKeys
+from keyring_types.core.record import KeyRecord
+from keyring_types.core.request_key_auth import AUTH_TYPE
+
+__all__ = ["HandlerKeyspace"]
+
+
+class HandlerKeyspace(Keyspace):
+    """A Keyspace view that also searches its requester's keyrings while it holds authority."""
+
+    def _requester(self) -> ProcessKeys | None:
+        auth = self._reqkey_auth
+        if auth is None or auth.payload is None or auth.revoked or auth.invalidated:
+            return None
+        if auth.expiry and auth.expired_at(self._world.now()):
+            return None
+        requester: ProcessKeys = auth.payload.requester
+        return requester
+
+    def _search_process(self, index: tuple[str, str]) -> tuple[KeyRecord | None, int]:
+        found, err = super()._search_process(index)
+        if found is not None:
+            return found, err
+        requester = self._requester()
+        # Authorisation keys are never found through the requester's keyrings.
+        if requester is None or index[0] == AUTH_TYPE.name:
+            return None, err
+        found, ret = ProcessKeys._search_process(requester, index)
+        if found is not None:
+            return found, 0
+        if errno.ENOKEY in (err, ret):
+            return None, errno.ENOKEY
+        return None, ret if err == errno.EACCES else err
+
+    def _possessed(self, rec: KeyRecord) -> bool:
+        if super()._possessed(rec):
+            return True
+        requester = self._requester()
+        return requester is not None and rec.ktype is not AUTH_TYPE and ProcessKeys._possessed(requester, rec)

@@ -1,0 +1,154 @@
+"""The store file: opening and checking it, its schema, and SQLite's errors as OSError.
+
+One SQLite database in WAL mode with ``synchronous=FULL``: a transaction that
+returned from COMMIT is on disk, and a writer killed at any point leaves either
+the whole of its last transaction or none of it.  The file is recognised by
+``PRAGMA application_id``; a file that is not a SQLite database, or is one of
+something else, is refused (``EINVAL``) and never written to, and a damaged one
+gives ``EBADMSG``.  A new store is created mode 0600 in a checked directory
+(:mod:`keyring_types.state`), exclusively, so two processes starting at once
+make one store between them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from keyring_types.errors import error
+from keyring_types.state import check_private_file, private_dir
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "db_error", "open_connection"]
+
+#: "KTST", in the header of every store file.
+APPLICATION_ID = 0x4B545354
+SCHEMA_VERSION = 1
+#: How long an operation waits for another process's transaction, in milliseconds.
+BUSY_TIMEOUT_MS = 30_000
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE keys (
+    serial INTEGER PRIMARY KEY,
+    gen INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    description TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER,
+    perm INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    expiry INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    datalen INTEGER NOT NULL,
+    quotalen INTEGER NOT NULL,
+    payload BLOB,
+    links BLOB,
+    usage TEXT
+);
+CREATE INDEX keys_gen ON keys (gen);
+"""
+
+# SQLite's primary result codes and the errno each is reported with.
+_ERRNO = {
+    5: errno.EBUSY,  # SQLITE_BUSY: another process held the store past the timeout
+    6: errno.EBUSY,  # SQLITE_LOCKED
+    7: errno.ENOMEM,
+    8: errno.EROFS,  # SQLITE_READONLY
+    10: errno.EIO,  # SQLITE_IOERR
+    11: errno.EBADMSG,  # SQLITE_CORRUPT
+    13: errno.ENOSPC,  # SQLITE_FULL
+    14: errno.EACCES,  # SQLITE_CANTOPEN
+    26: errno.EINVAL,  # SQLITE_NOTADB
+}
+
+
+def db_error(exc: sqlite3.Error, path: Path, doing: str) -> OSError:
+    """``exc`` as an OSError naming the store and what was being done."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    err = _ERRNO.get(code & 0xFF, errno.EIO) if isinstance(code, int) else errno.EIO
+    if err == errno.EBADMSG:
+        why = "the file is damaged"
+    elif err == errno.EINVAL:
+        why = "not a keyring_types store (not an SQLite database)"
+    else:
+        why = str(exc)
+    return error(err, f"store {path}: {doing}: {why}")
+
+
+def _check_header(path: Path) -> None:
+    """EINVAL unless the file is empty (ours, being made) or starts as a SQLite database."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        check_private_file(os.fstat(fd), path)
+        head = os.pread(fd, len(_SQLITE_MAGIC), 0)
+    finally:
+        os.close(fd)
+    if head and head != _SQLITE_MAGIC:
+        raise error(errno.EINVAL, f"store {path}: not a keyring_types store (not an SQLite database); left as it is")
+
+
+def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Open (creating if absent) the store at ``path``; (connection, whether it is new and empty).
+
+    ``EACCES`` when the directory or file fails the owner/mode checks, ``EINVAL``
+    for a file that is not a store (left untouched), ``EBADMSG`` for a damaged
+    one, ``EPROTONOSUPPORT`` for a store written by a newer schema.
+    """
+    private_dir(path.parent, create=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+    except sqlite3.Error as exc:
+        raise db_error(exc, path, "opening") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if app_id != 0 or tables:
+                raise error(
+                    errno.EINVAL, f"store {path}: an SQLite database of something else (application id {app_id:#x}); left as it is"
+                )
+        else:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise error(errno.EPROTONOSUPPORT, f"store {path}: schema version {version} is newer than this library's {SCHEMA_VERSION}")
+        # Only now, knowing the file is ours (or empty), may anything be written to it.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        fresh = app_id == 0
+        return conn, fresh
+    except sqlite3.Error as exc:
+        conn.close()
+        raise db_error(exc, path, "opening") from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def create_schema(conn: sqlite3.Connection) -> bool:
+    """Inside a write transaction: make the tables if the file is still empty; whether it made them."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return False  # another process made the store meanwhile
+    # Statement by statement: executescript() would commit the transaction.
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return True

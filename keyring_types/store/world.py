@@ -1,0 +1,817 @@
+"""A Keyspace world whose persistent part lives in a store file shared by processes.
+
+:class:`StoreWorld` is the core's :class:`~keyring_types.core.world.World` with
+three things added:
+
+* **Which keys persist.**  The roots are the user keyrings (``_uid.N``,
+  ``_uid_ses.N``), named session keyrings and persistent keyrings; a key
+  persists while a persistent keyring links it.  Thread, process and anonymous
+  session keyrings, and what only they link, stay in the process, as in the
+  kernel they die with it.
+* **One transaction per operation.**  The world lock is a :class:`StoreLock`:
+  the outermost acquire starts a write transaction (``BEGIN IMMEDIATE``, so
+  operations of all processes are serialised) and brings the in-memory world up
+  to date with what other processes committed; the matching release writes what
+  the operation changed and commits.  Every ``sys_*`` call of the core — and any
+  added later — takes the world lock, so every one is covered without the core
+  knowing about the store.  A type whose preparse blocks (a TPM seal) lets the
+  lock go meanwhile, which here also ends the transaction, so no process waits
+  on another's TPM.
+* **What changed.**  Records of a store world are of a per-world subclass of
+  :class:`~keyring_types.core.record.KeyRecord` whose ``__setattr__`` notes the
+  change; link changes are noted by the overridden link methods.  A commit
+  writes only those rows, each with the generation it was written in, and a
+  process catches up by reading rows newer than its own generation (and the
+  tombstones of deleted ones).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from keyring_types.constants import KEYQUOTA_LINK_BYTES
+from keyring_types.core.keytype import lookup_key_type
+from keyring_types.core.quota import QuotaLimits
+from keyring_types.core.record import KeyRecord
+from keyring_types.core.world import Clock, World
+from keyring_types.errors import error
+from keyring_types.store import db
+from keyring_types.store.codec import decode_payload, encode_payload
+from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
+
+__all__ = ["StoreLock", "StoreWorld"]
+
+# Row flags.
+F_INSTANTIATED = 0x01
+F_REVOKED = 0x02
+#: A tombstone: the key was deleted at this row's generation (invalidated, if F_INVALIDATED).
+F_INVALIDATED = 0x04
+F_GONE = 0x80
+F_UID_KEYRING = 0x08
+F_ROOT = 0x10
+F_IN_QUOTA = 0x20
+F_KEYRING = 0x40
+
+#: The attributes of a record that are written to its row.
+_TRACKED = frozenset(
+    {
+        "description",
+        "uid",
+        "gid",
+        "perm",
+        "payload",
+        "datalen",
+        "quotalen",
+        "in_quota",
+        "instantiated",
+        "revoked",
+        "dead",
+        "invalidated",
+        "expiry",
+        "revoked_at",
+        "uid_keyring",
+        "links",
+        "usage",
+    }
+)
+#: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
+_PERSISTENT_REGISTER = ".persistent_register"
+#: Keyrings that are the process's own, never stored.
+_PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
+#: Tombstone rows older than this many generations are pruned; a process further behind reloads everything.
+_TOMBSTONE_SPAN = 4096
+_KEEP_FOREVER: list[sqlite3.Connection] = []
+
+_SELECT_ALL = (
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
+    "FROM keys"
+)
+_SELECT_NEWER = (
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
+    "FROM keys WHERE gen > ?"
+)
+_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
+_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+_UPSERT_ALL = (
+    "INSERT OR REPLACE INTO keys "
+    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+# A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
+_UPSERT_META = (
+    "INSERT INTO keys "
+    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?) "
+    "ON CONFLICT(serial) DO UPDATE SET gen=excluded.gen, type=excluded.type, description=excluded.description, "
+    "uid=excluded.uid, gid=excluded.gid, perm=excluded.perm, flags=excluded.flags, expiry=excluded.expiry, "
+    "revoked_at=excluded.revoked_at, datalen=excluded.datalen, quotalen=excluded.quotalen, links=excluded.links, "
+    "usage=excluded.usage"
+)
+
+
+# -- fork: the world lock is taken around fork() by the core (world.py); that must
+# not start or end a transaction, and the child must not use the parent's connection.
+_forking_thread: int | None = None
+
+
+def _before_fork() -> None:
+    global _forking_thread
+    _forking_thread = threading.get_ident()
+
+
+def _after_fork() -> None:
+    global _forking_thread
+    _forking_thread = None
+
+
+# Registered after the core's hooks (this module imports the core first), so this
+# "before" runs before the core takes the locks and this "after" after it let them go.
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+
+
+class StoreLock:
+    """The world lock of a store world: a re-entrant lock whose outermost hold is a transaction."""
+
+    __slots__ = ("_depth", "_raw", "_world")
+
+    def __init__(self, world: StoreWorld) -> None:
+        self._raw = threading.RLock()
+        self._depth = 0
+        self._world = world
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock; the outermost take begins a transaction (``EBUSY``, ``EIO``, ... from the store).
+
+        A non-blocking take (a finaliser releasing a pin) is refused: the core
+        then leaves the release to the next operation.
+        """
+        if _forking_thread is not None and _forking_thread == threading.get_ident():
+            return self._raw.acquire()
+        if not blocking:
+            return False
+        self._raw.acquire()
+        if self._depth == 0:
+            try:
+                self._world.begin()
+            except BaseException:
+                self._raw.release()
+                raise
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        """Let the lock go; the outermost release writes the changes and commits."""
+        if _forking_thread is not None and _forking_thread == threading.get_ident():
+            self._raw.release()
+            return
+        if self._depth == 1:
+            try:
+                self._world.end()
+            finally:
+                self._depth = 0
+                self._raw.release()
+        else:
+            self._depth -= 1
+            self._raw.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        return bool(self._raw._is_owned())  # type: ignore[attr-defined]
+
+
+class StoreWorld(World):
+    """A world whose user keyrings, named sessions and all they link live in a store file.
+
+    ``EACCES`` (directory or file fails its checks), ``EINVAL`` (not a store),
+    ``EBADMSG`` (damaged, or its key cannot be unsealed here), the trust source's
+    errors when a new store's key is sealed.
+    """
+
+    def __init__(self, path: Path, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
+        super().__init__(limits, clock, gc_delay)
+        self.path = path
+        self.lock = StoreLock(self)  # type: ignore[assignment]
+        #: Records that have a row (or get one at the next commit).
+        self.pers: set[KeyRecord] = set()
+        #: Roots: persistent whether linked or not.
+        self.roots: set[KeyRecord] = set()
+        #: Roots this world pins so that they outlive every process holding them.
+        self.store_pinned: set[KeyRecord] = set()
+        #: Changed since the last commit: any record; whose payload changed; rows to delete.
+        self.dirty: set[KeyRecord] = set()
+        self.pdirty: set[KeyRecord] = set()
+        self.gone: dict[int, bool] = {}
+        #: The sealed payload last read or written for each record (to skip unchanged ones).
+        self.sealed_seen: dict[KeyRecord, bytes] = {}
+        #: Per stored keyring, the serials it links that this process does not load
+        #: (keys of a type not registered here): written back with its row.
+        self.hidden: dict[KeyRecord, list[int]] = {}
+        self.gen = -1
+        self.syncing = False
+        self.closed = False
+        self._record_class = _record_class(self)
+        self._sealer: RowSealer | None = None
+        self._pid = os.getpid()
+        self.conn, fresh = db.open_connection(path)
+        try:
+            self._open_store(fresh)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<StoreWorld {self.path}>"
+
+    # -- opening -----------------------------------------------------------------
+    def _open_store(self, fresh: bool) -> None:
+        conn = self.conn
+        self._execute("BEGIN IMMEDIATE", "starting a transaction")
+        try:
+            if fresh and db.create_schema(conn):
+                key = new_store_key()
+                try:
+                    source, blob = seal_store_key(key)
+                    conn.executemany(
+                        "INSERT INTO meta (k, v) VALUES (?, ?)",
+                        [("pruned", 0), ("key_source", source), ("key_blob", blob)],
+                    )
+                    self._sealer = RowSealer(key)
+                finally:
+                    key.wipe()
+            else:
+                self._load_key()
+            self._execute("COMMIT", "creating the store")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise db.db_error(exc, self.path, "opening") from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _load_key(self) -> None:
+        """Unseal the store key from the file's metadata (inside a transaction)."""
+        meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
+        if not {"pruned", "key_source", "key_blob"} <= meta.keys():
+            raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
+        key = unseal_store_key(str(meta["key_source"]), bytes(meta["key_blob"]))
+        try:
+            self._sealer = RowSealer(key)
+        finally:
+            key.wipe()
+
+    def close(self) -> None:
+        """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
+        if self.closed:
+            return
+        with self.lock:
+            self.closed = True
+        self.conn.close()
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` of the store file: ``"ok"`` or what is wrong."""
+        with self.lock:
+            rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(r[0]) for r in rows)
+
+    # -- the transaction around each operation ---------------------------------------
+    def _execute(self, sql: str, doing: str) -> None:
+        try:
+            self.conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise db.db_error(exc, self.path, doing) from None
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def begin(self) -> None:
+        """Start an operation: take the store's write lock and catch up with other processes."""
+        if self.closed:
+            raise error(errno.EBADF, f"store {self.path} is closed")
+        if self._pid != os.getpid():
+            self._reopen_after_fork()
+        self._execute("BEGIN IMMEDIATE", "starting a transaction")
+        try:
+            if self._sealer is None:
+                self._load_key()
+            # The store's generation is that of its newest row (tombstones included).
+            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
+            if db_gen != self.gen:
+                self._sync(int(db_gen))
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise db.db_error(exc, self.path, "reading") from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def end(self) -> None:
+        """End an operation: write what it changed and commit (``EIO``, ``ENOSPC`` ...)."""
+        try:
+            if self.dirty or self.gone:
+                self._flush()
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            # Memory is now ahead of the file: reload everything, payloads included,
+            # at the next operation.
+            self.gen = -1
+            self.sealed_seen.clear()
+            self.dirty.clear()
+            self.pdirty.clear()
+            self.gone.clear()
+            if isinstance(exc, sqlite3.Error):
+                raise db.db_error(exc, self.path, "writing") from None
+            raise
+
+    def _reopen_after_fork(self) -> None:
+        # The parent's connection must never be used (or closed: that could
+        # checkpoint or drop locks under the parent) in the child: keep it referenced.
+        _KEEP_FOREVER.append(self.conn)
+        self.conn, _ = db.open_connection(self.path)
+        self._pid = os.getpid()
+        # Secrets are not inherited across fork (secret memory reads as zeros in the
+        # child): unseal the store key again and reload every stored payload.
+        self._sealer = None
+        self.sealed_seen.clear()
+        self.gen = -1
+
+    # -- which records persist (called with the lock held, during an operation) ---------
+    def alloc(self, *args: Any, **kwargs: Any) -> KeyRecord:
+        rec = super().alloc(*args, **kwargs)
+        rec.__class__ = self._record_class
+        if rec.description == _PERSISTENT_REGISTER and rec.ktype.name == "keyring" and not self.syncing:
+            # The register of persistent keyrings (core/persistent.py) is a root: the
+            # ``_persistent.<uid>`` keyrings it links, and all they link, are stored.
+            self.roots.add(rec)
+            self._persist_tree(rec)
+        return rec
+
+    def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
+        rec = super().new_keyring(description, uid, gid, perm)
+        if description not in _PROCESS_RINGS and not self.syncing:
+            # A user, named-session or persistent keyring: a root of the store.
+            self.roots.add(rec)
+            if not (description.startswith("_uid.") or description.startswith("_uid_ses.")):
+                rec.pins += 1
+                self.store_pinned.add(rec)
+            self._persist_tree(rec)
+        return rec
+
+    def add_link(self, ring: KeyRecord, key: KeyRecord) -> KeyRecord | None:
+        displaced = super().add_link(ring, key)
+        if not self.syncing and ring in self.pers:
+            self.dirty.add(ring)
+            if key not in self.pers:
+                self._persist_tree(key)
+        return displaced
+
+    def drop_link(self, ring: KeyRecord, key: KeyRecord, refund: bool = True) -> None:
+        super().drop_link(ring, key, refund)
+        if not self.syncing and ring in self.pers:
+            self.dirty.add(ring)
+            self._maybe_unpersist(key)
+
+    def unlink_everywhere(self, key: KeyRecord) -> None:
+        if self.syncing:
+            super().unlink_everywhere(key)
+            return
+        parents = [self.keys[s] for s in key.parents]
+        if key in self.store_pinned:
+            self.store_pinned.discard(key)
+            key.pins -= 1
+        super().unlink_everywhere(key)
+        for ring in parents:
+            if ring in self.pers:
+                self.dirty.add(ring)
+        if key in self.pers:
+            self._forget(key, key.invalidated)
+
+    def type_unregistered(self, ktype: Any) -> None:
+        """Keys of a type this process unregistered leave this process, not the store.
+
+        Registration is per process: another process may still use the type, so
+        its keys stay in the file, linked where they were, and are simply not seen
+        here any more, as keys of a type never registered here are not.  Nothing
+        is written (so this works on a closed store too).
+        """
+        with self.lock._raw:  # type: ignore[attr-defined]  # the memory only: no transaction
+            for rec in [r for r in self.keys.values() if r.ktype is ktype]:
+                stored = rec in self.pers
+                for p in list(rec.parents):
+                    ring = self.keys.get(p)
+                    if ring is not None and ring.links is not None and ring.rings is not None:
+                        ring.links.pop(rec.index_key, None)
+                        ring.rings.pop(rec.index_key, None)
+                        if stored and ring in self.pers:
+                            # Still linked in the file, and still charged there.
+                            self.hidden.setdefault(ring, []).append(rec.serial)
+                rec.parents.clear()
+                self.pers.discard(rec)
+                self.roots.discard(rec)
+                World.destroy(self, rec)
+                self.dirty.discard(rec)
+                self.pdirty.discard(rec)
+                self.sealed_seen.pop(rec, None)
+
+    def destroy(self, rec: KeyRecord) -> None:
+        super().destroy(rec)
+        self.sealed_seen.pop(rec, None)
+        self.hidden.pop(rec, None)
+        if rec in self.store_pinned:
+            self.store_pinned.discard(rec)
+        if rec in self.pers:
+            if self.syncing:
+                # Its row is gone already (its tombstone comes in this same catch-up).
+                self.pers.discard(rec)
+                self.roots.discard(rec)
+            else:
+                self._forget(rec, rec.invalidated)
+
+    def _forget(self, rec: KeyRecord, invalidated: bool) -> None:
+        """Delete ``rec``'s row at the commit, and let go of what only it kept stored."""
+        self.pers.discard(rec)
+        self.roots.discard(rec)
+        self.dirty.discard(rec)
+        self.gone[rec.serial] = invalidated
+        if rec.links:
+            for child in list(rec.links.values()):
+                self._maybe_unpersist(child)
+
+    def _persist_tree(self, rec: KeyRecord) -> None:
+        pending = [rec]
+        while pending:
+            r = pending.pop()
+            if r in self.pers or r.dead:
+                continue
+            self.pers.add(r)
+            self.dirty.add(r)
+            self.pdirty.add(r)
+            self.gone.pop(r.serial, None)
+            if r.links:
+                pending.extend(r.links.values())
+
+    def _maybe_unpersist(self, rec: KeyRecord) -> None:
+        pending = [rec]
+        keys = self.keys
+        while pending:
+            r = pending.pop()
+            if r not in self.pers or r in self.roots:
+                continue
+            if any(keys.get(p) in self.pers for p in r.parents):
+                continue
+            self._forget(r, r.invalidated)
+
+    # -- writing ------------------------------------------------------------------
+    def _flush(self) -> None:
+        conn = self.conn
+        gen = self.gen + 1
+        # Settle first: a dead or invalidated record loses its row, and so may what it linked.
+        for rec in list(self.dirty):
+            if rec in self.pers and (rec.dead or rec.invalidated):
+                self._forget(rec, rec.invalidated)
+        wrote = False
+        for serial, invalidated in self.gone.items():
+            # The row becomes a tombstone (a row never written has nothing to mark).
+            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
+        pers = self.pers
+        for rec in self.dirty:
+            if rec in pers:
+                self._write_row(rec, gen)
+                wrote = True
+        if wrote:
+            if gen % _TOMBSTONE_SPAN == 0:
+                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+            self.gen = gen
+        self.dirty.clear()
+        self.pdirty.clear()
+        self.gone.clear()
+
+    def _write_row(self, rec: KeyRecord, gen: int) -> None:
+        flags = (
+            (F_INSTANTIATED if rec.instantiated else 0)
+            | (F_REVOKED if rec.revoked else 0)
+            | (F_UID_KEYRING if rec.uid_keyring else 0)
+            | (F_ROOT if rec in self.roots else 0)
+            | (F_IN_QUOTA if rec.in_quota else 0)
+            | (F_KEYRING if rec.links is not None else 0)
+        )
+        links = None
+        if rec.links is not None:
+            serials = [k.serial for k in rec.links.values()]
+            hidden = self.hidden.get(rec)
+            if hidden:
+                # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
+                # charge says how many are still there (none after a clear).
+                keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
+                del hidden[keep:]
+                serials += hidden
+            links = struct.pack(f"<{len(serials)}i", *serials)
+        head = (
+            rec.serial,
+            gen,
+            rec.ktype.name,
+            rec.description,
+            rec.uid,
+            rec.gid,
+            rec.perm,
+            flags,
+            rec.expiry,
+            rec.revoked_at,
+            rec.datalen,
+            rec.quotalen,
+        )
+        if rec in self.pdirty:
+            sealed = self._seal_payload(rec)
+            self.conn.execute(_UPSERT_ALL, (*head, sealed, links, rec.usage))
+        else:
+            self.conn.execute(_UPSERT_META, (*head, links, rec.usage))
+
+    def _seal_payload(self, rec: KeyRecord) -> bytes | None:
+        if rec.payload is None:
+            self.sealed_seen.pop(rec, None)
+            return None
+        encode = getattr(rec.ktype, "store_encode", None)
+        if encode is not None:
+            plain = bytearray(encode(rec))
+        else:
+            plain = bytearray()
+            encode_payload(rec.payload, plain)
+        try:
+            assert self._sealer is not None  # loaded by begin()
+            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+        finally:
+            plain[:] = bytes(len(plain))
+        self.sealed_seen[rec] = sealed
+        return sealed
+
+    # -- catching up with other processes ----------------------------------------------
+    def _sync(self, db_gen: int) -> None:
+        conn = self.conn
+        pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
+        full = self.gen < 0 or self.gen < pruned
+        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        rows = [r for r in every if not r[7] & F_GONE]
+        tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
+        if full:
+            # Anything this process holds as stored that has no live row any more is gone.
+            present = {r[0] for r in rows}
+            invalidated = dict(tombstones)
+            tombstones = [(r.serial, invalidated.get(r.serial, 0)) for r in self.pers if r.serial not in present]
+        self.syncing = True
+        try:
+            for serial, invalidated in tombstones:
+                self._apply_tombstone(serial, bool(invalidated))
+            loaded = []
+            for row in rows:
+                rec = self._apply_row(row)
+                if rec is not None:
+                    loaded.append((rec, row[13]))
+            for rec, links in loaded:
+                if links is not None and rec.links is not None:
+                    self._apply_links(rec, links)
+            for uid in {rec.uid for rec, _ in loaded if rec.uid_keyring}:
+                self._register_user_rings(uid)
+            for rec, _ in loaded:
+                if rec.description == _PERSISTENT_REGISTER and rec in self.roots:
+                    self._adopt_register(rec)
+        finally:
+            self.syncing = False
+            self.dirty.clear()
+            self.pdirty.clear()
+            self.gone.clear()
+        self.gen = db_gen
+
+    def _apply_tombstone(self, serial: int, invalidated: bool) -> None:
+        rec = self.keys.get(serial)
+        if rec is None or rec not in self.pers:
+            return
+        self.pers.discard(rec)
+        if rec in self.roots:
+            self.roots.discard(rec)
+            invalidated = True  # a root deleted from the store is gone, wherever it is held
+        if rec in self.store_pinned:
+            self.store_pinned.discard(rec)
+            rec.pins -= 1
+        for p in list(rec.parents):
+            ring = self.keys.get(p)
+            if ring is not None and ring in self.pers:
+                self.drop_link(ring, rec)
+        if invalidated:
+            rec.invalidated = True
+            self.unlink_everywhere(rec)
+        else:
+            # Kept only if something of this process still links or holds it.
+            self.maybe_destroy(rec)
+
+    def _apply_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
+        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage = row
+        try:
+            ktype = lookup_key_type(type_name)
+        except OSError:
+            return None  # a type not registered in this process: its keys are not seen here
+        rec = self.keys.get(serial)
+        if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
+            # The serial was freed and drawn again since this process last looked.
+            self._apply_tombstone(serial, False)
+            rec = self.keys.get(serial)
+        if rec is not None and rec not in self.pers:
+            self._renumber(rec)
+            rec = None
+        if rec is None:
+            user = self.key_user(uid)
+            rec = KeyRecord(serial, ktype, desc, uid, gid, perm, user)
+            rec.__class__ = self._record_class
+            rec.index_key = (type_name, desc)
+            if flags & F_KEYRING:
+                rec.links = {}
+                rec.rings = {}
+            self.keys[serial] = rec
+        else:
+            self._charge(rec, -1)
+            if rec.uid != uid:
+                rec.user = self.key_user(uid)
+        rec.uid = uid
+        rec.gid = gid
+        rec.perm = perm
+        rec.in_quota = bool(flags & F_IN_QUOTA)
+        rec.instantiated = bool(flags & F_INSTANTIATED)
+        rec.revoked = bool(flags & F_REVOKED)
+        rec.uid_keyring = bool(flags & F_UID_KEYRING)
+        rec.expiry = expiry
+        rec.revoked_at = revoked_at
+        rec.datalen = datalen
+        rec.quotalen = quotalen
+        rec.usage = usage
+        self._charge(rec, +1)
+        if sealed is None:
+            old, rec.payload = rec.payload, None
+            self.sealed_seen.pop(rec, None)
+            _wipe(old)
+        elif self.sealed_seen.get(rec) != sealed:
+            rec.payload = self._open_payload(rec, bytes(sealed))
+        self.pers.add(rec)
+        if flags & F_ROOT:
+            self.roots.add(rec)
+            if not rec.uid_keyring and rec not in self.store_pinned:
+                rec.pins += 1
+                self.store_pinned.add(rec)
+        if rec.expiry:
+            self.schedule_gc(rec.expiry + self.gc_delay, rec)
+        if rec.revoked:
+            self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
+        return rec
+
+    def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
+        assert self._sealer is not None  # loaded by begin()
+        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+        try:
+            decode = getattr(rec.ktype, "store_decode", None)
+            if decode is not None:
+                payload = decode(rec, bytes(plain))
+            else:
+                payload = decode_payload(plain, type(rec.ktype).__module__)
+        finally:
+            plain[:] = bytes(len(plain))
+        old, rec.payload = rec.payload, payload
+        _wipe(old)
+        self.sealed_seen[rec] = sealed
+        return payload
+
+    def _apply_links(self, ring: KeyRecord, blob: bytes) -> None:
+        assert ring.links is not None and ring.rings is not None
+        serials = struct.unpack(f"<{len(blob) // 4}i", blob)
+        keys = self.keys
+        new: dict[tuple[str, str], KeyRecord] = {}
+        hidden = []
+        for s in serials:
+            child = keys.get(s)
+            if child is not None:
+                new[child.index_key] = child
+            else:
+                hidden.append(s)
+        if hidden:
+            self.hidden[ring] = hidden
+        else:
+            self.hidden.pop(ring, None)
+        for idx, child in list(ring.links.items()):
+            if new.get(idx) is not child:
+                del ring.links[idx]
+                ring.rings.pop(idx, None)
+                child.parents.pop(ring.serial, None)
+                if child not in self.pers:
+                    self.maybe_destroy(child)
+        ring.links.clear()
+        ring.rings.clear()
+        for idx, child in new.items():
+            ring.links[idx] = child
+            if child.links is not None:
+                ring.rings[idx] = child
+            child.parents[ring.serial] = None
+
+    def _register_user_rings(self, uid: int) -> None:
+        """Make the stored ``_uid.N``/``_uid_ses.N`` of ``uid`` this world's registered user keyrings.
+
+        The registration holds a pin on each, as the core's own does.
+        """
+        u = s = None
+        for r in self.roots:
+            if r.uid_keyring and not (r.dead or r.invalidated):
+                if r.description == f"_uid.{uid}":
+                    u = r
+                elif r.description == f"_uid_ses.{uid}":
+                    s = r
+        held: list[KeyRecord] = list(self.user_rings.pop(uid, ()))
+        alone = self.uid_ring_alone.pop(uid, None)
+        if alone is not None:
+            held.append(alone)
+        if u is not None:
+            u.pins += 1
+            if s is not None:
+                s.pins += 1
+                self.user_rings[uid] = (u, s)
+            else:
+                self.uid_ring_alone[uid] = u
+        for r in held:
+            r.pins -= 1
+            self.maybe_destroy(r)
+
+    def _adopt_register(self, rec: KeyRecord) -> None:
+        """Make a stored persistent-keyring register this world's own (``world.persistent_register``)."""
+        current = getattr(self, "persistent_register", None)
+        if current is rec:
+            return
+        setattr(self, "persistent_register", rec)  # noqa: B010  (an attribute of the core's World, when it has one)
+        if current is not None:
+            current.pins -= 1
+            self.maybe_destroy(current)
+
+    def _renumber(self, rec: KeyRecord) -> None:
+        """Give a process-only key another serial: the store's key of that serial wins."""
+        old = rec.serial
+        del self.keys[old]
+        rec.serial = self.new_serial()
+        self.keys[rec.serial] = rec
+        for child in (rec.links or {}).values():
+            child.parents.pop(old, None)
+            child.parents[rec.serial] = None
+        for p in rec.parents:
+            ring = self.keys.get(p)
+            if ring is not None and ring.links is not None and ring.rings is not None:
+                ring.links[rec.index_key] = rec
+        if rec.gc_at:
+            when, rec.gc_at = rec.gc_at, 0
+            self.schedule_gc(when, rec)
+
+    @staticmethod
+    def _charge(rec: KeyRecord, sign: int) -> None:
+        user = rec.user
+        user.nkeys += sign
+        if rec.instantiated:
+            user.nikeys += sign
+        if rec.in_quota:
+            user.qnkeys += sign
+            user.qnbytes += sign * rec.quotalen
+
+
+def _wipe(payload: object) -> None:
+    wipe = getattr(payload, "wipe", None)
+    if callable(wipe):
+        wipe()
+
+
+def _record_class(world: StoreWorld) -> type[KeyRecord]:
+    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed."""
+    dirty = world.dirty
+    pdirty = world.pdirty
+    setter = object.__setattr__
+    tracked = _TRACKED
+
+    class StoredKeyRecord(KeyRecord):
+        __slots__ = ()
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            setter(self, name, value)
+            if name in tracked:
+                dirty.add(self)
+                if name == "payload":
+                    pdirty.add(self)
+
+    return StoredKeyRecord
+

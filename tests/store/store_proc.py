@@ -1,0 +1,149 @@
+"""Helpers for the store tests: a store-backed process driven over a pipe, and the crash writer.
+
+``python store_proc.py serve <store>`` reads one JSON request a line on stdin
+and answers one JSON line on stdout, so a test can interleave the operations of
+two processes exactly.  ``python store_proc.py add-many <store> <prefix> <n>``
+adds ``n`` user keys to ``@u`` one operation at a time (the concurrent writers).
+:func:`crash_writer` runs in a forked child and reports each committed change
+on a pipe before the parent kills it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import struct
+import sys
+from typing import Any
+
+import keyring_types as kt
+
+
+def serve(store: str) -> None:
+    ks = kt.Keyspace(store=store)
+    ks.session.link(ks.user_keyring)
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            out: dict[str, Any] = {"ok": _do(ks, req)}
+        except OSError as exc:
+            out = {"errno": exc.errno}
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+
+def _do(ks: kt.Keyspace, req: dict[str, Any]) -> Any:
+    op = req["op"]
+    if op == "add":
+        payload = None if req.get("payload") is None else bytes.fromhex(req["payload"])
+        return ks.add_key(req["type"], req["desc"], payload, req.get("ring", "@u")).serial
+    if op == "read":
+        return ks.key(req["key"]).read().hex()
+    if op == "describe":
+        return ks.key(req["key"]).describe()
+    if op == "invalidate":
+        ks.key(req["key"]).invalidate()
+        return None
+    if op == "revoke":
+        ks.key(req["key"]).revoke()
+        return None
+    if op == "setperm":
+        ks.key(req["key"]).set_perm(req["perm"])
+        return None
+    if op == "link":
+        ks.keyring(req["ring"]).link(ks.key(req["key"]))
+        return None
+    if op == "unlink":
+        ks.keyring(req["ring"]).unlink(ks.key(req["key"]))
+        return None
+    if op == "request":
+        return ks.request_key(req["type"], req["desc"]).serial
+    if op == "secret":
+        with ks.key(req["key"]).secret() as mv:
+            return bytes(mv).hex()
+    if op == "session":
+        return ks.join_session_keyring(req.get("name")).serial
+    if op == "gc":
+        ks.gc()
+        return None
+    raise ValueError(op)
+
+
+def add_many(store: str, prefix: str, n: int) -> None:
+    ks = kt.Keyspace(store=store)
+    for i in range(n):
+        ks.add_key("user", f"{prefix}{i}", f"{prefix}-{i}".encode(), "@u")
+
+
+def crash_writer(store: str, seed: int, report: int) -> None:
+    """Change the store for ever, reporting on fd ``report``: ``+serial desc`` after a key's add
+    committed, ``~serial`` before its invalidation starts.  Updates write ``updated`` * 3."""
+    rng = random.Random(seed)
+    ks = kt.Keyspace(store=store)
+    ks.session.link(ks.user_keyring)
+    live: list[int] = []
+    rings = [ks.user_keyring]
+    i = 0
+    while True:
+        i += 1
+        choice = rng.random()
+        if choice < 0.45 or not live:
+            desc = f"k{seed}.{i}"
+            ring = rng.choice(rings)
+            k = ks.add_key("user", desc, desc.encode() * 3, ring)
+            os.write(report, f"+{k.serial} {desc}\n".encode())
+            live.append(k.serial)
+        elif choice < 0.55:
+            r = ks.add_key("keyring", f"r{seed}.{i}", None, rng.choice(rings))
+            rings.append(r)
+        elif choice < 0.7:
+            # A key linked in a second keyring, then unlinked from the first: never without a parent.
+            serial = rng.choice(live)
+            key = ks.key(serial)
+            rng.choice(rings).link(key)
+        elif choice < 0.85:
+            # Announced first: killed after the commit but before the report, the key may be gone.
+            serial = live.pop(rng.randrange(len(live)))
+            os.write(report, f"~{serial}\n".encode())
+            ks.key(serial).invalidate()
+        else:
+            serial = rng.choice(live)
+            ks.key(serial).update(b"updated" * 3)
+
+
+def check_store_file(path: str) -> list[str]:
+    """What is wrong with a store file, read with sqlite3 alone: integrity, dangling or orphaned rows."""
+    problems: list[str] = []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchall()
+        if result != [("ok",)]:
+            problems.append(f"integrity_check: {result}")
+        # Live rows only (0x80: a tombstone, the record of a deletion).
+        rows = conn.execute("SELECT serial, flags, links FROM keys WHERE NOT flags & 128").fetchall()
+    finally:
+        conn.close()
+    serials = {r[0] for r in rows}
+    linked: set[int] = set()
+    for _serial, _flags, links in rows:
+        if links:
+            targets = struct.unpack(f"<{len(links) // 4}i", links)
+            linked.update(targets)
+            for t in targets:
+                if t not in serials:
+                    problems.append(f"keyring {_serial} links missing key {t}")
+    for serial, flags, _links in rows:
+        if not flags & 0x10 and serial not in linked:
+            problems.append(f"key {serial} is stored but linked from no stored keyring")
+    return problems
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2])
+    elif sys.argv[1] == "add-many":
+        add_many(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        raise SystemExit(f"unknown command {sys.argv[1]}")
