@@ -1,17 +1,20 @@
-"""Providers of the ``tsm`` key type: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest, and
-:class:`EmulatedTdx`, an emulated TDX guest (in :mod:`keyring_types.attest.emulated_tdx`).
+"""Providers of the ``tsm`` key type: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest;
+:class:`EmulatedTdx`, an emulated TDX guest (in :mod:`keyring_types.attest.emulated_tdx`); and
+:class:`ConfigfsTsm` (the kernel's configfs-tsm interface; module :mod:`.configfs`).
 
-The emulated guest makes ATTESTATION_REPORTs of AMD's layout (versions 3 and 5) and signs them
-as AMD firmware does: ECDSA P-384 with SHA-384 by a VCEK whose certificate carries AMD's
-extensions (productName, TCB SPLs, hwID = CHIP_ID) and is signed RSASSA-PSS/SHA-384 by an ASK,
-itself signed by a self-signed ARK, both RSA-4096.  Every one of these keys is made here: the
-chain is **emulated**, its roots are never AMD's, and :func:`keyring_types.attest.snp.verify`
-rejects its reports unless given its chain (:meth:`EmulatedSevSnp.chain_pem`).
+The emulated guest makes ATTESTATION_REPORTs of AMD's layout (versions 2, 3 and 5; Milan, Genoa
+and Turin) and signs them as AMD firmware does: ECDSA P-384 with SHA-384 by a VCEK whose
+certificate carries AMD's extensions (productName, TCB SPLs, hwID = CHIP_ID, 8 bytes on Turin)
+and is signed RSASSA-PSS/SHA-384 by an ASK, itself signed by a self-signed ARK, both RSA-4096;
+or by a VLEK (no hwID, a CSP id) signed by an ASVK under the same ARK.  Every one of these keys
+is made here: the chain is **emulated**, its roots are never AMD's, and
+:func:`keyring_types.attest.snp.verify` rejects its reports unless given its chain
+(:meth:`EmulatedSevSnp.chain_pem`).
 
 State (``<state dir>/emulated-sev-snp/``, files checked by :mod:`keyring_types.state`, created
-on first use): ``chip.secret``, 64 random bytes from which the chip id, the report id and the
-VCEK of each TCB are derived (AMD derives a VCEK from the chip's secret and its TCB, too), and
-``roots.secret``, the ARK and ASK keys and certificates.
+on first use): ``chip.secret``, 64 random bytes from which the chip id, the report id, the
+VCEK of each TCB and the VLEK are derived (AMD derives a VCEK from the chip's secret and its
+TCB, too), and ``roots.secret``, the ASK and ASVK keys and the ARK, ASK and ASVK certificates.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyring_types import state
-from keyring_types.attest import snp
+from keyring_types.attest import sevguest, snp
 from keyring_types.attest.emulated_tdx import EmulatedTdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig"]
+__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig", "ConfigfsTsm"]
 
 #: Where the certificate table starts in a ``format=extended`` blob (the RFC's SEV provider
 #: put the report area in the first 16 KiB and the table after it).
@@ -57,7 +60,16 @@ _AMD_OID: Final = "1.3.6.1.4.1.3704.1."
 _ORG: Final = "Emulated SEV-SNP guest (not AMD)"
 #: CPUID family, model, stepping and the VCEK productName of each emulated product.
 _DEFAULT_TCB: Final = snp.Tcb(bl=3, tee=0, snp=8, ucode=115)
-_PRODUCTS: Final = {"Milan": ((0x19, 0x01, 0x01), "Milan-B0"), "Genoa": ((0x19, 0x11, 0x01), "Genoa-B1")}
+_PRODUCTS: Final = {
+    "Milan": ((0x19, 0x01, 0x01), "Milan-B0"),
+    "Genoa": ((0x19, 0x11, 0x01), "Genoa-B1"),
+    "Turin": ((0x1A, 0x02, 0x01), "Turin-C1"),
+}
+_TURIN_DEFAULT_FMC: Final = 1
+#: Turin's hwID (and so its CHIP_ID's significant part) is 8 bytes; Milan's and Genoa's 64.
+_HWID_SIZE: Final = {"Milan": 64, "Genoa": 64, "Turin": 8}
+_SIGNING_KEY_BITS: Final = {"vcek": 0, "vlek": 1}
+_CSP_ID: Final = "emulated-csp"
 
 
 def _positive(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -81,25 +93,46 @@ class GuestConfig:
     guest_svn: int = 0
     platform_info: int = attrs.field(default=0x1, validator=_positive)
     chip_id: bytes | None = None
-    tcb: snp.Tcb = attrs.field(factory=lambda: _DEFAULT_TCB)
+    #: ``None``: the default TCB (Turin: with an FMC level of 1).
+    tcb: snp.Tcb | None = None
     firmware_version: tuple[int, int, int] = (2, 55, 1)  # (build, minor, major)
+    #: ``"vcek"`` (the chip's key) or ``"vlek"`` (a key the host loaded, issued to a CSP).
+    signing_key: str = "vcek"
+    #: MASK_CHIP_KEY: CHIP_ID reported as zeros (a VCEK report then cannot be bound to its chip).
+    mask_chip_id: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.version not in (3, 5):
-            raise error(errno.EINVAL, "emulated guest: version must be 3 or 5")
+        if self.version not in (2, 3, 5):
+            raise error(errno.EINVAL, "emulated guest: version must be 2, 3 or 5")
         if self.product not in _PRODUCTS:
             raise error(errno.EINVAL, f"emulated guest: product must be one of {', '.join(_PRODUCTS)}")
+        if self.signing_key not in _SIGNING_KEY_BITS:
+            raise error(errno.EINVAL, "emulated guest: signing_key must be 'vcek' or 'vlek'")
         if self.chip_id is not None and len(self.chip_id) != 64:
             raise error(errno.EINVAL, "emulated guest: chip_id must be 64 bytes")
         if self.chip_id is not None and not any(self.chip_id):
-            raise error(errno.EINVAL, "emulated guest: chip_id must not be all zero (that means masked)")
-        if self.tcb.fmc is not None or not all(0 <= v <= 255 for v in (self.tcb.bl, self.tcb.tee, self.tcb.snp, self.tcb.ucode)):
-            raise error(errno.EINVAL, "emulated guest: tcb levels must be 0..255 (no fmc: not Turin)")
+            raise error(errno.EINVAL, "emulated guest: chip_id must not be all zero (that means masked: use mask_chip_id)")
+        if self.chip_id is not None and any(self.chip_id[_HWID_SIZE[self.product] :]):
+            raise error(errno.EINVAL, f"emulated guest: a {self.product} chip_id has {_HWID_SIZE[self.product]} significant bytes")
+        t = self.effective_tcb
+        if (t.fmc is None) != (self.product != "Turin"):
+            raise error(errno.EINVAL, "emulated guest: tcb has an fmc level on Turin and only there")
+        if not all(0 <= v <= 255 for v in (t.bl, t.tee, t.snp, t.ucode, t.fmc or 0)):
+            raise error(errno.EINVAL, "emulated guest: tcb levels must be 0..255")
+
+    @property
+    def effective_tcb(self) -> snp.Tcb:
+        """:attr:`tcb`, or the default for the product."""
+        if self.tcb is not None:
+            return self.tcb
+        return attrs.evolve(_DEFAULT_TCB, fmc=_TURIN_DEFAULT_FMC) if self.product == "Turin" else _DEFAULT_TCB
 
     @property
     def tcb_raw(self) -> int:
-        """The TCB_VERSION of :attr:`tcb` in the Milan/Genoa layout."""
-        t = self.tcb
+        """The TCB_VERSION of :attr:`effective_tcb` in the product's layout."""
+        t = self.effective_tcb
+        if self.product == "Turin":
+            return int.from_bytes(bytes([t.fmc or 0, t.bl, t.tee, t.snp, 0, 0, 0, t.ucode]), "little")
         return int.from_bytes(bytes([t.bl, t.tee, 0, 0, 0, 0, t.snp, t.ucode]), "little")
 
 
@@ -108,6 +141,9 @@ class _Roots:
     ark_cert: bytes
     ask_cert: bytes
     ask_key: rsa.RSAPrivateKey
+    #: The ASVK (VLEK issuer); ``None`` in a state directory made before VLEK signing existed.
+    asvk_cert: bytes | None
+    asvk_key: rsa.RSAPrivateKey | None
 
 
 @attrs.frozen
@@ -154,8 +190,11 @@ def _pack(items: list[bytes]) -> bytes:
 
 
 def _unpack(data: bytes, count: int, path: Path) -> list[bytes]:
+    """``count`` items; past the last stored one (zero padding) the rest are empty."""
     items, pos = [], 0
     for _ in range(count):
+        if pos + 4 > len(data):
+            raise error(errno.EBADMSG, f"{path}: not an emulated roots file")
         (n,) = struct.unpack_from("<I", data, pos)
         if pos + 4 + n > len(data):
             raise error(errno.EBADMSG, f"{path}: not an emulated roots file")
@@ -184,7 +223,7 @@ class EmulatedSevSnp:
         self._chip: bytes | None = None
         self._derived: dict[bytes, bytes] = {}
         self._roots: _Roots | None = None
-        self._vceks: dict[tuple[bytes, int, str], _Vcek] = {}
+        self._vceks: dict[tuple[bytes, int, str], _Vcek] = {}  # (hwID, TCB, product + kind)
 
     # -- state -------------------------------------------------------------------------------
     def _chip_secret(self) -> bytes:
@@ -220,82 +259,183 @@ class EmulatedSevSnp:
                 fresh.wipe()
             buf = state.load_secret_file(path, _ROOTS_SIZE, "emulated SEV-SNP roots")
         try:
-            ark_cert, ask_cert, ask_key_der = _unpack(buf.tobytes(), 3, path)
+            ark_cert, ask_cert, ask_key_der, asvk_cert, asvk_key_der = _unpack(buf.tobytes(), 5, path)
         finally:
             buf.wipe()
-        key = serialization.load_der_private_key(ask_key_der, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise error(errno.EBADMSG, f"{path}: the ASK key is not RSA")
-        self._roots = _Roots(ark_cert=ark_cert, ask_cert=ask_cert, ask_key=key)
+
+        def rsa_key(der: bytes, what: str) -> rsa.RSAPrivateKey:
+            key = serialization.load_der_private_key(der, password=None)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise error(errno.EBADMSG, f"{path}: the {what} key is not RSA")
+            return key
+
+        self._roots = _Roots(
+            ark_cert=ark_cert,
+            ask_cert=ask_cert,
+            ask_key=rsa_key(ask_key_der, "ASK"),
+            asvk_cert=asvk_cert or None,
+            asvk_key=rsa_key(asvk_key_der, "ASVK") if asvk_key_der else None,
+        )
         return self._roots
 
     def _make_roots(self) -> bytes:
         product = self.config.product
-        ark_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-        ask_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-        ark_name, ask_name = _name(f"ARK-{product}"), _name(f"SEV-{product}")
+        ark_key, ask_key, asvk_key = (rsa.generate_private_key(public_exponent=65537, key_size=4096) for _ in range(3))
+        ark_name, ask_name, asvk_name = _name(f"ARK-{product}"), _name(f"SEV-{product}"), _name(f"SEV-VLEK-{product}")
         ark = _cert(ark_name, ark_name, ark_key.public_key(), ark_key, 25)
         ask = _cert(ask_name, ark_name, ask_key.public_key(), ark_key, 25)
-        ask_der = ask_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        asvk = _cert(asvk_name, ark_name, asvk_key.public_key(), ark_key, 25)
+
+        def der(k: rsa.RSAPrivateKey) -> bytes:
+            return k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
         # The ARK key signs nothing more: it is not kept.
-        return _pack([ark, ask, ask_der])
+        return _pack([ark, ask, der(ask_key), asvk, der(asvk_key)])
 
     def _vcek(self) -> _Vcek:
-        chip_id = self.chip_id
-        tcb = self.config.tcb_raw
-        product = self.config.product
-        cached = self._vceks.get((chip_id, tcb, product))
+        return self._endorsement("vcek")
+
+    def _endorsement(self, kind: str) -> _Vcek:
+        c = self.config
+        hwid = self._chip_id()[: _HWID_SIZE[c.product]]
+        tcb = c.tcb_raw
+        cached = self._vceks.get((hwid, tcb, c.product + kind))
         if cached is not None:
             return cached
-        # As AMD's firmware does, one VCEK per chip and TCB: derived, never stored.
-        okm = HKDF(hashes.SHA384(), 64, salt=None, info=b"emulated-sev-snp VCEK" + tcb.to_bytes(8, "little") + chip_id).derive(
+        # As AMD's firmware does, one VCEK per chip and TCB: derived, never stored.  The VLEK
+        # is the key a CSP's host loads (wrapped) into the firmware: emulated, one per TCB too.
+        label = b"emulated-sev-snp VCEK" if kind == "vcek" else b"emulated-sev-snp VLEK " + _CSP_ID.encode()
+        okm = HKDF(hashes.SHA384(), 64, salt=None, info=label + tcb.to_bytes(8, "little") + (hwid if kind == "vcek" else b"")).derive(
             self._chip_secret()
         )
         key = ec.derive_private_key(int.from_bytes(okm, "big") % (_P384_ORDER - 1) + 1, ec.SECP384R1())
         roots = self._load_roots()
-        t = self.config.tcb
-        exts = (
+        t = c.effective_tcb
+        exts: list[tuple[str, bytes]] = [
             (_AMD_OID + "1", _der_int(1)),
-            (_AMD_OID + "2", _der_ia5(_PRODUCTS[product][1])),
+            (_AMD_OID + "2", _der_ia5(_PRODUCTS[c.product][1])),
             (_AMD_OID + "3.1", _der_int(t.bl)),
             (_AMD_OID + "3.2", _der_int(t.tee)),
             (_AMD_OID + "3.3", _der_int(t.snp)),
             *((_AMD_OID + f"3.{i}", _der_int(0)) for i in (4, 5, 6, 7)),
             (_AMD_OID + "3.8", _der_int(t.ucode)),
-            (_AMD_OID + "4", chip_id),  # bare, as AMD's KDS stores it
-        )
-        ask = x509.load_der_x509_certificate(roots.ask_cert)
-        cert = _cert(_name("SEV-VCEK"), ask.subject, key.public_key(), roots.ask_key, 7, exts)
+        ]
+        if t.fmc is not None:
+            exts.append((_AMD_OID + "3.9", _der_int(t.fmc)))
+        if kind == "vcek":
+            exts.append((_AMD_OID + "4", hwid))  # bare, as AMD's KDS stores it
+            issuer_cert, issuer_key, subject = roots.ask_cert, roots.ask_key, "SEV-VCEK"
+        else:
+            if roots.asvk_cert is None or roots.asvk_key is None:
+                raise error(errno.ENOKEY, f"{self.state_dir}: emulated roots made before VLEK signing; remove the directory")
+            exts.append((_AMD_OID + "5", _der_ia5(_CSP_ID)))
+            issuer_cert, issuer_key, subject = roots.asvk_cert, roots.asvk_key, "SEV-VLEK"
+        issuer = x509.load_der_x509_certificate(issuer_cert)
+        cert = _cert(_name(subject), issuer.subject, key.public_key(), issuer_key, 7, tuple(exts))
         vcek = _Vcek(key=key, cert=cert)
-        self._vceks[(chip_id, tcb, product)] = vcek
+        self._vceks[(hwid, tcb, c.product + kind)] = vcek
         return vcek
 
     # -- what a verifier needs --------------------------------------------------------------
-    @property
-    def chip_id(self) -> bytes:
-        """CHIP_ID (64 bytes): the configured one, or one derived from the chip secret."""
+    def _chip_id(self) -> bytes:
         if self.config.chip_id is not None:
             return self.config.chip_id
-        return self._derive(b"chip id", 64)
+        chip = self._derived.get(b"chip id (product)")
+        if chip is None:  # computed once: every report needs it
+            n = _HWID_SIZE[self.config.product]
+            chip = self._derived[b"chip id (product)"] = self._derive(b"chip id", 64)[:n] + bytes(64 - n)
+        return chip
+
+    @property
+    def chip_id(self) -> bytes:
+        """The chip's id (64 bytes; Turin: 8 significant bytes, then zeros): the configured one,
+        or one derived from the chip secret.  Reports carry zeros instead with ``mask_chip_id``."""
+        return self._chip_id()
 
     def vcek_der(self) -> bytes:
         """The emulated VCEK certificate (DER) for the configured chip and TCB."""
         with self._lock:
             return self._vcek().cert
 
-    def chain_pem(self) -> bytes:
-        """The emulated ASK then ARK (PEM): the ``chain=`` that makes its reports verify."""
+    def vlek_der(self) -> bytes:
+        """The emulated VLEK certificate (DER) for the configured TCB (issued by the emulated ASVK)."""
+        with self._lock:
+            return self._endorsement("vlek").cert
+
+    def cert_der(self) -> bytes:
+        """The certificate of the key that signs this guest's reports (``signing_key``)."""
+        return self.vlek_der() if self.config.signing_key == "vlek" else self.vcek_der()
+
+    def chain_pem(self, kind: str | None = None) -> bytes:
+        """The emulated ASK (``kind`` ``"vcek"``) or ASVK (``"vlek"``) then ARK (PEM): the ``chain=``
+        that makes its reports verify.  ``kind`` ``None``: the configured ``signing_key``'s."""
+        kind = kind or self.config.signing_key
         with self._lock:
             roots = self._load_roots()
-        return b"".join(
-            x509.load_der_x509_certificate(c).public_bytes(serialization.Encoding.PEM) for c in (roots.ask_cert, roots.ark_cert)
-        )
+        issuer = roots.ask_cert if kind == "vcek" else roots.asvk_cert
+        if issuer is None:
+            raise error(errno.ENOKEY, f"{self.state_dir}: emulated roots made before VLEK signing; remove the directory")
+        return b"".join(x509.load_der_x509_certificate(c).public_bytes(serialization.Encoding.PEM) for c in (issuer, roots.ark_cert))
 
     def cert_table(self) -> bytes:
-        """The GHCB certificate table (VCEK, ASK, ARK; DER), as ``auxblob`` holds it."""
+        """The GHCB certificate table as ``auxblob`` holds it (DER): VCEK, ASK, ARK; or, signing
+        with the VLEK, VLEK, its ASVK (in the ASK slot) and ARK."""
+        kind = self.config.signing_key
         with self._lock:
-            vcek, roots = self._vcek(), self._load_roots()
-        return snp.pack_cert_table([("vcek", vcek.cert), ("ask", roots.ask_cert), ("ark", roots.ark_cert)])
+            endorsement, roots = self._endorsement(kind), self._load_roots()
+        issuer = roots.ask_cert if kind == "vcek" else roots.asvk_cert
+        assert issuer is not None  # _endorsement refused roots without an ASVK
+        return snp.pack_cert_table([(kind, endorsement.cert), ("ask", issuer), ("ark", roots.ark_cert)])
+
+    # -- the firmware's derived keys (SNP_GET_DERIVED_KEY) ----------------------------------
+    def current_versions(self) -> tuple[int, int]:
+        """(GUEST_SVN, COMMITTED_TCB): the most a derived-key request may ask to mix."""
+        return self.config.guest_svn, self.config.tcb_raw
+
+    def derived_key(self, request: sevguest.DerivedKeyRequest) -> bytes:
+        """The 32-byte key the firmware derives for MSG_KEY_REQ ``request``: HMAC-SHA-384 of the
+        emulated root (the chip secret's VCEK or VLEK root, or a VMRK derived from the launch
+        measurement) over the request and the guest fields it selects, as the real firmware
+        mixes them (its KDF is not published; this one is emulated).
+
+        ``EINVAL`` (the firmware's INVALID_PARAM) for a guest SVN or TCB above the guest's, or
+        the VLEK when none is loaded (``signing_key`` not ``"vlek"``).
+        """
+        c = self.config
+        if request.guest_svn > c.guest_svn:
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for a GUEST_SVN above the guest's")
+        mine = snp.decode_tcb(c.tcb_raw, c.product)
+        asked = snp.decode_tcb(request.tcb_version, c.product)
+        above = [f for f in ("bl", "tee", "snp", "ucode", "fmc") if (getattr(asked, f) or 0) > (getattr(mine, f) or 0)]
+        if above or request.tcb_version & ~self._tcb_mask():
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for a TCB_VERSION above the committed one")
+        key_sel = request.key_sel if request.key_sel != "default" else c.signing_key
+        if key_sel == "vlek" and c.signing_key != "vlek":
+            raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for the VLEK, and none is loaded")
+        with self._lock:
+            secret = self._chip_secret()
+        root = hmac.new(secret, f"emulated-sev-snp {request.root} root {key_sel}".encode(), hashlib.sha384).digest()
+        if request.root == "vmrk":  # a VM root key: made at launch, so it follows the launch
+            root = hmac.new(root, c.measurement + c.host_data, hashlib.sha384).digest()
+        f = request.fields
+        mixed = [request.pack(), struct.pack("<I", request.vmpl)]
+        for bit, value in (
+            (sevguest.FIELDS["policy"], struct.pack("<Q", c.policy)),
+            (sevguest.FIELDS["image_id"], c.image_id),
+            (sevguest.FIELDS["family_id"], c.family_id),
+            (sevguest.FIELDS["measurement"], c.measurement),
+            (sevguest.FIELDS["guest_svn"], struct.pack("<I", request.guest_svn)),
+            (sevguest.FIELDS["tcb"], struct.pack("<Q", request.tcb_version)),
+            (sevguest.FIELDS["launch_mit_vector"], bytes(8)),
+        ):
+            if f & bit:
+                mixed.append(value)
+        return hmac.new(root, b"".join(mixed), hashlib.sha384).digest()[:32]
+
+    def _tcb_mask(self) -> int:
+        # The bytes of TCB_VERSION that hold a level in this product's layout.
+        used = (0, 1, 2, 3, 7) if self.config.product == "Turin" else (0, 1, 6, 7)
+        return sum(0xFF << (8 * i) for i in used)
 
     # -- reports -----------------------------------------------------------------------------
     def report(self, report_data: bytes, vmpl: int = 0) -> bytes:
@@ -307,8 +447,10 @@ class EmulatedSevSnp:
             raise error(errno.EINVAL, f"emulated SEV-SNP: VMPL must be 0..{_VMPL_MAX}")
         c = self.config
         with self._lock:
-            vcek = self._vcek()
-            chip_id, report_id = self.chip_id, self._derive(b"report id", 32)
+            vcek = self._endorsement(c.signing_key)
+            chip_id, report_id = self._chip_id(), self._derive(b"report id", 32)
+        if c.mask_chip_id:
+            chip_id = bytes(64)
         tcb = c.tcb_raw
         body = snp.pack_signed_part(
             version=c.version,
@@ -327,7 +469,8 @@ class EmulatedSevSnp:
             platform_info=c.platform_info,
             host_data=c.host_data,
             report_id=report_id,
-            cpuid=_PRODUCTS[c.product][0],
+            cpuid=_PRODUCTS[c.product][0] if c.version >= 3 else (0, 0, 0),
+            signer_info=(_SIGNING_KEY_BITS[c.signing_key] << 2) | (2 if c.mask_chip_id else 0),
             current_version=c.firmware_version,
             committed_version=c.firmware_version,
         )
@@ -352,3 +495,7 @@ class EmulatedSevSnp:
         if len(table) > _EXTENDED_MAX:
             raise error(errno.ENOMEM, "emulated SEV-SNP: certificate table larger than the extended area")
         return report + bytes(EXTENDED_OFFSET - len(report)) + table
+
+
+# The configfs-tsm provider lives in its own module; it is part of this module's names.
+from keyring_types.attest.configfs import ConfigfsTsm  # noqa: E402

@@ -1,7 +1,7 @@
 """The TDX half of ``ktctl attest``: verifying TDX quotes and the ``mr`` verbs.
 
 ``verify`` options for TDX quotes (added to ``ktctl attest verify`` by :func:`add_verify_arguments`,
-used when the blob is a TDX quote): collateral files as Intel PCS serves them, trusted roots, the
+used when :func:`is_tdx` recognises the blob): collateral files as Intel PCS serves them, trusted roots, the
 verification time and a policy.  ``mr read [NAME...]``, ``mr extend NAME (--digest HEX | --data
 FILE)`` and ``mr replay [LOG]`` work on the guest's measurement registers: the kernel's sysfs
 group when present, else the legacy configfs ``tsm/rtmrs``, else the emulated TDX guest
@@ -42,11 +42,11 @@ def _hex(value: str, what: str) -> bytes:
         raise error(errno.EINVAL, f"{what} is not hex") from None
 
 
-def _time(value: str | None) -> dt.datetime | None:
+def _time(value: str | dt.datetime | None) -> dt.datetime | None:
     from keyring_types.errors import error
 
-    if value is None:
-        return None
+    if value is None or isinstance(value, dt.datetime):
+        return value
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -59,7 +59,8 @@ def _time(value: str | None) -> dt.datetime | None:
 
 
 def add_verify_arguments(p: argparse.ArgumentParser) -> None:
-    """The TDX options of ``verify`` (all optional)."""
+    """The TDX options of ``verify`` (all optional; ``--at``, ``--report-data``, ``--nonce``,
+    ``--user-data`` and ``--allow-debug`` are the verb's own, shared with SEV-SNP)."""
     g = p.add_argument_group("TDX quotes")
     g.add_argument("--roots", metavar="PEM", help="trusted root certificate(s) instead of Intel's SGX Root CA")
     g.add_argument("--pck-crl", metavar="FILE", help="PCK CRL (DER or PEM)")
@@ -72,7 +73,6 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rtmr", metavar="N=HEX", action="append", default=[], help="expected RTMR N (repeatable)")
     g.add_argument("--mrconfigid", metavar="HEX", help="expected MRCONFIGID")
     g.add_argument("--mrowner", metavar="HEX", help="expected MROWNER")
-    g.add_argument("--allow-debug", action="store_true", help="accept a debuggable TD")
     g.add_argument("--min-tee-tcb-svn", metavar="HEX", help="minimum TEE_TCB_SVN (16 bytes, byte by byte)")
     g.add_argument("--accept-tcb", metavar="STATUS,...", help="accepted PCS TCB statuses, e.g. UpToDate,SWHardeningNeeded")
 
@@ -95,10 +95,20 @@ def _tdx_policy(args: argparse.Namespace) -> Any:
     return tdx.Policy(
         **opt,
         rtmrs=tuple(rtmrs) if any(r is not None for r in rtmrs) else None,
-        debug_allowed=args.allow_debug,
+        debug_allowed=bool(getattr(args, "allow_debug", False)),
         minimum_tee_tcb_svn=_hex(args.min_tee_tcb_svn, "--min-tee-tcb-svn") if args.min_tee_tcb_svn else None,
         accepted_tcb_statuses=args.accept_tcb.split(",") if args.accept_tcb else None,
     )
+
+
+def is_tdx(blob: bytes) -> bool:
+    """Whether ``blob`` starts as a TDX quote does."""
+    from keyring_types.attest.detect import report_format
+
+    try:
+        return report_format(blob) == "tdx"
+    except OSError:
+        return False
 
 
 def verify_tdx(blob: bytes, args: argparse.Namespace) -> dict[str, Any]:
@@ -117,11 +127,10 @@ def verify_tdx(blob: bytes, args: argparse.Namespace) -> dict[str, Any]:
                                     qe_identity_issuer_chain=opt("qe_identity_chain"))  # fmt: skip
     q = tdx.verify(blob, at=_time(getattr(args, "at", None)), collateral=collateral, policy=_tdx_policy(args), roots=opt("roots"))
     out: dict[str, Any] = {
-        "format": "tdx",
         "version": q.version,
         "body_type": q.body_type,
         "mrtd": q.mrtd.hex(),
-        "rtmrs": [r.hex() for r in q.rtmrs],
+        **{f"rtmr{i}": r.hex() for i, r in enumerate(q.rtmrs)},
         "report_data": q.report_data.hex(),
         "mrconfigid": q.mrconfigid.hex(),
         "mrowner": q.mrowner.hex(),
@@ -138,15 +147,6 @@ def verify_tdx(blob: bytes, args: argparse.Namespace) -> dict[str, Any]:
     if q.tcb is not None and q.tcb.qe_tcb_status is not None:
         out["qe_tcb_status"] = q.tcb.qe_tcb_status
     return out
-
-
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    """``verify``'s output: JSON, or one ``key: value`` line each."""
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    for key, value in summary.items():
-        print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +224,7 @@ def _mr_replay(args: argparse.Namespace) -> int:
 def add_mr_parser(verbs: Any) -> None:
     """The ``mr`` verb and its sub-verbs, on ``ktctl attest``'s subparsers."""
     mr = verbs.add_parser("mr", help="measurement registers: read, extend, replay an event log")
+    mr.set_defaults(run=run_mr)
     sub = mr.add_subparsers(dest="mr_verb", required=True, metavar="VERB")
 
     def common(p: argparse.ArgumentParser) -> None:

@@ -56,6 +56,7 @@ BUILTINS = {
     "tee": "keyring_types.trust.tee:TeeSource",
     "caam": "keyring_types.trust.caam:CaamSource",
     "host": "keyring_types.trust.host:HostSource",
+    "tsm": "keyring_types.trust.tsm:TsmSource",
 }
 #: Environment a source instance depends on: a change makes a fresh instance.
 _CONFIG_ENV = (
@@ -64,6 +65,9 @@ _CONFIG_ENV = (
     "HOME",
     "KEYRING_TYPES_TPM2_TCTI",
     "KEYRING_TYPES_TEE_TRANSPORT",
+    "KEYRING_TYPES_TSM_FIRMWARE",
+    "KEYRING_TYPES_TSM_FIELDS",
+    "KEYRING_TYPES_TSM_ROOT",
 )
 
 

@@ -84,6 +84,7 @@ def test_verify_options_make_the_policy_and_collateral(tmp_path: Path) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--at")
     p.add_argument("--report-data", dest="report_data")
+    p.add_argument("--allow-debug", action="store_true")
     attest_tdx.add_verify_arguments(p)
     args = p.parse_args(["--roots", str(roots), "--pck-crl", files["pck_crl"], "--root-crl", files["root_crl"],
                          "--tcb-info", files["tcb_info"], "--tcb-info-chain", files["tcb_info_issuer_chain"],
@@ -91,7 +92,7 @@ def test_verify_options_make_the_policy_and_collateral(tmp_path: Path) -> None:
                          "--mrtd", "01" * 48, "--rtmr", "0=" + "00" * 48, "--report-data", "02" * 64,
                          "--accept-tcb", "UpToDate"])  # fmt: skip
     summary = attest_tdx.verify_tdx(blob, args)
-    assert summary["format"] == "tdx" and summary["tcb_status"] == summary["qe_tcb_status"] == "UpToDate"
+    assert summary["mrtd"] == "01" * 48 and summary["tcb_status"] == summary["qe_tcb_status"] == "UpToDate"
     args.mrtd = "00" * 48
     with pytest.raises(OSError) as e:
         attest_tdx.verify_tdx(blob, args)
@@ -131,3 +132,36 @@ def test_ktctl_attest_mr_through_the_dispatcher(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=ROOT, check=False)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["format"] == "tdx"
+
+
+def test_ktctl_attest_report_and_verify_an_emulated_tdx_quote(tmp_path: Path) -> None:
+    from keyring_types.cli.families import FAMILIES
+
+    try:
+        __import__(FAMILIES["attest"])
+    except ImportError:
+        pytest.skip("ktctl attest (keyring_types.cli.attest) has not landed in this tree")
+    quote, roots = tmp_path / "q.bin", tmp_path / "roots.pem"
+
+    def ktctl(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "keyring_types", "attest", *argv], capture_output=True, text=True, cwd=ROOT,
+                              check=False)  # fmt: skip
+
+    r = ktctl("report", "--provider", "emulated-tdx", "--state-dir", str(tmp_path / "s"), "--user-data", "ab" * 64,
+              "-o", str(quote), "--roots-out", str(roots))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = ktctl("verify", str(quote), "--roots", str(roots), "--report-data", "ab" * 64, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["format"] == "tdx" and doc["fields"]["report_data"] == "ab" * 64
+    r = ktctl("verify", str(quote), "--json")  # Intel's root: refused
+    assert r.returncode == 1 and json.loads(r.stdout)["errno"] == errno.EKEYREJECTED
+    assert "ktctl attest verify: " in r.stderr
+    r = ktctl("mr", "extend", "rtmr0", "--digest", "11" * 48, "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    r = ktctl("report", "--provider", "emulated-tdx", "--state-dir", str(tmp_path / "s"), "--user-data", "ab" * 64, "-o", str(quote))
+    assert r.returncode == 0, r.stderr
+    rtmr0 = hashlib.sha384(bytes(48) + b"\x11" * 48).hexdigest()
+    r = ktctl("verify", str(quote), "--roots", str(roots), "--rtmr", f"0={rtmr0}")
+    assert r.returncode == 0, r.stderr
+    assert f"rtmr0: {rtmr0}" in r.stdout

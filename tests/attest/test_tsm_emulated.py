@@ -147,7 +147,11 @@ def test_state_is_created_private_and_reused(tmp_path: Path) -> None:
 
 
 def test_bad_configuration_is_einval(state: Path) -> None:
-    for kwargs in ({"version": 2}, {"product": "Turin"}, {"chip_id": b"x"}, {"chip_id": bytes(64)}, {"policy": -1}):
+    turin_without_fmc = {"product": "Turin", "tcb": snp.Tcb(bl=1)}
+    milan_with_fmc = {"tcb": snp.Tcb(bl=1, fmc=1)}
+    long_turin_chip = {"product": "Turin", "chip_id": b"\x01" * 9 + bytes(55)}
+    for kwargs in ({"version": 4}, {"product": "Naples"}, {"chip_id": b"x"}, {"chip_id": bytes(64)}, {"policy": -1},
+                   {"signing_key": "vcak"}, turin_without_fmc, milan_with_fmc, long_turin_chip):  # fmt: skip
         with pytest.raises(OSError) as e:
             EmulatedSevSnp(state, **kwargs)
         assert e.value.errno == errno.EINVAL
