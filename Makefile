@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev keyutils libssl-dev pkg-config gcc e2fsprogs mount openssl cryptsetup-bin strace fuse3
+DEB_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev keyutils libssl-dev pkg-config gcc e2fsprogs mount openssl cryptsetup-bin strace fuse3 mmc-utils
 NATIVE := $(wildcard _native/*.c _native/*.h _native/*.py)
 PYTEST_ARGS ?=
 

@@ -153,3 +153,21 @@ uint32_t kt_rpmb_check(const void *hmac_state, const uint8_t *buf, size_t n,
         failed |= kt_mask_ne(f.result & 0x7fu, 0) & KT_RPMB_CHECK_RESULT;
     return failed;
 }
+
+uint32_t kt_rpmb_check_args(const void *hmac_state, const char *buf, size_t n, uint32_t checks,
+                            uint16_t type, const char *nonce, uint32_t counter, uint16_t address,
+                            uint16_t block_count)
+{
+    struct kt_rpmb_expect e;
+
+    e.checks = checks;
+    e.type = type;
+    e.counter = counter;
+    e.address = address;
+    e.block_count = block_count;
+    if (nonce)
+        memcpy(e.nonce, nonce, KT_RPMB_NONCE_LEN);
+    else
+        memset(e.nonce, 0, KT_RPMB_NONCE_LEN);
+    return kt_rpmb_check(hmac_state, (const uint8_t *)buf, n, &e);
+}

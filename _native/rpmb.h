@@ -71,5 +71,11 @@ int kt_rpmb_verify(const void *hmac_state, const uint8_t *buf, size_t n);
  * carries the MAC (as hosts do, spec 1.6). */
 uint32_t kt_rpmb_check(const void *hmac_state, const uint8_t *buf, size_t n,
                        const struct kt_rpmb_expect *e);
+/* kt_rpmb_check with the expectation as arguments: a Python caller fills no
+ * struct (each field set from Python costs more than the comparison).  nonce
+ * may be NULL when checks has no KT_RPMB_CHECK_NONCE. */
+uint32_t kt_rpmb_check_args(const void *hmac_state, const char *buf, size_t n, uint32_t checks,
+                            uint16_t type, const char *nonce, uint32_t counter, uint16_t address,
+                            uint16_t block_count);
 
 #endif

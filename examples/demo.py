@@ -77,7 +77,7 @@ def main() -> None:
     else:
         walk(kernel, "the same calls on the real kernel keyring (a fresh session)")
     # The per-type walks are their own programs (each runnable alone); a failure stops the demo.
-    for name in ("encrypted_demo.py", "trusted_demo.py"):
+    for name in ("encrypted_demo.py", "trusted_demo.py", "devices_demo.py"):
         subprocess.run([sys.executable, str(HERE / name)], check=True)
         print()
 

@@ -27,16 +27,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from keyring_types.cli import attest_tdx  # the TDX half: verify options, `mr` (standard library only at import)
+from keyring_types.cli.family import UsageError, fail, run_verb
 
 if TYPE_CHECKING:
     from keyring_types.attest.tsm import TsmProvider
 
 PROG = "ktctl attest"
 CONFIGFS_ROOT = "/sys/kernel/config/tsm/report"
-
-
-class UsageError(Exception):
-    """A bad command line (exit 2)."""
 
 
 @attrs.frozen
@@ -47,11 +44,6 @@ class ReportFormat:
     name: str
     detect: Callable[[bytes], bool]
     verify: Callable[[bytes, argparse.Namespace], dict[str, Any]]
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    print(f"{PROG} {verb}: {exc.strerror or exc}", file=sys.stderr)
-    return 1
 
 
 def _hex_arg(value: str | None, what: str) -> bytes | None:
@@ -170,7 +162,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         blob = _read_blob(args.file)
     except OSError as exc:
-        return _fail("verify", exc)
+        return fail(PROG, "verify", exc)
     fmt = detect_format(blob)
     if fmt is None:
         names = ", ".join(f.name for f in FORMATS)
@@ -183,7 +175,7 @@ def _verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         if args.json:
             print(json.dumps({"verified": False, "format": fmt.name, "errno": exc.errno, "error": exc.strerror}))
-        return _fail("verify", exc)
+        return fail(PROG, "verify", exc)
     if args.json:
         print(json.dumps({"verified": True, "format": fmt.name, "fields": fields}, indent=2))
     else:
@@ -256,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
                 with open(args.chain_out, "wb") as f:
                     f.write(provider.chain_pem())
     except OSError as exc:
-        return _fail("report", exc)
+        return fail(PROG, "report", exc)
     if args.json:
         print(json.dumps({"provider": desc.decode(), "size": len(blob), "report": blob.hex()}))
     elif not args.output:
@@ -340,14 +332,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``ktctl attest VERB ...``; 0 ok, 1 failed (or refused), 2 usage."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        status: int = args.run(args)
-    except UsageError as exc:
-        print(f"{PROG} {args.verb}: {exc}", file=sys.stderr)
-        return 2
-    return status
+    return run_verb(_parser(), argv)

@@ -19,12 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from keyring_types.cli.family import fail, run_verb
+
 PROG = "ktctl attest"
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    print(f"{PROG} {verb}: {exc.strerror or exc}", file=sys.stderr)
-    return 1
 
 
 def _read(path: str) -> bytes:
@@ -260,7 +257,7 @@ def run_mr(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno is None:
             exc = OSError(errno.EIO, str(exc))
-        return _fail(verb, exc)
+        return fail(PROG, verb, exc)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -268,5 +265,4 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="TDX measurement registers.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     add_mr_parser(verbs)
-    args = parser.parse_args(list(argv))
-    return run_mr(args)
+    return run_verb(parser, argv)

@@ -18,13 +18,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from keyring_types.cli.family import fail, run_verb
+
 PROG = "ktctl derive"
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    reason = exc.strerror or str(exc)
-    print(f"{PROG} {verb}: {reason}", file=sys.stderr)
-    return 1
 
 
 def _roots(args: argparse.Namespace) -> int:
@@ -62,7 +58,7 @@ def _measure(args: argparse.Namespace) -> int:
         with open(log_path, "rb") as f:
             digest = ima_digest(f.read(), path)
     except OSError as exc:
-        return _fail("measure", exc)
+        return fail(PROG, "measure", exc)
     if digest is None:
         print(f"{PROG} measure: IMA has no measurement of that path", file=sys.stderr)
         return 1
@@ -88,9 +84,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``ktctl derive VERB ...``; 0 ok, 1 failed, 2 usage."""
-    try:
-        args = _parser().parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    status: int = args.run(args)
-    return status
+    return run_verb(_parser(), argv)

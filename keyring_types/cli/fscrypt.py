@@ -17,14 +17,11 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from keyring_types.cli.family import fail, run_verb
+
 PROG = "ktctl fscrypt"
 #: The largest raw key (FSCRYPT_MAX_KEY_SIZE); the size check itself is the library's.
 _STDIN_MAX = 64
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    print(f"{PROG} {verb}: {exc.strerror or exc}", file=sys.stderr)
-    return 1
 
 
 def _stdin_key() -> AbstractContextManager[memoryview]:
@@ -51,7 +48,7 @@ def _identifier(args: argparse.Namespace) -> int:
         with _stdin_key() as raw:
             value = fscrypt.descriptor(raw) if args.v1 else fscrypt.identifier(raw)
     except OSError as exc:
-        return _fail("identifier", exc)
+        return fail(PROG, "identifier", exc)
     print(value.hex())
     return 0
 
@@ -66,7 +63,7 @@ def _add_key(args: argparse.Namespace) -> int:
             with _stdin_key() as raw:
                 ident = fscrypt.add_raw_key(args.mountpoint, raw)
     except OSError as exc:
-        return _fail("add-key", exc)
+        return fail(PROG, "add-key", exc)
     print(ident.hex())
     return 0
 
@@ -77,7 +74,7 @@ def _set_policy(args: argparse.Namespace) -> int:
     try:
         fscrypt.set_policy(args.directory, args.identifier, args.contents, args.filenames, args.padding)
     except OSError as exc:
-        return _fail("set-policy", exc)
+        return fail(PROG, "set-policy", exc)
     return 0
 
 
@@ -90,7 +87,7 @@ def _get_policy(args: argparse.Namespace) -> int:
         if exc.errno == errno.ENODATA:
             print(f"{PROG} get-policy: {args.path} is not encrypted", file=sys.stderr)
             return 1
-        return _fail("get-policy", exc)
+        return fail(PROG, "get-policy", exc)
     fields: dict[str, Any] = {
         "version": policy.version,
         "key": policy.key.hex(),
@@ -119,7 +116,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         st = fscrypt.key_status(args.mountpoint, args.identifier)
     except OSError as exc:
-        return _fail("status", exc)
+        return fail(PROG, "status", exc)
     if args.json:
         print(json.dumps({"status": st.status, "added_by_self": st.added_by_self, "user_count": st.user_count}))
     elif st.status == "present":
@@ -136,7 +133,7 @@ def _remove_key(args: argparse.Namespace) -> int:
     try:
         result = fscrypt.remove_key(args.mountpoint, args.identifier, all_users=args.all_users)
     except OSError as exc:
-        return _fail("remove-key", exc)
+        return fail(PROG, "remove-key", exc)
     if result.files_busy:
         print("warning: files using this key are still in use; the key is incompletely removed", file=sys.stderr)
     if result.other_users:
@@ -188,9 +185,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``ktctl fscrypt VERB ...``; 0 ok, 1 failed, 2 usage."""
-    try:
-        args = _parser().parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    status: int = args.run(args)
-    return status
+    return run_verb(_parser(), argv)

@@ -16,16 +16,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from keyring_types.cli.family import fail, run_verb
+
 PROG = "ktctl luks"
 #: The largest volume key cryptsetup takes (--key-size 4096 bits).
 _VOLUME_KEY_MAX = 512
 #: cryptsetup's default key-file size limit (8 MiB).
 _PASSPHRASE_MAX = 8 << 20
-
-
-def _fail(verb: str, exc: OSError) -> int:
-    print(f"{PROG} {verb}: {exc.strerror or exc}", file=sys.stderr)
-    return 1
 
 
 def _format(args: argparse.Namespace) -> int:
@@ -51,7 +48,7 @@ def _format(args: argparse.Namespace) -> int:
                 iterations=args.iterations,
             )
     except OSError as exc:
-        return _fail("format", exc)
+        return fail(PROG, "format", exc)
     finally:
         os.close(fd)
     return 0
@@ -63,7 +60,7 @@ def _token_add(args: argparse.Namespace) -> int:
     try:
         luks.add_keyring_token(args.device, args.description, args.key_slot, token_id=args.token_id)
     except OSError as exc:
-        return _fail("token-add", exc)
+        return fail(PROG, "token-add", exc)
     return 0
 
 
@@ -75,7 +72,7 @@ def _load_passphrase(args: argparse.Namespace) -> int:
         with read_secret(sys.stdin.fileno(), _PASSPHRASE_MAX, "passphrase on standard input") as passphrase:
             key = luks.load_passphrase(args.description, passphrase, args.keyring)
     except OSError as exc:
-        return _fail("load-passphrase", exc)
+        return fail(PROG, "load-passphrase", exc)
     print(key.serial)
     return 0
 
@@ -110,9 +107,4 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``ktctl luks VERB ...``; 0 ok, 1 failed, 2 usage."""
-    try:
-        args = _parser().parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    status: int = args.run(args)
-    return status
+    return run_verb(_parser(), argv)

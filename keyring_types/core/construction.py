@@ -24,23 +24,36 @@ __all__ = ["construction_done", "negative_error", "wait_for_construction"]
 def _condition(world: World) -> threading.Condition:
     cond: threading.Condition | None = getattr(world, "_constructed", None)
     if cond is None:
-        # Made under the world lock (every caller holds it), so made once.
-        cond = world._constructed = threading.Condition(world.lock)  # type: ignore[attr-defined]
+        # Made under the world lock (every caller holds it), so made once.  It has a
+        # lock of its own: the world lock may be a store's, which a Condition cannot
+        # let go of at every level.
+        cond = world._constructed = threading.Condition()  # type: ignore[attr-defined]
     return cond
 
 
 def wait_for_construction(world: World, rec: KeyRecord) -> None:
     """Block (world lock let go meanwhile) until ``rec`` is no longer under construction.
 
-    Called with the world lock held; holds it again on return.  Does not raise:
-    the caller looks at the outcome (:func:`negative_error`, ``rec.validate``).
+    Called with the world lock held, perhaps at several levels; holds it again,
+    at as many, on return.  Does not raise: the caller looks at the outcome
+    (:func:`negative_error`, ``rec.validate``).
     """
     if rec.upcall != UNDER_CONSTRUCTION:
         return
     cond = _condition(world)
+    lock = world.lock
     caller = world.caller
     while rec.upcall == UNDER_CONSTRUCTION and not rec.dead:
-        cond.wait()
+        # Take the condition's lock before letting the world go, so the wake-up that
+        # construction_done sends (world lock held) cannot slip in between.
+        with cond:
+            depth = 0
+            while lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
+                depth += 1
+            cond.wait()
+        for _ in range(depth):
+            lock.acquire()
     # Operations that ran meanwhile restored the caller they found; make sure it is ours.
     world.caller = caller
 
@@ -49,7 +62,8 @@ def construction_done(world: World) -> None:
     """Wake every waiter: some key's construction has ended (world lock held)."""
     cond: threading.Condition | None = getattr(world, "_constructed", None)
     if cond is not None:
-        cond.notify_all()
+        with cond:
+            cond.notify_all()
 
 
 def negative_error(rec: KeyRecord) -> OSError:

@@ -35,6 +35,7 @@ from keyring_types.constants import (
     KEY_SPEC_REQUESTOR_KEYRING,
     KEY_USR_READ,
     KEY_USR_VIEW,
+    KEYQUOTA_LINK_BYTES,
 )
 from keyring_types.core.construction import construction_done, negative_error, wait_for_construction
 from keyring_types.core.context import calling
@@ -47,11 +48,11 @@ from keyring_types.core.perm import NEED_LINK, NEED_WRITE
 from keyring_types.core.process_keys import ProcessKeyrings
 from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 from keyring_types.core.request_key_auth import AUTH_KEY_PERM, AUTH_TYPE, RequestKeyAuth
+from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import EAGAIN, SearchContext, search_cred_keyrings
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
-    from keyring_types.core.cred import Cred
     from keyring_types.core.keyspace import Keyspace
     from keyring_types.core.world import World
 
@@ -146,7 +147,9 @@ class Upcalls(Keyctl):
         rec.upcall = UNDER_CONSTRUCTION
         try:
             if dest is not None:
-                key_link(w, self.cred, dest, rec)
+                # construct_alloc_key links without asking a restriction: the check
+                # comes when the handler instantiates into a keyring.
+                _link_unrestricted(w, dest, rec)
             auth = self._new_auth_key(rec, callout, dest)
         except BaseException:
             w.maybe_destroy(rec)
@@ -259,7 +262,7 @@ class Upcalls(Keyctl):
             try:
                 if rec.upcall == UNDER_CONSTRUCTION or not _valid(rec, w.now()):
                     if rec.upcall == UNDER_CONSTRUCTION:
-                        _reject_and_link(w, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, auth, self.cred)
+                        _reject_and_link(w, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, auth)
                     reason = "no request-key handler matches it" if handler is None else "its handler did not build it"
                     outcome = error(
                         errno.ENOKEY, f"{rec.ktype.name} key {rec.description!r} was not constructed: {reason}"
@@ -385,7 +388,11 @@ class Upcalls(Keyctl):
                 # does, so a refused link leaves the key under construction.
                 was_linked = dest is None or dest.serial in target.parents
                 if dest is not None:
-                    key_link(w, self.cred, dest, target)
+                    if dest.links is None:
+                        raise error(errno.ENOTDIR, f"key {dest.serial} is not a keyring")
+                    # Asked with the payload about to be installed (key_instantiate_and_link).
+                    check_restriction(w, dest, ktype, prep.payload)
+                    _link_unrestricted(w, dest, target)
                 try:
                     if target.upcall != UNDER_CONSTRUCTION:
                         raise error(errno.EBUSY, f"key {keyid} has already been instantiated or negated")
@@ -429,7 +436,7 @@ class Upcalls(Keyctl):
             dest = self._instantiation_keyring(ringid, rka)
             auth = self._reqkey_auth
             assert auth is not None
-            _reject_and_link(self._world, rka.target, timeout, err, dest, auth, self.cred)
+            _reject_and_link(self._world, rka.target, timeout, err, dest, auth)
             self._drop_authority()
 
     def sys_negate(self, keyid: int, timeout: int, ringid: int) -> None:
@@ -490,6 +497,23 @@ class Upcalls(Keyctl):
         return old
 
 
+def _link_unrestricted(world: World, ring: KeyRecord, key: KeyRecord) -> None:
+    """``__key_link`` without the restriction check (the caller asked it, or the kernel does not).
+
+    ENOTDIR (not a keyring), EDQUOT (the keyring's owner cannot pay for the link).
+    """
+    if ring.links is None:
+        raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+    existing = ring.links.get(key.index_key)
+    if existing is key:
+        return
+    if existing is None:
+        ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
+    displaced = world.add_link(ring, key)
+    if displaced is not None:
+        world.maybe_destroy(displaced)
+
+
 def _valid(rec: KeyRecord, now: int) -> bool:
     try:
         rec.validate(now)
@@ -517,13 +541,14 @@ def _reject_and_link(
     err: int,
     dest: KeyRecord | None,
     auth: KeyRecord | None,
-    cred: Cred,
 ) -> None:
     """``key_reject_and_link``: negative with ``err`` until now + ``timeout``; EBUSY if already built.
 
     A failure to link into ``dest`` (quota) is reported after the key has been
     negated, as in the kernel.
     """
+    if dest is not None and dest.restriction is not None:
+        raise error(errno.EPERM, f"keyring {dest.serial} is restricted: a negative key is not linked there")
     if rec.upcall != UNDER_CONSTRUCTION:
         raise error(errno.EBUSY, f"key {rec.serial} has already been instantiated or negated")
     rec.instantiated = True
@@ -534,7 +559,7 @@ def _reject_and_link(
     link_error: OSError | None = None
     if dest is not None:
         try:
-            key_link(world, cred, dest, rec)
+            _link_unrestricted(world, dest, rec)
         except OSError as exc:
             link_error = exc
     if auth is not None:

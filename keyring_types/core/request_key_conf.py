@@ -18,6 +18,9 @@ and runs it:
   Any other program runs as a real process; only what it does to the keyspace
   counts, which for an in-process keyspace is nothing, so the key ends negative.
 
+Rule files (and their directory) must be writable by no one but root or this
+user: ``EACCES`` otherwise, as they name programs to run.
+
 Register it like any handler: ``kt.register_request_key_handler("*", "*", RequestKeyConfig())``.
 """
 
@@ -92,7 +95,7 @@ class RequestKeyConfig:
         datums = (op, type_name, description, callout)
         for path in self.files():
             try:
-                text = path.read_bytes().decode("utf-8", "surrogateescape")
+                text = _trusted_text(path)
             except FileNotFoundError:
                 continue
             for number, raw in enumerate(text.splitlines(), 1):
@@ -194,6 +197,30 @@ class RequestKeyConfig:
         if len(proc.stdout) > PIPE_PAYLOAD_MAX:
             raise error(errno.EINVAL, f"{rule.path}:{rule.line}: {prog} wrote more than {PIPE_PAYLOAD_MAX} bytes")
         request.keyspace.instantiate(request.key, proc.stdout, 0)
+
+
+def _trusted_text(path: Path) -> str:
+    """The rules in ``path``, if only root or this user could have written them.
+
+    The lines name programs to run, so a file (or directory) that someone else may
+    change is refused with ``EACCES``; FileNotFoundError if absent.
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        for what, mode, uid in ((path, st.st_mode, st.st_uid), (path.parent, *_dir_owner(path.parent))):
+            if uid not in (0, os.geteuid()) or mode & 0o022:
+                raise error(
+                    errno.EACCES,
+                    f"{what} may be changed by others (owner uid {uid}, mode {mode & 0o7777:o}): its rules are not run",
+                )
+        return f.read().decode("utf-8", "surrogateescape")
+
+
+def _dir_owner(directory: Path) -> tuple[int, int]:
+    st = os.stat(directory)
+    # A sticky directory (/tmp) lets others add files but not replace ours.
+    mode = st.st_mode & ~0o022 if st.st_mode & 0o1000 else st.st_mode
+    return mode, st.st_uid
 
 
 def _keyring_arg(word: str) -> int | str:

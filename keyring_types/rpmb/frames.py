@@ -28,10 +28,9 @@ when the device reports a failure.
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Iterator
 from typing import Any
-
-import attrs
 
 from keyring_types.bindings._hmac import ffi, lib
 from keyring_types.errors import error
@@ -124,6 +123,8 @@ def frame_count(buf: Buffer, what: str = "RPMB buffer") -> int:
 
 
 def _uint(value: Any, bits: int, name: str) -> int:
+    if type(value) is int and 0 <= value < (1 << bits):
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
         raise error(errno.EINVAL, f"{name} must be an integer in 0..{(1 << bits) - 1}, got {value!r}")
     return value
@@ -555,28 +556,102 @@ def read_response(
 # -- response checks ----------------------------------------------------------
 
 
-@attrs.frozen
 class Response:
-    """A response that passed :func:`check_response`; fields come from its last frame."""
+    """A response that passed :func:`check_response`; fields come from its last frame.
 
-    req_resp: int
-    result: int
-    write_counter: int
-    address: int
-    block_count: int
-    nonce: bytes
-    frames: tuple[Frame, ...] = attrs.field(repr=False)
-    authenticated: bool
+    Read-only: ``req_resp``, ``result``, ``write_counter``, ``address``,
+    ``block_count``, ``nonce`` (of the last frame), ``raw`` (the frames as
+    checked), ``authenticated``, ``expired``, ``frames`` and ``data()``.  Built
+    from one unpack of the last frame's tail: a check pays for nothing more.
+    """
+
+    __slots__ = ("_auth", "_raw", "_tail")
+
+    def __init__(self, raw: Buffer, authenticated: bool, tail: tuple[bytes, int, int, int, int, int]) -> None:
+        self._raw = raw
+        self._auth = authenticated
+        self._tail = tail  # nonce, write counter, address, block count, result, type
+
+    @property
+    def req_resp(self) -> int:
+        """Response type."""
+        return self._tail[5]
+
+    @property
+    def result(self) -> int:
+        """Raw result field (code | 0x80 when the counter expired)."""
+        return self._tail[4]
+
+    @property
+    def write_counter(self) -> int:
+        """Write counter."""
+        return self._tail[1]
+
+    @property
+    def address(self) -> int:
+        """Address (first block)."""
+        return self._tail[2]
+
+    @property
+    def block_count(self) -> int:
+        """Block count."""
+        return self._tail[3]
+
+    @property
+    def nonce(self) -> bytes:
+        """Nonce."""
+        return self._tail[0]
+
+    @property
+    def raw(self) -> Buffer:
+        """The response frames as checked."""
+        return self._raw
+
+    @property
+    def authenticated(self) -> bool:
+        """The MAC was checked and verified."""
+        return self._auth
 
     @property
     def expired(self) -> bool:
         """The device flags its write counter as expired."""
         return counter_expired(self.result)
 
+    @property
+    def frames(self) -> tuple[Frame, ...]:
+        """Views of every frame (made on first use: a check does not pay for them)."""
+        return tuple(parse(self._raw))
+
     def data(self) -> bytes:
         """The data blocks of all frames, in order (one copy)."""
-        return b"".join(f.data for f in self.frames)
+        mv = memoryview(self._raw).cast("B")
+        return b"".join([mv[i + OFF_DATA : i + OFF_NONCE] for i in range(0, len(mv), FRAME_SIZE)])
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (self._tail, self._auth, bytes(self._raw)) == (other._tail, other._auth, bytes(other._raw))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Response(req_resp={self.req_resp:#06x}, result={self.result:#06x}, write_counter={self.write_counter}, "
+            f"address={self.address}, block_count={self.block_count}, authenticated={self.authenticated})"
+        )
+
+
+# The check bits as plain ints (an attribute of the cffi lib costs a lookup per use).
+_C_MAC = int(lib.KT_RPMB_CHECK_MAC)
+_C_TYPE = int(lib.KT_RPMB_CHECK_TYPE)
+_C_NONCE = int(lib.KT_RPMB_CHECK_NONCE)
+_C_COUNTER = int(lib.KT_RPMB_CHECK_COUNTER)
+_C_ADDRESS = int(lib.KT_RPMB_CHECK_ADDRESS)
+_C_BLOCK_COUNT = int(lib.KT_RPMB_CHECK_BLOCK_COUNT)
+_C_RESULT = int(lib.KT_RPMB_CHECK_RESULT)
+
+# nonce, write counter, address, block count, result, type: bytes 484..511 of a frame.
+_TAIL = struct.Struct(">16sIHHHH")
 
 _FIELD_NAMES = (
     (lib.KT_RPMB_CHECK_NONCE, "nonce"),
@@ -613,37 +688,51 @@ def check_response(
     programmed, ``EKEYREJECTED`` the device rejected our MAC, ``ESTALE``
     counter mismatch, ``EINVAL`` address, ``EIO`` otherwise).
     """
-    n = frame_count(buf, "RPMB response")
+    p = cbuf(buf, "RPMB response")
+    size = len(p)
+    if size == 0 or size % FRAME_SIZE:
+        raise error(errno.EINVAL, f"RPMB response is {size} bytes, not a positive multiple of {FRAME_SIZE}")
+    n = size // FRAME_SIZE
     if frames is not None and n != frames:
         raise error(errno.EINVAL, f"expected {frames} response frames, got {n}")
-    p = cbuf(buf)
-    e = ffi.new("struct kt_rpmb_expect *")
-    checks = lib.KT_RPMB_CHECK_TYPE | lib.KT_RPMB_CHECK_RESULT
-    e.type = _uint(expect, 16, "expected response type")
+    checks = _C_TYPE | _C_RESULT
+    etype = _uint(expect, 16, "expected response type")
+    nonce_arg: Any = ffi.NULL
     if nonce is not None:
-        ffi.memmove(e.nonce, _exact(nonce, NONCE_SIZE, "nonce"), NONCE_SIZE)
-        checks |= lib.KT_RPMB_CHECK_NONCE
+        if type(nonce) is bytes and len(nonce) == NONCE_SIZE:
+            nonce_arg = nonce  # passed as it is: no buffer export
+        else:
+            nonce_arg = _exact(nonce, NONCE_SIZE, "nonce")
+        checks |= _C_NONCE
+    ecounter = eaddress = eblocks = 0
     if write_counter is not None:
-        e.counter = _uint(write_counter, 32, "write counter")
-        checks |= lib.KT_RPMB_CHECK_COUNTER
+        ecounter = _uint(write_counter, 32, "write counter")
+        checks |= _C_COUNTER
     if address is not None:
-        e.address = _uint(address, 16, "address")
-        checks |= lib.KT_RPMB_CHECK_ADDRESS
+        eaddress = _uint(address, 16, "address")
+        checks |= _C_ADDRESS
     if block_count is not None:
-        e.block_count = _uint(block_count, 16, "block count")
-        checks |= lib.KT_RPMB_CHECK_BLOCK_COUNT
+        eblocks = _uint(block_count, 16, "block count")
+        checks |= _C_BLOCK_COUNT
     h: HmacSha256 | None = None
     owned = False
     if authenticate:
-        h, owned = _resolve_key(key_or_hmac)
-        checks |= lib.KT_RPMB_CHECK_MAC
-    e.checks = checks
+        if type(key_or_hmac) is HmacSha256:
+            h = key_or_hmac
+        else:
+            h, owned = _resolve_key(key_or_hmac)
+        checks |= _C_MAC
     try:
-        failed = int(lib.kt_rpmb_check(h.state_address if h is not None else ffi.NULL, p, n, e))
+        failed = lib.kt_rpmb_check_args(
+            h.state_address if h is not None else ffi.NULL, p, n, checks, etype, nonce_arg, ecounter, eaddress, eblocks
+        )
     finally:
         if owned and h is not None:
             h.wipe()
 
+    if not failed:
+        # The common path: one unpack of the last frame's tail instead of five field reads.
+        return Response(buf, authenticate, _TAIL.unpack_from(buf, (n - 1) * FRAME_SIZE + OFF_NONCE))
     last = Frame(memoryview(buf).cast("B")[(n - 1) * FRAME_SIZE :])
     if failed & lib.KT_RPMB_CHECK_TYPE:
         types = sorted({f.req_resp for f in iter_frames(buf)})
@@ -661,16 +750,7 @@ def check_response(
     bad = [name for bit, name in _FIELD_NAMES if failed & bit]
     if bad:
         raise error(errno.EBADMSG, f"RPMB response {', '.join(bad)} do not match the request")
-    return Response(
-        req_resp=last.req_resp,
-        result=last.result,
-        write_counter=last.write_counter,
-        address=last.address,
-        block_count=last.block_count,
-        nonce=bytes(last.nonce),
-        frames=tuple(parse(buf)),
-        authenticated=bool(mac_ok),
-    )
+    return Response(buf, bool(mac_ok), _TAIL.unpack_from(buf, (n - 1) * FRAME_SIZE + OFF_NONCE))
 
 
 def check_program_key_response(buf: Buffer) -> Response:

@@ -191,6 +191,9 @@ def test_handler_side_calls_outside_an_upcall(space: kt.KeyspaceAPI) -> None:
     assert _outcome(space.key, "@a") == ("error", "ENOKEY")
     assert _outcome(space.keyring, kt.KEY_SPEC_REQUESTOR_KEYRING) == ("error", "ENOKEY")
     assert _outcome(space.request_key, "keyring", f"{PREFIX}:ring", "x") == ("error", "EPERM")
+    # Callout info is copied as one page with its NUL: 4096 bytes are too many.
+    assert _outcome(space.request_key, "user", f"{PREFIX}-none:x", "a" * 4096) == ("error", "EINVAL")
+    assert _outcome(space.request_key, ".request_key_auth", "1", "x") == ("error", "EPERM")
     assert _outcome(space.set_reqkey_keyring, kt.KEY_REQKEY_DEFL_GROUP_KEYRING) == ("error", "EINVAL")
     assert _outcome(space.set_reqkey_keyring, 8) == ("error", "EINVAL")
     assert key.read() == b"v"
@@ -298,3 +301,19 @@ def test_explicit_destination_keyring(kernel_rule: None, inproc_handler: None) -
         seen.append((key.read(), key in ring, key in ks.session, len(ring.keys())))
     assert seen[0] == seen[1] == (b"via-dest", True, False, 1)
 
+
+
+def test_restricted_destination(kernel_rule: None, inproc_handler: None) -> None:
+    """The key under construction goes into a restricted keyring unasked; building into it is refused."""
+    seen = []
+    for ks in (kt.KernelKeyspace(new_session=True), kt.Keyspace()):
+        ring = ks.add_key("keyring", f"{PREFIX}:restricted", None, "@s")
+        assert isinstance(ring, kt.Keyring)
+        ring.restrict()  # reject everything
+        steps = []
+        for callout in ("inst:x", "link:y", "linkspecial:z", "neg:30", "nothing"):
+            description = f"{PREFIX}:{uuid.uuid4().hex}"
+            steps.append((callout, _outcome(ks.request_key, "user", description, callout, ring), len(ring.keys())))
+        seen.append(steps)
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ("inst:x", ("key", b"x"), 1)

@@ -143,3 +143,16 @@ def test_same_rules_same_outcome_as_the_kernel(
     if isinstance(first, tuple) and isinstance(first[1], bytes):
         first = (first[0], first[1].replace(description.encode(), b"<d>"))
     assert first == expected
+
+
+def test_rules_others_may_change_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "open.conf", ["create * * * /bin/true"])
+    path.chmod(0o666)
+    assert errno_of(RequestKeyConfig(conf=path, confdir=None).lookup, "create", "user", "d", "c") == errno.EACCES
+    path.chmod(0o644)
+    tmp_path.chmod(0o777)
+    try:
+        assert errno_of(RequestKeyConfig(conf=path, confdir=None).lookup, "create", "user", "d", "c") == errno.EACCES
+    finally:
+        tmp_path.chmod(0o755)
+    assert RequestKeyConfig(conf=path, confdir=None).lookup("create", "user", "d", "c") is not None

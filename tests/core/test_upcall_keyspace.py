@@ -191,3 +191,67 @@ def test_request_key_program_refuses_bad_usage(tmp_path: Path, capsys: pytest.Ca
         load_handler(f"{handler_file}:value")
     # Outside an upcall the handler is never reached: assume_authority fails (ENOKEY).
     assert main([f"{handler_file}:build", "12345"]) == 1
+
+
+def test_a_negative_key_stays_negative_in_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered: list[tuple[str, str]]
+) -> None:
+    from keyring_types.trust import registry
+
+    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
+    registry.clear_cache()
+
+    def reject(request: kt.UpcallRequest) -> None:
+        request.keyspace.reject(request.key, 300, errno.EKEYREJECTED)
+
+    _register(registered, "user", "stored:*", reject)
+    try:
+        a = kt.Keyspace(store=tmp_path / "keys.db")
+        a.session.link(a.user_keyring)
+        assert errno_of(a.request_key, "user", "stored:1", "x", "@u") == errno.EKEYREJECTED
+        b = kt.Keyspace(store=tmp_path / "keys.db")
+        b.session.link(b.user_keyring)
+        # Another process of the store sees the same negative key, not an empty positive one.
+        assert errno_of(b.request_key, "user", "stored:1", "x") == errno.EKEYREJECTED
+        line = next(line for line in b.proc_keys() if line.endswith(" stored:1"))
+        assert line.split()[1] == "I--Q-N-"
+    finally:
+        registry.clear_cache()
+
+
+def test_waiting_on_a_store_backed_keyspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered: list[tuple[str, str]]
+) -> None:
+    """A store's world lock is a transaction: waiting lets it go and takes it again."""
+    from keyring_types.trust import registry
+
+    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
+    registry.clear_cache()
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def slow(request: kt.UpcallRequest) -> None:
+        runs.append(1)
+        started.set()
+        assert release.wait(10)
+        request.keyspace.instantiate(request.key, b"stored and built")
+
+    _register(registered, "user", "storewait:*", slow)
+    try:
+        ks = kt.Keyspace(store=tmp_path / "keys.db")
+        results: list[bytes] = []
+        first = threading.Thread(target=lambda: results.append(ks.request_key("user", "storewait:1", "x").read()))
+        first.start()
+        assert started.wait(10)
+        second = threading.Thread(target=lambda: results.append(ks.request_key("user", "storewait:1", "x").read()))
+        second.start()
+        time.sleep(0.2)
+        assert results == []
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert results == [b"stored and built"] * 2 and runs == [1]
+    finally:
+        registry.clear_cache()

@@ -75,7 +75,7 @@ def run_example(name: str, args: list[str], home: Path, tcti: str) -> str:
 
 
 def test_every_example_has_a_run_line_and_a_test() -> None:
-    assert {p.name for p in EXAMPLES} == {"demo.py", "encrypted_demo.py", "trusted_demo.py"}
+    assert {p.name for p in EXAMPLES} == {"demo.py", "devices_demo.py", "encrypted_demo.py", "trusted_demo.py"}
     for path in EXAMPLES:
         script, _ = run_line(path)
         assert script == f"examples/{path.name}"
@@ -87,6 +87,23 @@ def test_demo(home: Path) -> None:
     assert "== user, logon and keyring keys in an in-process Keyspace" in out
     assert "load -> same 32 secret bytes: True" in out
     assert "reloaded from blobs: encrypted key matches" in out
+    assert "the same report against AMD's roots -> EKEYREJECTED" in out
+
+
+def test_devices_demo(home: Path) -> None:
+    out = run_example("devices_demo.py", [], home, f"swtpm:host=127.0.0.1,port={_closed_port()}")
+    for line in (
+        "program the key again -> EEXIST",
+        "counter after one write -> 1",
+        "read back -> b'boot counter: 7'",
+        "read with the wrong key -> EBADMSG",
+        "emulated-sev-snp report v5, signed by the vcek: verified, nonce bound",
+        "the same report against AMD's roots -> EKEYREJECTED",
+        "same program, same length -> same key: True",
+        "read() of a key bound to fscrypt -> EKEYREJECTED",
+        "secret() as luks of a key bound to fscrypt -> EKEYREJECTED",
+    ):
+        assert line + "\n" in out
 
 
 def test_encrypted_demo(home: Path) -> None:
