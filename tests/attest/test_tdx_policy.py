@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require
 
 from keyring_types.attest import tdx
 from keyring_types.attest.providers import EmulatedTdx
@@ -69,8 +70,7 @@ def test_debuggable_tds_are_refused_unless_allowed(tmp_path: Path) -> None:
 
 def test_real_quote_policy() -> None:
     path = TESTDATA / "tdx-ccel" / "cos-113-tdx-quote.dat"
-    if not path.is_file():
-        pytest.skip(f"needs the real TDX test data {path}")
+    require(path.is_file(), f"the real TDX test data {path}")
     blob = path.read_bytes()
     nonce_file = (TESTDATA / "tdx-ccel" / "nonce.dat").read_bytes()
     at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
