@@ -403,8 +403,10 @@ class Keyctl(ProcessKeys):
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
         if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
             rec.validate(self._world.now())
-        if rec.usage is not None and rec.ktype.read_reveals_secret:
-            raise error(errno.EKEYREJECTED, f"key {rec.serial} is bound to use '{rec.usage}': its payload is not read out")
+        if rec.usage is not None:
+            # Not even a sealed type's blob: loaded again (with the master or the TPM at
+            # hand) it would make an unbound copy of the same secret.
+            raise error(errno.EKEYREJECTED, f"key {rec.serial} is bound to use '{rec.usage}': it is not read out")
         return rec
 
     def sys_read(self, keyid: int) -> bytes:

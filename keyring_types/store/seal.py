@@ -113,17 +113,27 @@ class RowSealer:
         sealed: bytes = nonce + self._aead.encrypt(nonce, plain, _ad(serial, type_name, description, usage))
         return sealed
 
-    def open(self, serial: int, type_name: str, description: str, usage: str | None, sealed: bytes) -> bytes:
-        """The plaintext of a sealed row; ``EBADMSG`` if it was altered or belongs to another row."""
+    def open(self, serial: int, type_name: str, description: str, usage: str | None, sealed: bytes) -> SecretBuffer:
+        """The plaintext of a sealed row, in secret memory (the caller wipes it);
+        ``EBADMSG`` if it was altered or belongs to another row, ``ENOMEM``."""
         if len(sealed) < _NONCE + 16:
             raise error(errno.EBADMSG, f"the stored payload of key {serial} is truncated")
         from cryptography.exceptions import InvalidTag
 
+        # Decrypted straight into secret memory: a plaintext ``bytes`` could not be wiped.
+        out = SecretBuffer(len(sealed) - _NONCE - 16)
+        buf = out.writable()
         try:
-            plain: bytes = self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description, usage))
-            return plain
+            self._aead.decrypt_into(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description, usage), buf)
         except InvalidTag:
+            out.wipe()
             raise error(
                 errno.EBADMSG,
                 f"the stored payload of key {serial} fails authentication (altered, or moved from another row)",
             ) from None
+        except BaseException:
+            out.wipe()
+            raise
+        finally:
+            buf.release()
+        return out

@@ -721,17 +721,21 @@ class StoreWorld(World):
         if sealed is None:
             raise error(errno.EKEYREVOKED, f"the stored payload of key {rec.serial} is not available")
         sealer = self._sealer or self._load_key()
-        plain = bytearray(sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+        plain = sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed)
         try:
-            decode = getattr(rec.ktype, "store_decode", None)
-            if decode is not None:
-                payload = decode(rec, bytes(plain))
-            else:
-                from keyring_types.store.codec import decode_payload
+            mv = plain.view()
+            try:
+                decode = getattr(rec.ktype, "store_decode", None)
+                if decode is not None:
+                    payload = decode(rec, bytes(mv))
+                else:
+                    from keyring_types.store.codec import decode_payload
 
-                payload = decode_payload(plain, type(rec.ktype).__module__)
+                    payload = decode_payload(mv, type(rec.ktype).__module__)
+            finally:
+                mv.release()
         finally:
-            plain[:] = bytes(len(plain))
+            plain.wipe()
         _payload_slot.__set__(rec, payload)
         return payload
 

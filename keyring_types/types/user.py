@@ -19,7 +19,6 @@ class UserKeyType(KeyType):
     """Payload: 1..32767 bytes held in a SecretBuffer; readable; update replaces it."""
 
     name = "user"
-    read_reveals_secret = True
 
     def preparse(self, data: bytes) -> Preparsed:
         """EINVAL unless 1..32767 bytes."""
