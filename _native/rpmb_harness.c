@@ -120,6 +120,12 @@ static int connect_emulator(void)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (fd >= KT_MAX_FDS) {
+        /* Beyond the table of our descriptors: its ioctls would go to the kernel (ENOTTY). */
+        ((close_fn)next("close"))(fd);
+        errno = EMFILE;
+        return -1;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     strcpy(sa.sun_path, sock);
@@ -132,11 +138,9 @@ static int connect_emulator(void)
         errno = e;
         return -1;
     }
-    if (fd < KT_MAX_FDS) {
-        pthread_mutex_lock(&lock);
-        ours[fd] = 1;
-        pthread_mutex_unlock(&lock);
-    }
+    pthread_mutex_lock(&lock);
+    ours[fd] = 1;
+    pthread_mutex_unlock(&lock);
     return fd;
 }
 
@@ -208,6 +212,17 @@ static uint32_t get32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* An exchange failed part-way (timeout, reset, short reply): a late or partial reply may
+ * still be in the stream, so the connection is shut down rather than read out of step by
+ * the next ioctl.  Keeps errno; returns -1. */
+static int out_of_step(int fd)
+{
+    int e = errno;
+    shutdown(fd, SHUT_RDWR);
+    errno = e;
+    return -1;
+}
+
 /* Relay n commands; 0 or -1 with errno. */
 static int relay(int fd, struct mmc_ioc_cmd *cmds, uint64_t n)
 {
@@ -253,16 +268,18 @@ static int relay(int fd, struct mmc_ioc_cmd *cmds, uint64_t n)
     int rc = send_all(fd, msg, 4 + len);
     free(msg);
     if (rc)
-        return -1;
+        return out_of_step(fd);
     unsigned char head[8];
     if (recv_all(fd, head, 8))
-        return -1;
+        return out_of_step(fd);
     uint32_t rlen = get32(head), err = get32(head + 4);
-    if (err) {
+    if (err && rlen == 4) {
         errno = (int)err;
         return -1;
     }
-    if (rlen != want) {
+    if (err || rlen != want) {
+        /* Not the reply this list asks for: what is left of it would answer the next ioctl. */
+        shutdown(fd, SHUT_RDWR);
         errno = EPROTO;
         return -1;
     }
@@ -271,7 +288,7 @@ static int relay(int fd, struct mmc_ioc_cmd *cmds, uint64_t n)
             continue;
         size_t size = (size_t)cmds[i].blksz * cmds[i].blocks;
         if (recv_all(fd, (void *)(uintptr_t)cmds[i].data_ptr, size))
-            return -1;
+            return out_of_step(fd);
     }
     return 0;
 }

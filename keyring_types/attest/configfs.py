@@ -172,11 +172,12 @@ class ConfigfsTsm:
 
         Errors are the kernel's, as ``OSError``: ``ENXIO`` (no provider in the kernel, or it
         went away), ``EINVAL`` (a value the provider refuses, an attribute this provider does
-        not show), ``EFBIG`` (a report larger than the kernel's maximum), ``ENOENT`` (``root``
+        not show), ``EFBIG`` (an inblob over 64 bytes, a report larger than the kernel's maximum), ``ENOENT`` (``root``
         missing), ``EBUSY`` (another writer changed the entry on every attempt).
         """
         if len(inblob) > INBLOB_SIZE:
-            raise error(errno.EINVAL, f"configfs-tsm: inblob is at most {INBLOB_SIZE} bytes")
+            # What the kernel's inblob write would answer (a configfs bin attribute's maximum).
+            raise error(errno.EFBIG, f"configfs-tsm: inblob is at most {INBLOB_SIZE} bytes")
         padded = bytes(inblob) + bytes(INBLOB_SIZE - len(inblob))
         guid = str(service_guid) if service_guid is not None else None
         service = (service_provider, guid, service_manifest_version)

@@ -31,6 +31,10 @@ every outblob (to exercise readers with quotes as large as TDX DICE ones).  Unde
 the report is the SVSM's: REPORT_DATA = SHA-512(inblob ‖ manifest), VMPL 0, as the SVSM
 specification's attestation protocol makes it.
 
+``--tdx`` serves the tree as a TDX guest's ``tdx_guest`` driver shows it instead, answered by
+the emulated TDX guest: no ``privlevel``, ``privlevel_floor`` or ``auxblob`` (the driver hides
+them), ``provider`` ``tdx_guest``, ``outblob`` a TDX quote v4 for the 64-byte ``inblob``.
+
 Needs the ``mfusepy`` package (the ``test`` extra) and libfuse 3.
 """
 
@@ -51,7 +55,7 @@ from typing import Any, Final
 
 import attrs
 
-from keyring_types.attest.providers import EmulatedSevSnp
+from keyring_types.attest.providers import EmulatedSevSnp, EmulatedTdx
 from keyring_types.errors import error
 
 __all__ = ["ConfigfsTsmEmulator", "main"]
@@ -125,9 +129,12 @@ class ConfigfsTsmEmulator:
 
     use_ns = True
 
-    def __init__(self, guest: EmulatedSevSnp, *, svsm: bool = False, privlevel_floor: int = 0,
+    def __init__(self, guest: EmulatedSevSnp | EmulatedTdx, *, svsm: bool = False, privlevel_floor: int = 0,
                  start_generation: int = 0, outblob_pad: int = 0, outblob_max: int = OUTBLOB_MAX) -> None:  # fmt: skip
+        if isinstance(guest, EmulatedTdx) and (svsm or privlevel_floor):
+            raise error(errno.EINVAL, "a TDX guest has no SVSM and no privilege levels")
         self.guest = guest
+        self.tdx = isinstance(guest, EmulatedTdx)
         self.svsm = svsm
         self.floor = privlevel_floor
         self.start_generation = start_generation % _U64
@@ -141,6 +148,8 @@ class ConfigfsTsmEmulator:
 
     # -- the tree --------------------------------------------------------------------------
     def _attrs(self) -> tuple[str, ...]:
+        if self.tdx:  # tdx_guest's visibility hooks hide privlevel, privlevel_floor and auxblob
+            return ("inblob", "outblob", "provider", "generation")
         base = ("inblob", *_BLOBS, *_TEXT_RO, *_TEXT_WO)
         return (*base, *_SVSM_WO, "manifestblob") if self.svsm else base
 
@@ -304,12 +313,15 @@ class ConfigfsTsmEmulator:
         if attr in ("provider", "privlevel_floor"):
             if not self.provider_loaded:
                 raise error(errno.ENXIO, "no TSM provider is registered")
-            return b"sev_guest\n" if attr == "provider" else f"{self.floor}\n".encode()
+            if attr == "provider":
+                return b"tdx_guest\n" if self.tdx else b"sev_guest\n"
+            return f"{self.floor}\n".encode()
         return self._blobs(e)[attr]
 
     def _manifest(self, e: _Entry) -> bytes:
         if e.manifest_version != 0:
             raise error(errno.EINVAL, "the emulated SVSM has only manifest version 0")
+        assert isinstance(self.guest, EmulatedSevSnp)  # an SVSM exists only on SEV-SNP (checked in __init__)
         services = {_VTPM_GUID: hashlib.sha384(b"emulated SVSM vTPM " + self.guest.chip_id).digest()}
         if e.service_guid.int:
             if e.service_guid not in services:
@@ -338,7 +350,7 @@ class ConfigfsTsmEmulator:
             manifest = self._manifest(e)
             report_data, vmpl = hashlib.sha512(e.inblob + manifest).digest(), 0
         out = self.guest.report(report_data, vmpl) + bytes(self.outblob_pad)
-        aux = self.guest.cert_table()
+        aux = b"" if isinstance(self.guest, EmulatedTdx) else self.guest.cert_table()
         if max(len(out), len(aux), len(manifest)) > self.outblob_max:
             raise error(errno.EFBIG, "the report is larger than the outblob maximum")
         e.blobs = {"outblob": out, "auxblob": aux, "manifestblob": manifest}
@@ -356,13 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-generation", type=int, default=0)
     p.add_argument("--outblob-pad", type=int, default=0)
     p.add_argument("--measurement", help="the guest's MEASUREMENT (96 hex digits)")
+    p.add_argument("--tdx", action="store_true", help="a TDX guest (tdx_guest) answered by the emulated TDX guest")
     args = p.parse_args(argv)
     import mfusepy
 
     config: dict[str, Any] = {}
-    if args.measurement:
-        config["measurement"] = bytes.fromhex(args.measurement)
-    guest = EmulatedSevSnp(args.state_dir, **config)
+    guest: EmulatedSevSnp | EmulatedTdx
+    if args.tdx:
+        guest = EmulatedTdx(args.state_dir)
+    else:
+        if args.measurement:
+            config["measurement"] = bytes.fromhex(args.measurement)
+        guest = EmulatedSevSnp(args.state_dir, **config)
     ops = ConfigfsTsmEmulator(guest, svsm=args.svsm, privlevel_floor=args.privlevel_floor,
                               start_generation=args.start_generation, outblob_pad=args.outblob_pad)  # fmt: skip
 

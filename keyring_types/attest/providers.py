@@ -1,4 +1,5 @@
-"""Providers of the ``tsm`` key type: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest, and
+"""Providers of the ``tsm`` key type: :class:`EmulatedSevSnp`, an emulated SEV-SNP guest;
+:class:`EmulatedTdx`, an emulated TDX guest (in :mod:`keyring_types.attest.emulated_tdx`); and
 :class:`ConfigfsTsm` (the kernel's configfs-tsm interface; module :mod:`.configfs`).
 
 The emulated guest makes ATTESTATION_REPORTs of AMD's layout (versions 2, 3 and 5; Milan, Genoa
@@ -36,11 +37,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyring_types import state
 from keyring_types.attest import sevguest, snp
+from keyring_types.attest.emulated_tdx import EmulatedTdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "GuestConfig", "ConfigfsTsm"]
+__all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig", "ConfigfsTsm"]
 
 #: Where the certificate table starts in a ``format=extended`` blob (the RFC's SEV provider
 #: put the report area in the first 16 KiB and the table after it).

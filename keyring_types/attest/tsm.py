@@ -73,6 +73,7 @@ TSM_PROVIDERS = plugins.PluginGroup(
     kind="TSM provider",
     builtins={
         "emulated-sev-snp": "keyring_types.attest.providers:EmulatedSevSnp",
+        "emulated-tdx": "keyring_types.attest.providers:EmulatedTdx",
         "configfs-tsm": "keyring_types.attest.configfs:ConfigfsTsm",
     },
     validate=_validate,

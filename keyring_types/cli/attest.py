@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from keyring_types.cli import attest_tdx  # the TDX half: verify options, `mr` (standard library only at import)
 from keyring_types.cli.family import UsageError, fail, run_verb
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ def _hex_arg(value: str | None, what: str) -> bytes | None:
 
 
 def _read_blob(path: str) -> bytes:
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     text = data.strip()
     # Hex text, as `report` prints it, or a whole `keyctl read` of a tsm key (hex in its third field).
     fields = text.split(b" ")
@@ -141,7 +146,7 @@ def _verify_snp(blob: bytes, args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: The report formats ``verify`` recognises, tried in order (a later one may add its own).
-FORMATS: list[ReportFormat] = [ReportFormat("sev-snp", _is_snp, _verify_snp)]
+FORMATS: list[ReportFormat] = [ReportFormat("sev-snp", _is_snp, _verify_snp), ReportFormat("tdx", attest_tdx.is_tdx, attest_tdx.verify_tdx)]
 
 
 def detect_format(blob: bytes) -> ReportFormat | None:
@@ -197,7 +202,7 @@ def _provider(args: argparse.Namespace) -> TsmProvider:
     cls = TSM_PROVIDERS.load(name)
     if name == "configfs-tsm":
         return cls(args.configfs_root)  # type: ignore[no-any-return]
-    if name == "emulated-sev-snp":
+    if name in ("emulated-sev-snp", "emulated-tdx"):
         return cls(args.state_dir)  # type: ignore[no-any-return]
     return cls()  # type: ignore[no-any-return]
 
@@ -228,6 +233,13 @@ def _report(args: argparse.Namespace) -> int:
         if args.output:
             with open(args.output, "wb") as f:
                 f.write(blob)
+        if args.roots_out:
+            from keyring_types.attest.providers import EmulatedTdx
+
+            if not isinstance(provider, EmulatedTdx):
+                raise error(errno.EINVAL, "--roots-out is for the emulated TDX guest")
+            with open(args.roots_out, "wb") as f:
+                f.write(provider.root_pem())
         if args.cert_out or args.chain_out:
             from keyring_types.attest.providers import EmulatedSevSnp
 
@@ -290,6 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", help="write the raw report to this file instead of printing hex")
     report.add_argument("--cert-out", help="emulated guest only: write its VCEK/VLEK certificate (DER) here")
     report.add_argument("--chain-out", help="emulated guest only: write its ASK/ASVK and ARK (PEM) here")
+    report.add_argument("--roots-out", help="emulated TDX guest only: write its root certificate (PEM, for verify --roots) here")
     report.add_argument("--state-dir", help="the emulated guest's state directory")
     report.add_argument("--configfs-root", default=CONFIGFS_ROOT, help=f"the configfs-tsm report directory (default {CONFIGFS_ROOT})")
     report.add_argument("--json", action="store_true", help="print a JSON object")
@@ -311,6 +324,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--allow-debug", action="store_true", default=None, help="accept a guest policy that allows debugging")
     verify.add_argument("--json", action="store_true", help="print the verdict and fields as JSON")
     verify.set_defaults(run=_verify)
+    attest_tdx.add_verify_arguments(verify)
+    attest_tdx.add_mr_parser(verbs)
 
     providers = verbs.add_parser("providers", help="list tsm providers; * marks the one report uses")
     providers.add_argument("--configfs-root", default=CONFIGFS_ROOT, help=f"the configfs-tsm report directory (default {CONFIGFS_ROOT})")

@@ -45,7 +45,7 @@ from keyring_types.core.perm import (
 from keyring_types.core.process_keys import DEFER_PERM_CHECK, NEED_UNLINK, ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import check_restriction
-from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree
+from keyring_types.core.search import EAGAIN, SearchContext, search_keyring_tree, type_match
 from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
 
@@ -80,6 +80,10 @@ def check_desc_size(description: str) -> None:
             errno.EINVAL,
             f"description is {len(description.encode())} bytes; at most {KEY_MAX_DESC_SIZE - 1} are allowed",
         )
+
+
+#: Types known to match by description alone: their searches skip the match_preparse lookup.
+_EXACT_MATCH_TYPES = frozenset({"user", "logon", "keyring"})
 
 
 def _search_type(type_name: str) -> None:
@@ -364,9 +368,13 @@ class Keyctl(ProcessKeys):
             ring, possessed = self._lookup(ringid, NEED_SEARCH)
             dest = self._lookup(destringid, NEED_WRITE, create=True)[0] if destringid else None
             _search_type(type_name)
+            match = type_match(type_name, description) if type_name not in _EXACT_MATCH_TYPES else None
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
-            ctx = SearchContext((type_name, description), self.cred, self._world.now(), possessed=possessed)
+            ctx = SearchContext(
+                (type_name, description), self.cred, self._world.now(), possessed=possessed, match=match,
+                iterate=match is not None,
+            )
             found = search_keyring_tree(ring, ctx)
             if found is None:
                 if ctx.err == EAGAIN:
@@ -395,8 +403,10 @@ class Keyctl(ProcessKeys):
             raise error(errno.EOPNOTSUPP, f"'{rec.ktype.name}' keys cannot be read (key {rec.serial})")
         if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
             rec.validate(self._world.now())
-        if rec.usage is not None and rec.ktype.read_reveals_secret:
-            raise error(errno.EKEYREJECTED, f"key {rec.serial} is bound to use '{rec.usage}': its payload is not read out")
+        if rec.usage is not None:
+            # Not even a sealed type's blob: loaded again (with the master or the TPM at
+            # hand) it would make an unbound copy of the same secret.
+            raise error(errno.EKEYREJECTED, f"key {rec.serial} is bound to use '{rec.usage}': it is not read out")
         return rec
 
     def sys_read(self, keyid: int) -> bytes:

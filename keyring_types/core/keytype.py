@@ -83,9 +83,6 @@ class KeyType:
     #: preparses before it takes any lock, so other threads' operations go on.
     #: Such a preparse must not touch the keyspace.
     preparse_blocks: ClassVar[bool] = False
-    #: ``read`` returns the plaintext itself (user, derived), not a sealed blob:
-    #: a key bound to one use (core/usage.py) then refuses ``read``.
-    read_reveals_secret: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -39,6 +39,7 @@ from keyring_types.core.search import (
     SearchContext,
     direct_hit,
     search_cred_keyrings,
+    type_match,
 )
 from keyring_types.core.world import World
 from keyring_types.errors import error
@@ -376,6 +377,10 @@ class ProcessKeys:
     def _search_process(self, index: tuple[str, str]) -> tuple[KeyRecord | None, int]:
         """``search_process_keyrings_rcu``: (key, 0), or (None, errno) with EAGAIN for "nothing at all"."""
         proc = self._proc
+        match = type_match(*index) if index[0] not in ("user", "logon", "keyring") else None
+        if match is not None:
+            ctx = SearchContext(index, self.cred, self._world.now(), skip_expired=True, match=match, iterate=True)
+            return search_cred_keyrings(self._cred_rings(), ctx)
         if not proc.any_thread and proc.process is None and index[0] != "keyring":
             # Only the session keyring to search: a usable key linked directly in it is
             # what the search returns first.  Anything else takes the full search.

@@ -230,8 +230,16 @@ class Upcalls(Keyctl):
 
         w = self._world
         with self._scope:
-            w.user_keyrings(self.cred.uid)  # install_user_keyrings, as the kernel does first
-            view = self._handler_view(rec, auth)
+            try:
+                w.user_keyrings(self.cred.uid)  # install_user_keyrings, as the kernel does first
+                view = self._handler_view(rec, auth)
+            except BaseException:
+                # The helper could not be started (EDQUOT linking the authority into its
+                # session ...): complete_request_key(auth, error) negates the key, so no
+                # requester waits on it for ever, and the error goes to the caller.
+                if rec.upcall == UNDER_CONSTRUCTION:
+                    _reject_and_link(w, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, auth)
+                raise
             rka: RequestKeyAuth = auth.payload
             requester = rka.requester
             thread_ring = requester._thread_ring(False)
@@ -241,6 +249,7 @@ class Upcalls(Keyctl):
 
         handler = find_request_key_handler(rec.ktype.name, rec.description)
         failure: BaseException | None = None
+        interrupted: BaseException | None = None
         if handler is not None:
             dest = None if rka.dest is None else Keyring(view, rka.dest.serial, "keyring", rka.dest.description)
             request = UpcallRequest(
@@ -256,26 +265,33 @@ class Upcalls(Keyctl):
             )
             try:
                 handler(request)
-            except Exception as exc:  # noqa: BLE001 -- a failing handler is a program exiting non-zero
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 -- a failing handler is a program exiting non-zero
                 failure = exc
+            except BaseException as exc:  # noqa: BLE001 -- re-raised once the key is completed
+                # Interrupted: the key is still completed below (so no requester waits
+                # on it for ever), then the interrupt goes on.
+                failure = interrupted = exc
+        result: OSError | None = None
         with self._scope:
             try:
                 if rec.upcall == UNDER_CONSTRUCTION or not _valid(rec, w.now()):
                     if rec.upcall == UNDER_CONSTRUCTION:
                         _reject_and_link(w, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, auth)
                     reason = "no request-key handler matches it" if handler is None else "its handler did not build it"
-                    outcome = error(
+                    result = error(
                         errno.ENOKEY, f"{rec.ktype.name} key {rec.description!r} was not constructed: {reason}"
                     )
                     if failure is not None:
-                        outcome.__cause__ = failure
-                    return outcome
-                _revoke_auth(w, auth)
-                return None
+                        result.__cause__ = failure
+                else:
+                    _revoke_auth(w, auth)
             finally:
                 # The helper exits: its credentials and session keyring go.
                 view._drop_authority()
                 view._leave_session()
+        if interrupted is not None:
+            raise interrupted
+        return result
 
     def _handler_view(self, rec: KeyRecord, auth: KeyRecord) -> Keyspace:
         """The helper's view: root, session ``_req.<serial>`` holding ``auth``, authority assumed."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from keyring_types.core.cred import Cred
     from keyring_types.core.record import IndexKey, KeyRecord
 
-__all__ = ["EAGAIN", "SearchContext", "direct_hit", "search_cred_keyrings", "search_keyring_tree"]
+__all__ = ["EAGAIN", "SearchContext", "direct_hit", "search_cred_keyrings", "search_keyring_tree", "type_match"]
 
 #: "Nothing found" inside a search, before it is reported as ENOKEY.
 EAGAIN = errno.EAGAIN
@@ -44,6 +44,9 @@ class SearchContext:
     possessed: bool = False
     #: errno of the last unusable match (EAGAIN: none yet).
     err: int = EAGAIN
+    #: Consider every key of the index's type through ``match`` instead of looking the
+    #: description up (KEYRING_SEARCH_LOOKUP_ITERATE: a type's ``match_preparse`` chose it).
+    iterate: bool = False
 
     def _consider(self, key: KeyRecord) -> bool:
         """``keyring_search_iterator``: True if ``key`` is the answer."""
@@ -75,13 +78,18 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
     Returns the key found, or None with ``ctx.err`` saying why (EAGAIN: no match,
     ELOOP: too deep with ``detect_too_deep``).
     """
-    if top.index_key == ctx.index and ctx._consider(top):
+    if (top.index_key == ctx.index or (ctx.iterate and top.index_key[0] == ctx.index[0])) and ctx._consider(top):
         return top
     if top.invalidated or top.revoked:
         return None
-    found = top.links.get(ctx.index) if top.links is not None else None
-    if found is not None and ctx._consider(found):
-        return found
+    if ctx.iterate:
+        found = _candidate(top, ctx) if top.links is not None else None
+        if found is not None:
+            return found
+    else:
+        found = top.links.get(ctx.index) if top.links is not None else None
+        if found is not None and ctx._consider(found):
+            return found
     if top.links is None:
         return None
     stack: list[Iterator[KeyRecord]] = [iter(list(_sub_keyrings(top)))]
@@ -101,11 +109,40 @@ def search_keyring_tree(top: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
         if nxt.invalidated or nxt.revoked:
             continue
         assert nxt.links is not None
-        cand = nxt.links.get(ctx.index)
-        if cand is not None and ctx._consider(cand):
+        cand = _candidate(nxt, ctx) if ctx.iterate else nxt.links.get(ctx.index)
+        if cand is not None and (ctx.iterate or ctx._consider(cand)):
             return cand
         stack.append(iter(list(_sub_keyrings(nxt))))
     return None
+
+
+def _candidate(ring: KeyRecord, ctx: SearchContext) -> KeyRecord | None:
+    """The key of the index's type in ``ring`` (not below) that ``ctx`` accepts, if any (iterate mode)."""
+    assert ring.links is not None
+    type_name = ctx.index[0]
+    for each in list(ring.links.values()):
+        if each.index_key[0] == type_name and ctx._consider(each):
+            return each
+    return None
+
+
+def type_match(type_name: str, description: str) -> Callable[[KeyRecord], bool] | None:
+    """``match_preparse``: the type's own match for a search description, or None (exact description).
+
+    A type offers one by a ``match_preparse(description)`` method (``asymmetric``:
+    ``id:``/``ex:``/``dn:`` key-id searches); its errors (``EINVAL``) come before the search.
+    """
+    from keyring_types.core.keytype import lookup_key_type
+
+    try:
+        ktype = lookup_key_type(type_name)
+    except OSError:
+        return None
+    preparse = getattr(ktype, "match_preparse", None)
+    if preparse is None:
+        return None
+    match: Callable[[KeyRecord], bool] | None = preparse(description)
+    return match
 
 
 def _sub_keyrings(ring: KeyRecord) -> Iterable[KeyRecord]:

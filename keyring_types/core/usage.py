@@ -4,9 +4,10 @@ The seed thread's critique: a general-purpose key leaks through its weakest
 use.  A key bound at creation (``add_key(..., usage="fscrypt")``) hands its
 plaintext only to that consumer: ``key.secret(consumer="fscrypt")``.  Other
 consumers, and plain callers, get ``EKEYREJECTED`` (the errno a kernel service
-gives a key it will not take); a type whose ``read`` is the plaintext (user,
-derived) refuses ``read`` too, while sealed types still read as their blob,
-which reveals nothing.  The binding is set once and never changes; it is not
+gives a key it will not take), and so does ``read``: of a user or derived key
+it is the plaintext, and a sealed type's blob, loaded again where its master
+key or TPM is at hand, would make an unbound copy (the store keeps bound keys
+across runs instead).  The binding is set once and never changes; it is not
 in ``describe()`` (that is the kernel's format).  The kernel keyring has no
 such notion, so ``KernelKeyspace`` refuses ``usage=`` (``EOPNOTSUPP``).
 """

@@ -33,6 +33,7 @@ import sys
 import threading
 
 from keyring_types.errors import error
+from keyring_types.imalog import last_file_digest
 
 __all__ = [
     "ENV_IMA_LOG",
@@ -57,8 +58,6 @@ IMA_LOGS = (
 _DELETED = b" (deleted)"
 #: The initial user namespace's map (every id to itself).
 _IDENTITY_MAP = "         0          0 4294967295\n"
-#: Templates whose first field is a file digest and second a file name.
-_FILE_TEMPLATES = frozenset({b"ima", b"ima-ng", b"ima-sig", b"ima-modsig"})
 
 
 def map_id(ident: int, id_map: str) -> int:
@@ -134,20 +133,7 @@ def ima_digest(log: bytes, path: bytes) -> bytes | None:
     (``ima-buf``) are skipped.  ``None`` when there is none; ``EINVAL`` when a
     matching line's digest is not hex.
     """
-    want = path.replace(b" ", b"_")
-    found: bytes | None = None
-    for line in log.splitlines():
-        fields = line.split(b" ")
-        if len(fields) < 5 or fields[2] not in _FILE_TEMPLATES or fields[4] != want:
-            continue
-        digest_hex = fields[3].rpartition(b":")[2]  # "sha256:<hex>" (d-ng) or bare hex (d)
-        try:
-            digest = bytes.fromhex(digest_hex.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            raise error(errno.EINVAL, "a line of the IMA measurement list has a digest that is not hex") from None
-        if digest and any(digest):
-            found = digest
-    return found
+    return last_file_digest(log, path)
 
 
 _measured_lock = threading.Lock()

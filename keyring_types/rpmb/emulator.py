@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import socketserver
+import stat
 import subprocess
 import sys
 import tempfile
@@ -350,11 +351,19 @@ def serve(socket_path: Path, state: Path, behaviour: Behaviour, *, size_mult: in
           crash_at: str | None = None, ready: threading.Event | None = None) -> int:
     """Run the emulator until SIGTERM/SIGINT.  Starts over a stale socket file
     (one nobody accepts on); returns 1 when a live emulator already serves it.
-    ``EBUSY`` when another emulator serves ``state``; ``EINVAL`` for a geometry
+    ``EADDRINUSE`` when ``socket_path`` is a file other than a socket (left as it
+    is); ``EBUSY`` when another emulator serves ``state``; ``EINVAL`` for a geometry
     that differs from the state's; ``EACCES`` from the directory checks."""
     if not 1 <= size_mult <= 128:
         raise error(errno.EINVAL, "size_mult (RPMB_SIZE_MULT, 128 KiB units) must be in 1..128")
-    if socket_path.exists() or socket_path.is_symlink():
+    try:
+        mode = os.lstat(socket_path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            # Only a stale socket is taken over: a file of another kind is left alone, as bind() would.
+            raise error(errno.EADDRINUSE, f"{socket_path} exists and is not a socket")
         if socket_alive(socket_path):
             print(f"rpmb emulator: {socket_path} already has a running emulator", file=sys.stderr)
             return 1

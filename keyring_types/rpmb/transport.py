@@ -95,6 +95,9 @@ class EmulatorTransport(Transport):
         self.readonly = readonly
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
+        #: Set once an exchange failed part-way: a late reply may still come, so the
+        #: connection is out of step and is never used again.
+        self._broken = False
         try:
             self._sock.connect(self.path)
         except OSError as exc:
@@ -102,16 +105,22 @@ class EmulatorTransport(Transport):
             raise error(exc.errno or errno.ECONNREFUSED, f"no emulated RPMB device answers on {self.path}: {exc.strerror}") from None
 
     def _call(self, body: bytes) -> bytes:
+        if self._broken:
+            raise error(errno.ECONNRESET, f"the connection to the emulated RPMB device on {self.path} was dropped "
+                        "after an earlier call failed; open the device again")
         try:
             send_message(self._sock, body)
             reply = recv_message(self._sock)
         except TimeoutError:
+            self._drop()
             raise error(errno.ETIMEDOUT, f"emulated RPMB device on {self.path} did not answer in time") from None
         except OSError as exc:
+            self._drop()
             if getattr(exc, "errno", None) == errno.EMSGSIZE:
                 raise
             raise error(errno.ECONNRESET, f"emulated RPMB device on {self.path} went away: {exc.strerror or exc}") from None
         if reply is None:
+            self._drop()
             raise error(errno.ECONNRESET, f"emulated RPMB device on {self.path} closed the connection")
         if len(reply) < 4:
             raise error(errno.EBADMSG, "emulated RPMB reply is truncated")
@@ -141,6 +150,11 @@ class EmulatorTransport(Transport):
     def vendor(self, packet: bytes) -> bytes:
         """Relay a vendor packet to the emulated flash device behind the socket."""
         return self._call(U32.pack(OP_VENDOR) + packet)
+
+    def _drop(self) -> None:
+        """Give up the connection after a failed exchange (its replies would be out of step)."""
+        self._broken = True
+        self._sock.close()
 
     def close(self) -> None:
         """Close the connection."""

@@ -82,7 +82,16 @@ class EmulatedAuthFlash:
             empty = Command(0, 0, 0, 0, bytes(16), b"", b"", b"")
             return build_response(None, BAD, empty, 0)
         with self._lock:
-            return self._run(cmd)
+            before = (self.key, self.counter, bytes(self.locks), bytes(self.flash))
+            try:
+                return self._run(cmd)
+            except BaseException:
+                # The state could not be saved: the device answers with an error, so
+                # nothing of the command may stay in effect (key, counter, flash, locks).
+                self.key, self.counter = before[0], before[1]
+                self.locks[:] = before[2]
+                self.flash[:] = before[3]
+                raise
 
     def _run(self, cmd: Command) -> bytes:
         if (cmd.opcode, cmd.sub) == (OP_WRITE, SUB_PROVISION):

@@ -117,15 +117,18 @@ def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
         raise db_error(exc, path, "opening") from None
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # One snapshot for all three: another process may be making the store right now.
+        conn.execute("BEGIN")
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("COMMIT")
         if app_id != APPLICATION_ID:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if app_id != 0 or tables:
                 raise error(
                     errno.EINVAL, f"store {path}: an SQLite database of something else (application id {app_id:#x}); left as it is"
                 )
         else:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise error(errno.EPROTONOSUPPORT, f"store {path}: schema version {version} is newer than this library's {SCHEMA_VERSION}")
         # Only now, knowing the file is ours (or empty), may anything be written to it.

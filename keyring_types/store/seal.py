@@ -13,14 +13,13 @@ from __future__ import annotations
 import errno
 import os
 import struct
-
-import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
 
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
-from keyring_types.trust.base import TrustedOptions
+
+if TYPE_CHECKING:
+    from keyring_types.trust.base import TrustedOptions
 
 __all__ = ["ENV_SEAL", "RowSealer", "STORE_KEY_SIZE", "TPM2_DEFAULT_KEYHANDLE", "new_store_key", "seal_store_key", "unseal_store_key"]
 
@@ -59,6 +58,8 @@ def seal_store_key(key: SecretBuffer) -> tuple[str, bytes]:
     Returns (source name, blob).  ``EINVAL`` for bad options; the trust source's
     errors (``ENODEV`` when it is unavailable, ...).
     """
+    import attrs
+
     from keyring_types.trust.registry import get_trust_source
 
     source_name, options = _seal_options()
@@ -97,25 +98,42 @@ class RowSealer:
     __slots__ = ("_aead",)
 
     def __init__(self, key: SecretBuffer) -> None:
+        # Imported here: a process that never opens a payload never loads them.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         mv = key.view()
         try:
-            self._aead = AESGCM(bytes(mv))
+            self._aead: Any = AESGCM(bytes(mv))
         finally:
             mv.release()
 
     def seal(self, serial: int, type_name: str, description: str, usage: str | None, plain: bytes | bytearray) -> bytes:
         """``nonce | ciphertext | tag`` of ``plain`` for the row ``serial``."""
         nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, plain, _ad(serial, type_name, description, usage))
+        sealed: bytes = nonce + self._aead.encrypt(nonce, plain, _ad(serial, type_name, description, usage))
+        return sealed
 
-    def open(self, serial: int, type_name: str, description: str, usage: str | None, sealed: bytes) -> bytes:
-        """The plaintext of a sealed row; ``EBADMSG`` if it was altered or belongs to another row."""
+    def open(self, serial: int, type_name: str, description: str, usage: str | None, sealed: bytes) -> SecretBuffer:
+        """The plaintext of a sealed row, in secret memory (the caller wipes it);
+        ``EBADMSG`` if it was altered or belongs to another row, ``ENOMEM``."""
         if len(sealed) < _NONCE + 16:
             raise error(errno.EBADMSG, f"the stored payload of key {serial} is truncated")
+        from cryptography.exceptions import InvalidTag
+
+        # Decrypted straight into secret memory: a plaintext ``bytes`` could not be wiped.
+        out = SecretBuffer(len(sealed) - _NONCE - 16)
+        buf = out.writable()
         try:
-            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description, usage))
+            self._aead.decrypt_into(sealed[:_NONCE], sealed[_NONCE:], _ad(serial, type_name, description, usage), buf)
         except InvalidTag:
+            out.wipe()
             raise error(
                 errno.EBADMSG,
                 f"the stored payload of key {serial} fails authentication (altered, or moved from another row)",
             ) from None
+        except BaseException:
+            out.wipe()
+            raise
+        finally:
+            buf.release()
+        return out

@@ -42,7 +42,6 @@ from keyring_types.core.record import KeyRecord
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
-from keyring_types.store.codec import decode_payload, encode_payload
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
 __all__ = ["StoreLock", "StoreWorld"]
@@ -198,8 +197,9 @@ class StoreWorld(World):
     """A world whose user keyrings, named sessions and all they link live in a store file.
 
     ``EACCES`` (directory or file fails its checks), ``EINVAL`` (not a store),
-    ``EBADMSG`` (damaged, or its key cannot be unsealed here), the trust source's
-    errors when a new store's key is sealed.
+    ``EBADMSG`` (damaged), ``EPROTONOSUPPORT`` (newer schema), the trust source's
+    errors when a new store's key is sealed.  An existing store's key is unsealed
+    when a payload is first sealed or opened, and its errors come from there.
     """
 
     def __init__(self, path: Path, limits: QuotaLimits, clock: Clock, gc_delay: int) -> None:
@@ -254,7 +254,11 @@ class StoreWorld(World):
                 finally:
                     key.wipe()
             else:
-                self._load_key()
+                # The store key is unsealed when a payload is first sealed or opened, so
+                # work on names, links and permissions needs no trust source at all.
+                meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
+                if not {"pruned", "key_source", "key_blob"} <= meta:
+                    raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -263,8 +267,8 @@ class StoreWorld(World):
             self._rollback()
             raise
 
-    def _load_key(self) -> None:
-        """Unseal the store key from the file's metadata (inside a transaction)."""
+    def _load_key(self) -> RowSealer:
+        """Unseal the store key from the file's metadata (inside a transaction); the trust source's errors."""
         meta = dict(self.conn.execute("SELECT k, v FROM meta").fetchall())
         if not {"pruned", "key_source", "key_blob"} <= meta.keys():
             raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
@@ -273,6 +277,7 @@ class StoreWorld(World):
             self._sealer = RowSealer(key)
         finally:
             key.wipe()
+        return self._sealer
 
     def close(self) -> None:
         """Close the store file (again: nothing); later operations on this world fail with ``EBADF``."""
@@ -310,8 +315,6 @@ class StoreWorld(World):
             self._reopen_after_fork()
         self._execute("BEGIN IMMEDIATE", "starting a transaction")
         try:
-            if self._sealer is None:
-                self._load_key()
             # The store's generation is that of its newest row (tombstones included).
             db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
             if db_gen != self.gen:
@@ -427,12 +430,16 @@ class StoreWorld(World):
                 rec.parents.clear()
                 self.pers.discard(rec)
                 self.roots.discard(rec)
+                if _payload_slot.__get__(rec) is _SEALED:
+                    _payload_slot.__set__(rec, None)
                 World.destroy(self, rec)
                 self.dirty.discard(rec)
                 self.pdirty.discard(rec)
                 self.sealed_seen.pop(rec, None)
 
     def destroy(self, rec: KeyRecord) -> None:
+        if _payload_slot.__get__(rec) is _SEALED:
+            _payload_slot.__set__(rec, None)  # never opened: nothing in memory to wipe
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
         self.hidden.pop(rec, None)
@@ -557,11 +564,13 @@ class StoreWorld(World):
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
+            from keyring_types.store.codec import encode_payload
+
             plain = bytearray()
             encode_payload(rec.payload, plain)
         try:
-            assert self._sealer is not None  # loaded by begin()
-            sealed = self._sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+            sealer = self._sealer or self._load_key()
+            sealed = sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -641,38 +650,59 @@ class StoreWorld(World):
             self._renumber(rec)
             rec = None
         if rec is None:
-            user = self.key_user(uid)
-            rec = KeyRecord(serial, ktype, desc, uid, gid, perm, user)
-            rec.__class__ = self._record_class
+            # Built whole as a plain record (no change tracking while loading), then typed.
+            rec = KeyRecord(
+                serial=serial,
+                ktype=ktype,
+                description=desc,
+                uid=uid,
+                gid=gid,
+                perm=perm,
+                user=self.key_user(uid),
+                datalen=datalen,
+                quotalen=quotalen,
+                in_quota=bool(flags & F_IN_QUOTA),
+                instantiated=bool(flags & F_INSTANTIATED),
+                revoked=bool(flags & F_REVOKED),
+                expiry=expiry,
+                revoked_at=revoked_at,
+                uid_keyring=bool(flags & F_UID_KEYRING),
+                upcall=(flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK,
+                links={} if flags & F_KEYRING else None,
+                rings={} if flags & F_KEYRING else None,
+                usage=usage,
+            )
             rec.index_key = (type_name, desc)
-            if flags & F_KEYRING:
-                rec.links = {}
-                rec.rings = {}
+            rec.__class__ = self._record_class
             self.keys[serial] = rec
         else:
             self._charge(rec, -1)
+            put = _slot_set
             if rec.uid != uid:
-                rec.user = self.key_user(uid)
-        rec.uid = uid
-        rec.gid = gid
-        rec.perm = perm
-        rec.in_quota = bool(flags & F_IN_QUOTA)
-        rec.instantiated = bool(flags & F_INSTANTIATED)
-        rec.revoked = bool(flags & F_REVOKED)
-        rec.uid_keyring = bool(flags & F_UID_KEYRING)
-        rec.upcall = (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK
-        rec.expiry = expiry
-        rec.revoked_at = revoked_at
-        rec.datalen = datalen
-        rec.quotalen = quotalen
-        rec.usage = usage
+                put(rec, "user", self.key_user(uid))
+            put(rec, "uid", uid)
+            put(rec, "gid", gid)
+            put(rec, "perm", perm)
+            put(rec, "in_quota", bool(flags & F_IN_QUOTA))
+            put(rec, "instantiated", bool(flags & F_INSTANTIATED))
+            put(rec, "revoked", bool(flags & F_REVOKED))
+            put(rec, "uid_keyring", bool(flags & F_UID_KEYRING))
+            put(rec, "upcall", (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK)
+            put(rec, "expiry", expiry)
+            put(rec, "revoked_at", revoked_at)
+            put(rec, "datalen", datalen)
+            put(rec, "quotalen", quotalen)
+            put(rec, "usage", usage)
         self._charge(rec, +1)
         if sealed is None:
-            old, rec.payload = rec.payload, None
-            self.sealed_seen.pop(rec, None)
-            _wipe(old)
+            self._drop_payload(rec)
         elif self.sealed_seen.get(rec) != sealed:
-            rec.payload = self._open_payload(rec, bytes(sealed))
+            # Opened when first used (see StoredKeyRecord.payload): a store of many
+            # keys opens without decrypting them all, and a row that fails to open
+            # fails the key it belongs to, not the whole store.
+            self._drop_payload(rec)
+            _payload_slot.__set__(rec, _SEALED)
+            self.sealed_seen[rec] = bytes(sealed)
         self.pers.add(rec)
         if flags & F_ROOT:
             self.roots.add(rec)
@@ -685,21 +715,37 @@ class StoreWorld(World):
             self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
         return rec
 
-    def _open_payload(self, rec: KeyRecord, sealed: bytes) -> Any:
-        assert self._sealer is not None  # loaded by begin()
-        plain = bytearray(self._sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed))
+    def open_payload(self, rec: KeyRecord) -> Any:
+        """Decrypt and decode the stored payload of ``rec`` into its slot; ``EBADMSG`` if it does not open."""
+        sealed = self.sealed_seen.get(rec)
+        if sealed is None:
+            raise error(errno.EKEYREVOKED, f"the stored payload of key {rec.serial} is not available")
+        sealer = self._sealer or self._load_key()
+        plain = sealer.open(rec.serial, rec.ktype.name, rec.description, rec.usage, sealed)
         try:
-            decode = getattr(rec.ktype, "store_decode", None)
-            if decode is not None:
-                payload = decode(rec, bytes(plain))
-            else:
-                payload = decode_payload(plain, type(rec.ktype).__module__)
+            mv = plain.view()
+            try:
+                decode = getattr(rec.ktype, "store_decode", None)
+                if decode is not None:
+                    payload = decode(rec, bytes(mv))
+                else:
+                    from keyring_types.store.codec import decode_payload
+
+                    payload = decode_payload(mv, type(rec.ktype).__module__)
+            finally:
+                mv.release()
         finally:
-            plain[:] = bytes(len(plain))
-        old, rec.payload = rec.payload, payload
-        _wipe(old)
-        self.sealed_seen[rec] = sealed
+            plain.wipe()
+        _payload_slot.__set__(rec, payload)
         return payload
+
+    def _drop_payload(self, rec: KeyRecord) -> None:
+        """Wipe and clear the payload in memory without opening a sealed one (no change is recorded)."""
+        old = _payload_slot.__get__(rec)
+        _payload_slot.__set__(rec, None)
+        if old is not _SEALED:
+            _wipe(old)
+        self.sealed_seen.pop(rec, None)
 
     def _apply_links(self, ring: KeyRecord, blob: bytes) -> None:
         assert ring.links is not None and ring.rings is not None
@@ -775,13 +821,10 @@ class StoreWorld(World):
         del self.keys[old]
         rec.serial = self.new_serial()
         self.keys[rec.serial] = rec
+        # Keyrings hold it by index key, not serial; its children name it by serial.
         for child in (rec.links or {}).values():
             child.parents.pop(old, None)
             child.parents[rec.serial] = None
-        for p in rec.parents:
-            ring = self.keys.get(p)
-            if ring is not None and ring.links is not None and ring.rings is not None:
-                ring.links[rec.index_key] = rec
         if rec.gc_at:
             when, rec.gc_at = rec.gc_at, 0
             self.schedule_gc(when, rec)
@@ -797,6 +840,23 @@ class StoreWorld(World):
             user.qnbytes += sign * rec.quotalen
 
 
+#: The payload slot of KeyRecord itself, below the StoredKeyRecord property.
+_payload_slot: Any = KeyRecord.__dict__["payload"]
+_slot_set = object.__setattr__
+
+
+class _Sealed:
+    """The payload slot's value while the stored payload has not been opened yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<sealed payload>"
+
+
+_SEALED = _Sealed()
+
+
 def _wipe(payload: object) -> None:
     wipe = getattr(payload, "wipe", None)
     if callable(wipe):
@@ -804,14 +864,27 @@ def _wipe(payload: object) -> None:
 
 
 def _record_class(world: StoreWorld) -> type[KeyRecord]:
-    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed."""
+    """A KeyRecord subclass, one per world, whose attribute writes mark the record changed.
+
+    Its ``payload`` opens a stored payload the first time it is read.
+    """
     dirty = world.dirty
     pdirty = world.pdirty
     setter = object.__setattr__
     tracked = _TRACKED
+    slot_get = _payload_slot.__get__
+    slot_set = _payload_slot.__set__
+
+    def get_payload(self: KeyRecord) -> Any:
+        value = slot_get(self)
+        if value is _SEALED:
+            value = world.open_payload(self)
+        return value
 
     class StoredKeyRecord(KeyRecord):
         __slots__ = ()
+
+        payload = property(get_payload, slot_set)
 
         def __setattr__(self, name: str, value: Any) -> None:
             setter(self, name, value)
@@ -819,6 +892,7 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 dirty.add(self)
                 if name == "payload":
                     pdirty.add(self)
+                    world.sealed_seen.pop(self, None)
 
     return StoredKeyRecord
 

@@ -181,8 +181,10 @@ class TsmSource(TrustSource):
                 raise
             raise error(errno.EPERM, f"the guest firmware refuses the blob's derived-key request: {exc.strerror}") from None
         out = SecretBuffer(len(blob) - OVERHEAD)
+        # Straight into secret memory: a plaintext ``bytes`` from decrypt() could not be wiped.
+        buf = out.writable()
         try:
-            plain = bytearray(aead.decrypt(nonce, blob[_HEADER.size :], blob[: _HEADER.size]))
+            aead.decrypt_into(nonce, blob[_HEADER.size :], blob[: _HEADER.size], buf)
         except InvalidTag:
             out.wipe()
             raise error(
@@ -190,8 +192,9 @@ class TsmSource(TrustSource):
                 "tsm blob failed authentication: sealed in a guest with another measurement, policy or chip, "
                 "or a wrong blobauth, or the blob was altered",
             ) from None
-        try:
-            out.writable()[:] = plain
+        except BaseException:
+            out.wipe()
+            raise
         finally:
-            plain[:] = bytes(len(plain))
+            buf.release()
         return Unsealed(secret=out, migratable=False)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import errno
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import serialization
 
 from keyring_types.constants import (
     KEY_POS_ALL,
@@ -75,6 +78,50 @@ class AsymmetricKeyType(KeyType):
         payload, key.payload = key.payload, None
         if payload is not None:
             payload.wipe()
+
+    # -- searching by key id (asymmetric_key_match_preparse) -----------------------
+    def match_preparse(self, description: str) -> Callable[[KeyRecord], bool] | None:
+        """``id:<hex>`` (a key id ending in these bytes), ``ex:<hex>`` (a key id exactly),
+        ``dn:<hex>`` (the subject name exactly); None for any other description (matched
+        as is).  ``EINVAL`` for empty, odd-length or non-hex ``<hex>``."""
+        kind = description[:3]
+        if kind not in ("id:", "ex:", "dn:"):
+            return None
+        text = description[3:]
+        try:
+            if not text or len(text) % 2:
+                raise ValueError
+            wanted = bytes.fromhex(text)
+            if len(wanted) * 2 != len(text):  # fromhex skips spaces; hex2bin does not
+                raise ValueError
+        except ValueError:
+            raise error(errno.EINVAL, f"'{kind}' needs an even number of hex digits") from None
+
+        def match(key: KeyRecord) -> bool:
+            payload = key.payload
+            if not isinstance(payload, AsymmetricPayload):
+                return False
+            kids = payload.kids
+            if kind == "dn:":
+                return kids[2] == wanted
+            if kind == "ex:":
+                return wanted in (kids[0], kids[1])
+            return any(kid is not None and len(kid) >= len(wanted) and kid.endswith(wanted) for kid in kids[:2])
+
+        return match
+
+    # -- a persistent Keyspace (keyring_types.store) writes the blob the key came from --
+    def store_encode(self, key: KeyRecord) -> bytes:
+        payload = self._payload(key)
+        if payload.private_key is not None:
+            der: bytes = payload.private_key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            return der
+        return payload.der
+
+    def store_decode(self, key: KeyRecord, data: bytes) -> AsymmetricPayload:
+        return parse_asymmetric(data)[1]
 
     # -- the kernel's asym_* operations (keyctl_pkey.c calls these) ---------------
     def asym_query(self, key: KeyRecord, params: PkeyParams) -> PkeyQuery:

@@ -94,6 +94,8 @@ class AsymmetricPayload:
     auth: CertSignature | None = None
     #: The certificate verified its own signature (the kernel's self_signed flag).
     self_signed: bool = False
+    #: The certificate's DER (what a store writes for the key); empty for PKCS#8.
+    der: bytes = b""
 
     def wipe(self) -> None:
         self.private_key = None
@@ -155,7 +157,8 @@ def _fabricate_name(data: bytes, start: int, end: int) -> str:
             name = o + b": " + cn
     else:
         name = cn or o or email or b""
-    return name.decode("utf-8", "surrogateescape")
+    # The name is a C string to the kernel: a NUL (a BMPString's first byte) ends it.
+    return name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
@@ -176,6 +179,10 @@ def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
     issuer = data[fields[i + 2][1] : fields[i + 2][2]]
     subject_el = fields[i + 4]
     subject = data[subject_el[1] : subject_el[2]]
+    if not subject:
+        # The reference kernel refuses a certificate whose subject has no name at all
+        # (an empty issuer passes), subjectAltName or not.
+        raise error(errno.EBADMSG, "certificate has an empty subject")
     spki = fields[i + 5]
     alg_el = _children(data, spki[1], spki[2])[0]
     alg = _children(data, alg_el[1], alg_el[2])
@@ -224,7 +231,7 @@ def _parse_x509(data: bytes) -> tuple[str, AsymmetricPayload]:
         *sig_algo,
     )
     cert_id = serial + issuer
-    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid, subject), cert.public_key(), None, sig)
+    payload = AsymmetricPayload("X509", pkey_algo, (cert_id, skid, subject), cert.public_key(), None, sig, der=data[:e])
     if subject == issuer:
         _check_self_signed(payload, skid, cert_id)
     subject_name = _fabricate_name(data, subject_el[1], subject_el[2])

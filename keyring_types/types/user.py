@@ -19,7 +19,6 @@ class UserKeyType(KeyType):
     """Payload: 1..32767 bytes held in a SecretBuffer; readable; update replaces it."""
 
     name = "user"
-    read_reveals_secret = True
 
     def preparse(self, data: bytes) -> Preparsed:
         """EINVAL unless 1..32767 bytes."""
@@ -44,7 +43,8 @@ class UserKeyType(KeyType):
         return payload.tobytes()
 
     def describe(self, key: KeyRecord) -> str:
-        if key.payload is None:
+        # The kernel prints the length of any positive key, a revoked one's (0) too.
+        if key.payload is None and not key.revoked:
             return key.description
         return f"{key.description}: {key.datalen}"
 

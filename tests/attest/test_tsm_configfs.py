@@ -99,7 +99,7 @@ def test_tsm_key_through_configfs(mnt: Mount, guest: EmulatedSevSnp) -> None:
 
 
 def test_provider_errors_are_the_kernels(mnt: Mount, tmp_path: Path) -> None:
-    assert errno_of(ConfigfsTsm(mnt.path).get_report, b"x" * 65) == errno.EINVAL
+    assert errno_of(ConfigfsTsm(mnt.path).get_report, b"x" * 65) == errno.EFBIG
     assert errno_of(ConfigfsTsm(tmp_path / "absent").get_report, b"x") == errno.ENOENT
     mnt.set_provider(False)
     try:

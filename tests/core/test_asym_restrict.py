@@ -8,7 +8,9 @@ is empty in the kernel here, and per-Keyspace (fillable) in process.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from asym_certs import ca_cert, cert, corrupt_signature, leaf_cert, name, rsa_key
@@ -234,3 +236,38 @@ def test_revoked_trusted_key(both: tuple[kt.Keyspace, kt.KernelKeyspace]) -> Non
         ca.revoke()
         out.append(_outcome(ks.add_key, "asymmetric", None, leaf_cert(), ring))
     assert out == ["EKEYREVOKED", "EKEYREVOKED"]
+
+
+def test_a_key_under_construction_is_linked_without_asking(both: tuple[kt.Keyspace, kt.KernelKeyspace]) -> None:
+    """construct_alloc_key links the new, payload-less key into the destination without its
+    restriction; the failed construction then leaves a negative key there, on both sides."""
+    require(Path("/sbin/request-key").exists(), "/sbin/request-key (Debian package keyutils)")
+    out = []
+    for ks in both:
+        ring = ks.add_key("keyring", "r", None, "@s")
+        ring.restrict()
+        got = _outcome(ks.request_key, "user", f"asym-restrict-{os.getpid()}", "callout", ring)
+        out.append((got, [k.description for k in ring.keys()]))
+    assert out[0] == out[1]
+    assert out[0][0] == "ENOKEY" and len(out[0][1]) == 1
+
+
+def test_instantiating_into_a_restricted_keyring_asks_it() -> None:
+    """key_instantiate_and_link asks the destination's restriction about the new payload."""
+    ks = kt.Keyspace()
+    ring = ks.add_key("keyring", "r", None, "@s")
+    ring.restrict()
+    seen = []
+
+    def handler(request: object) -> None:
+        space = request.keyspace  # type: ignore[attr-defined]
+        seen.append(_outcome(space.instantiate, request.key, b"payload", ring))  # type: ignore[attr-defined]
+        space.instantiate(request.key, b"payload", 0)  # type: ignore[attr-defined]
+
+    kt.register_request_key_handler("user", "asym-inst-*", handler)
+    try:
+        k = ks.request_key("user", "asym-inst-1", "callout")
+    finally:
+        kt.unregister_request_key_handler("user", "asym-inst-*")
+    assert seen == ["EPERM"]
+    assert k.read() == b"payload"

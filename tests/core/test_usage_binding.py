@@ -46,13 +46,17 @@ def test_message_names_the_binding_not_the_key(ks: kt.Keyspace) -> None:
     assert KEY32.hex() not in str(info.value)
 
 
-def test_a_sealed_key_still_reads_as_its_blob(ks: kt.Keyspace) -> None:
+def test_a_sealed_key_is_not_read_out_either(ks: kt.Keyspace) -> None:
+    # Its blob would load again as an unbound copy of the same secret.
     t = ks.add_key("trusted", "vk", "new 32", "@s", usage="luks")
-    blob = t.read()  # the sealed blob (hex text), never the plaintext
-    assert len(blob) > 64 and bytes.fromhex(blob.decode())
+    assert errno_of(t.read) == errno.EKEYREJECTED
     assert errno_of(lambda: t.secret().__enter__()) == errno.EKEYREJECTED
     with t.secret(consumer="luks") as mv:
         assert len(mv) == 32
+    ks.add_key("user", "kmk", KEY32, "@s")
+    e = ks.add_key("encrypted", "ek", "new user:kmk 32", "@s", usage="fscrypt")
+    assert errno_of(e.read) == errno.EKEYREJECTED
+    assert ks.add_key("encrypted", "free", "new user:kmk 32", "@s").read()  # unbound: the blob as ever
 
 
 def test_binding_is_made_only_at_creation(ks: kt.Keyspace) -> None:

@@ -85,6 +85,10 @@ def crash_writer(store: str, seed: int, report: int) -> None:
     ks.session.link(ks.user_keyring)
     live: list[int] = []
     rings = [ks.user_keyring]
+    # Keyrings nest at most 3 deep below @u: a search from @s stops at depth 6 (the
+    # kernel's limit), and a key it cannot reach is not possessed.
+    shallow = [ks.user_keyring]
+    depth = {ks.user_keyring.serial: 0}
     i = 0
     while True:
         i += 1
@@ -96,8 +100,12 @@ def crash_writer(store: str, seed: int, report: int) -> None:
             os.write(report, f"+{k.serial} {desc}\n".encode())
             live.append(k.serial)
         elif choice < 0.55:
-            r = ks.add_key("keyring", f"r{seed}.{i}", None, rng.choice(rings))
+            parent = rng.choice(shallow)
+            r = ks.add_key("keyring", f"r{seed}.{i}", None, parent)
             rings.append(r)
+            depth[r.serial] = depth[parent.serial] + 1
+            if depth[r.serial] < 3:
+                shallow.append(r)
         elif choice < 0.7:
             # A key linked in a second keyring, then unlinked from the first: never without a parent.
             serial = rng.choice(live)

@@ -115,8 +115,12 @@ def test_a_store_sealed_under_another_host_key_says_so(store: Path, tmp_path: Pa
     (tmp_path / "other-host").mkdir(mode=0o700)
     registry.clear_cache()
     registry.get_trust_source("host").seal(SecretBuffer.from_bytes(b"x" * 32), TrustedOptions())  # makes its host key
+    ks = kt.Keyspace(store=store)  # names, links and permissions need no store key
+    ks.session.link(ks.user_keyring)
+    k = ks.request_key("user", "k0")
+    assert k.describe().endswith(";k0")
     with pytest.raises(OSError) as info:
-        kt.Keyspace(store=store)
+        k.read()  # the first payload to open unseals the store key: not on this host
     assert info.value.errno == errno.EBADMSG and "another host key" in str(info.value)
 
 
@@ -163,3 +167,58 @@ def test_a_store_held_too_long_by_another_process_gives_ebusy(store: Path, monke
         holder.kill()
         holder.wait()
     assert ks.add_key("user", "later", b"l", "@u").serial  # usable again once the holder is gone
+
+
+_MAKER = """
+import sys
+import keyring_types as kt
+print("ready", flush=True)
+sys.stdin.readline()
+kt.Keyspace(store=sys.argv[1]).add_key("user", "made-by-the-other", b"x", "@u")
+print("made", flush=True)
+"""
+
+
+def test_a_store_another_process_is_making_is_not_taken_for_a_foreign_file(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other process commits the new schema between this one's first reads of the file."""
+    import select
+
+    from keyring_types.store import db
+
+    maker = subprocess.Popen([sys.executable, "-c", _MAKER, str(store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert maker.stdout is not None and maker.stdin is not None
+    assert maker.stdout.readline().strip() == "ready"
+    real_connect = sqlite3.connect
+
+    class Conn:
+        """A connection that lets the other process make the store right after the first read."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+            self._done = False
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "SELECT count(*) FROM sqlite_master" and not self._done:
+                # After the application id was read, before the tables are counted.
+                self._done = True
+                maker.stdin.write("go\n")  # type: ignore[union-attr]
+                maker.stdin.flush()  # type: ignore[union-attr]
+                # Give it the time it needs; it may have to wait for this snapshot to end.
+                select.select([maker.stdout], [], [], 1.5)
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    def connect(*args: object, **kwargs: object) -> object:
+        return Conn(real_connect(*args, **kwargs))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db.sqlite3, "connect", connect)
+    try:
+        ks = kt.Keyspace(store=store)
+    finally:
+        monkeypatch.setattr(db.sqlite3, "connect", real_connect)
+        maker.communicate(timeout=60)
+    assert maker.returncode == 0
+    ks.session.link(ks.user_keyring)
+    assert ks.request_key("user", "made-by-the-other").read() == b"x"

@@ -181,8 +181,10 @@ def test_a_payload_moved_to_another_row_does_not_open(store: Path) -> None:
     conn.execute("UPDATE keys SET payload = ?, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (pa, b.serial))
     conn.commit()
     conn.close()
+    again = _open(store)  # the store opens; the altered key fails when its payload is used
+    assert again.key(a.serial).read() == b"alpha"
     with pytest.raises(OSError) as info:
-        kt.Keyspace(store=store)
+        again.key(b.serial).read()
     assert info.value.errno == errno.EBADMSG
     assert "alpha" not in str(info.value) and "authentication" in str(info.value)
 
@@ -248,7 +250,10 @@ def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path
     conn.execute("UPDATE keys SET usage = NULL, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (k.serial,))
     conn.commit()
     conn.close()
-    assert errno_of(lambda: kt.Keyspace(store=store)) == errno.EBADMSG
+    stripped = _open(store).key(k.serial)
+    assert stripped.usage is None
+    assert errno_of(lambda: stripped.secret(consumer="luks").__enter__()) == errno.EBADMSG
+    assert errno_of(stripped.read) == errno.EBADMSG
 
 
 def test_a_process_only_key_gives_way_to_a_stored_key_of_the_same_serial(store: Path) -> None:

@@ -14,6 +14,8 @@ from asym_certs import ca_cert, cert, corrupt_signature, ec_key, leaf_cert, name
 from conftest import errno_of, kernel_keyring_reachable, require
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 import keyring_types as kt
 from keyring_types.constants import KEY_POS_ALL, KEY_POS_SETATTR
@@ -42,6 +44,13 @@ def _desc(space: kt.KeyspaceAPI, der: bytes) -> str:
         (name(o="O only"), "O only"),
         (name(email="who@example.org"), "who@example.org"),
         (name("x", "Org", "who@example.org"), "Org: x"),
+        # The last CN wins; attribute order does not matter; nothing known: empty.
+        (x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "first"), x509.NameAttribute(NameOID.COMMON_NAME, "second")]), "second"),
+        (x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cn"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "org")]), "org: cn"),
+        (x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "unit")]), ""),
+        (name("Grüße", "Ünïcode Org"), "Ünïcode Org: Grüße"),
+        # A BMPString's raw bytes start with NUL, which ends the C string.
+        (x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AB", _type=_ASN1Type.BMPString)]), ""),
     ],
 )
 def test_description_is_the_one_the_kernel_proposes(space: kt.KeyspaceAPI, subject: x509.Name, shown: str) -> None:
@@ -103,6 +112,7 @@ def _ed25519_cert() -> bytes:
         ("garbage", lambda: b"hello world", errno.EBADMSG),
         ("truncated", lambda: ca_cert()[:-20], errno.EBADMSG),
         ("bad self-signature", lambda: corrupt_signature(ca_cert("selfbad")), errno.EINVAL),
+        ("empty subject", lambda: cert(rsa_key("desc"), x509.Name([]), issuer=name("ca"), issuer_key=rsa_key("ca")), errno.EBADMSG),
         ("self-signed ECDSA (no ECDSA here)", lambda: cert(ec_key("e"), name("EC", "Org")), errno.ENOENT),
         ("Ed25519 (unknown algorithm)", _ed25519_cert, errno.ENOPKG),
     ],

@@ -17,6 +17,8 @@ from asym_certs import ca_cert, cert, ec_key, name, pkcs8, rsa_key
 from conftest import errno_of, kernel_keyring_reachable, require
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, utils
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import keyring_types as kt
 from keyring_types.core.pkey import PkeyQuery
@@ -248,3 +250,21 @@ def test_the_fast_paths_give_the_kernels_answers(monkeypatch: pytest.MonkeyPatch
     assert priv.pkey_sign("enc=pkcs1 hash=sha384", d) == fast
     pub.pkey_verify("enc=pkcs1 hash=sha384", d, fast)
     assert errno_of(pub.pkey_verify, "enc=pkcs1 hash=sha384", hashlib.sha384(b"n").digest(), fast) == errno.EKEYREJECTED
+
+
+_PIECES = st.sampled_from(
+    ["enc=", "hash=", "pkcs1", "raw", "sha256", "sha1", "md4", "sha3-512", "x962", " ", "\t", "=", "enc", "hash", ",", "foo"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(_PIECES, max_size=8), data=st.binary(max_size=300))
+def test_random_info_strings_and_inputs_agree(keys: tuple[kt.Key, kt.Key, kt.Key], pieces: list[str], data: bytes) -> None:
+    mine, _priv, kernel = keys
+    info = "".join(pieces)
+    assert _outcome(mine.pkey_query, info) == _outcome(kernel.pkey_query, info)
+    a, b = _outcome(mine.pkey_encrypt, info, data), _outcome(kernel.pkey_encrypt, info, data)
+    # pkcs1 pads with random bytes: equal outcomes means the same errno, or both made a block.
+    assert a == b or (isinstance(a, bytes) and isinstance(b, bytes) and len(a) == len(b) == 256)
+    sig = data[:256].rjust(256, b"\0")
+    assert _outcome(mine.pkey_verify, info, data[:64], sig) == _outcome(kernel.pkey_verify, info, data[:64], sig)

@@ -1,0 +1,117 @@
+"""Regression found in review: the LD_PRELOAD harness never reads a reply out of step."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+from conftest import require
+from rpmb_util import child_env
+
+from keyring_types.rpmb.harness import harness_env, library_path
+from keyring_types.rpmb.wire import U32, recv_message, send_message
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from keyring_types.rpmb.transport import MmcTransport
+    from keyring_types.rpmb.wire import MmcCmd, MMC_READ_MULTIPLE_BLOCK
+    t = MmcTransport(sys.argv[1])
+    for _ in range(2):
+        try:
+            data = t.mmc([MmcCmd(0, MMC_READ_MULTIPLE_BLOCK, 1)])[0]
+            print("data", data[:1].hex())
+        except OSError as exc:
+            print("errno", exc.errno)
+    """
+)
+
+
+def test_a_bad_reply_ends_the_connection(tmp_path: Path) -> None:
+    try:
+        library_path()
+    except OSError:
+        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    path = tmp_path / "fake.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            try:
+                assert recv_message(conn) is not None
+                # Two frames where the command list reads one: the harness must not
+                # leave the second frame in the stream for the next ioctl.
+                send_message(conn, U32.pack(0) + b"\xaa" * 1024)
+                if recv_message(conn) is not None:
+                    send_message(conn, U32.pack(0) + b"\xbb" * 512)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    dev = tmp_path / "mmcblk9rpmb"
+    try:
+        r = subprocess.run([sys.executable, "-c", CHILD, str(dev)], env=child_env(**harness_env(path, dev)),
+                           capture_output=True, timeout=60, check=False)
+    finally:
+        thread.join(5)
+        server.close()
+    lines = r.stdout.decode().split()
+    assert r.returncode == 0, r.stderr.decode()
+    assert lines[:2] == ["errno", "71"]  # EPROTO: the reply's size is not what the reads ask
+    # The second call fails (the connection is gone) or gets its own reply; never the stale frame.
+    assert lines[2:] in (["errno", "104"], ["errno", "32"], ["data", "bb"]), lines
+
+
+CHILD_MANY_FDS = textwrap.dedent(
+    """
+    import os, resource, sys
+    from keyring_types.rpmb.transport import MmcTransport
+    from keyring_types.rpmb.wire import MmcCmd, MMC_READ_MULTIPLE_BLOCK
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        print("skip"); sys.exit(0)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = [os.dup(0) for _ in range(1100)]  # the harness's socket gets a descriptor above 1023
+    try:
+        t = MmcTransport(sys.argv[1])
+    except OSError as exc:
+        print("open", exc.errno); sys.exit(0)
+    try:
+        t.mmc([MmcCmd(0, MMC_READ_MULTIPLE_BLOCK, 1)])
+        print("ok")
+    except OSError as exc:
+        print("ioctl", exc.errno)
+    """
+)
+
+
+def test_a_descriptor_the_harness_cannot_track_is_refused(tmp_path: Path) -> None:
+    try:
+        library_path()
+    except OSError:
+        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    path = tmp_path / "fake.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    dev = tmp_path / "mmcblk9rpmb"
+    try:
+        r = subprocess.run([sys.executable, "-c", CHILD_MANY_FDS, str(dev)], env=child_env(**harness_env(path, dev)),
+                           capture_output=True, timeout=60, check=False)
+    finally:
+        server.close()
+    out = r.stdout.decode().split()
+    assert r.returncode == 0, r.stderr.decode()
+    if out == ["skip"]:
+        require(False, "RLIMIT_NOFILE of at least 1200 descriptors")
+    # Refused at open with EMFILE, not handed out as a socket whose ioctls go to the kernel (ENOTTY).
+    assert out == ["open", str(errno.EMFILE)], out
