@@ -46,8 +46,6 @@ KNOWN_FAILURES: dict[str, str] = {
 STORE_EXCLUDED: dict[str, str] = {
     "features/builtin_trusted": "needs the kernel's built-in trusted keyrings (.builtin_trusted_keys, .blacklist), "
     "which the store does not have (and the test fails with the real keyctl here anyway)",
-    "features/limits": "keyctl --test limits2 makes 1,054,720 add_key calls; on the store each is a durable SQLite "
-    "transaction, hours in all (the kernel-mode run does it)",
     "keyctl/requesting/valid": "its keys are built by request-key.conf's debug:* rule, which runs "
     "/usr/share/keyutils/request-key-debug.sh: a separate program that instantiates through keyctl, and a key "
     "under construction in one ktctl process cannot be reached from another (the upcall's authority is that "
