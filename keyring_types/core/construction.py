@@ -51,14 +51,17 @@ def wait_for_construction(world: World, rec: KeyRecord) -> None:
             break
         # Take the condition's lock before letting the world go, so the wake-up that
         # construction_done sends (world lock held) cannot slip in between.
-        with cond:
-            depth = 0
-            while lock._is_owned():  # type: ignore[attr-defined]
-                lock.release()
-                depth += 1
-            cond.wait(poll)
-        for _ in range(depth):
-            lock.acquire()
+        depth = 0
+        try:
+            with cond:
+                while lock._is_owned():  # type: ignore[attr-defined]
+                    lock.release()
+                    depth += 1
+                cond.wait(poll)
+        finally:
+            # Also when a signal interrupts the wait: the caller lets go of every level.
+            for _ in range(depth):
+                lock.acquire()
     # Operations that ran meanwhile restored the caller they found; make sure it is ours.
     world.caller = caller
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -46,12 +47,20 @@ def handler(req):
     if mode.startswith("exit-after-"):
         time.sleep(float(mode[11:]))
         os._exit(3)
+    if mode == "reject":
+        time.sleep(0.5)
+        req.keyspace.reject(req.key, 30, 129, 0)  # EKEYREJECTED for 30 s
+        return
     time.sleep(float(mode))
     req.keyspace.instantiate(req.key, b"built by A", 0)
 
 kt.register_request_key_handler("user", "xp:*", handler)
-key = ks.request_key("user", "xp:" + name, "info")
-print("done", key.read().decode(), flush=True)
+try:
+    key = ks.request_key("user", "xp:" + name, "info")
+except OSError as exc:
+    print("failed", exc.errno, flush=True)
+else:
+    print("done", key.read().decode(), flush=True)
 """
 
 
@@ -160,6 +169,22 @@ def test_reviewers_scenario_does_not_crash(store: Path) -> None:
     assert rec.upcall == errno.ENOKEY and rec.instantiated
 
 
+def test_other_process_sees_the_rejection(store: Path) -> None:
+    a = _start(store, "reject", "rejected")
+    try:
+        _wait_constructing(a)
+        b = _keyspace(store)
+        with pytest.raises(OSError) as info:
+            b.request_key("user", "xp:rejected")
+        assert info.value.errno == errno.EKEYREJECTED
+        (rec,) = [r for r in b._world.keys.values() if r.description == "xp:rejected"]
+        assert abs(rec.expiry - (time.time() + 30)) <= 5
+        assert a.stdout is not None
+        assert a.stdout.readline() == f"failed {errno.EKEYREJECTED}\n"  # its own requester too
+    finally:
+        assert a.wait(10) == 0
+
+
 def test_partial_lookups_see_it_under_construction(store: Path) -> None:
     a = _start(store, "1.0", "partial")
     try:
@@ -216,3 +241,31 @@ def test_uninstantiated_key_reads_as_eio_not_a_crash() -> None:
     with pytest.raises(OSError) as info, key.secret():
         pass
     assert info.value.errno == errno.EIO
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_wait_is_interruptible(store: Path) -> None:
+    # The kernel's wait is interruptible and unbounded: a signal ends it, and the
+    # keyspace is left usable (its lock not left half-held).
+    a = _start(store, "1.5", "interrupted")
+    old = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        _wait_constructing(a)
+        b = _keyspace(store)
+        (rec,) = [r for r in b._world.keys.values() if r.description == "xp:interrupted"]
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(_Interrupted):
+            b.request_key("user", "xp:interrupted")
+        assert b.key(rec.serial).describe().endswith(";xp:interrupted")
+        assert b.request_key("user", "xp:interrupted").read() == b"built by A"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        assert a.wait(10) == 0
