@@ -102,6 +102,7 @@ from keyring_types.errors import (
 if TYPE_CHECKING:
     # What type checkers and IDEs see; at run time ``__getattr__`` loads these.
     from keyring_types.core.api import KeyspaceAPI, KeyTarget
+    from keyring_types.core.dh import DhKdf
     from keyring_types.core.handle import Key, Keyring
     from keyring_types.core.keyspace import Keyspace
     from keyring_types.core.quota import QuotaLimits
@@ -175,6 +176,7 @@ __all__ = [
     "KEY_USR_SETATTR",
     "KEY_USR_VIEW",
     "KEY_USR_WRITE",
+    "DhKdf",
     "InvalidKeyArgument",
     "KernelKeyspace",
     "Key",
@@ -217,6 +219,7 @@ _LAZY: dict[str, str] = {
     "Key": "keyring_types.core.handle",
     "Keyring": "keyring_types.core.handle",
     "QuotaLimits": "keyring_types.core.quota",
+    "DhKdf": "keyring_types.core.dh",
     "SecretBuffer": "keyring_types.secret",
     "ct_memcmp": "keyring_types.secret",
     "register_request_key_handler": "keyring_types.core.request_key_handlers",

@@ -84,6 +84,8 @@ KEY_QUOTA_MAXBYTES: Final = 20000
 KEY_QUOTA_ROOT_MAXKEYS: Final = 1000000
 KEY_QUOTA_ROOT_MAXBYTES: Final = 25000000
 KEY_GC_DELAY: Final = 300
+#: Seconds a persistent keyring lives after its last KEYCTL_GET_PERSISTENT (three days).
+PERSISTENT_KEYRING_EXPIRY: Final = 3 * 24 * 3600
 
 #: The kernel shows an invalid gid through from_kgid_munged() as the overflow gid.
 OVERFLOW_GID: Final = 65534

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 from keyring_types.constants import KEY_SPEC_ALIASES, KEY_SPEC_REQKEY_AUTH_KEY
 from keyring_types.core.handle import Key, Keyring
-from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, payload_bytes, u32
+from keyring_types.core.syscall_args import c_int_flag, c_string, key_id, owner_id, payload_bytes, u32
 from keyring_types.core.usage import check_usage
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.dh import DhKdf
     from keyring_types.core.pkey import PkeyQuery
     from keyring_types.secret import SecretBuffer
 
@@ -101,6 +102,24 @@ class KeyspaceAPI(abc.ABC):
 
     @abc.abstractmethod
     def sys_set_reqkey_keyring(self, which: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_get_persistent(self, uid: int, destringid: int) -> int: ...
+
+    @abc.abstractmethod
+    def sys_move(self, keyid: int, from_ringid: int, to_ringid: int, flags: int) -> None: ...
+
+    @abc.abstractmethod
+    def sys_session_to_parent(self) -> None: ...
+
+    @abc.abstractmethod
+    def sys_get_security(self, keyid: int) -> str: ...
+
+    @abc.abstractmethod
+    def sys_capabilities(self) -> frozenset[str]: ...
+
+    @abc.abstractmethod
+    def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes: ...
 
     @abc.abstractmethod
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
@@ -297,6 +316,63 @@ class KeyspaceAPI(abc.ABC):
         name = c_string(name, "session keyring name", None)
         serial = self.sys_join_session_keyring(name)
         return Keyring(self, serial, "keyring", name if name is not None else "_ses")
+
+    # -- keyctl operations past the basic set (both keyspaces) -----------------
+    def get_persistent(self, uid: int = -1, dest: KeyTarget = "@s") -> Keyring:
+        """``keyctl get_persistent``: link ``_persistent.<uid>`` into ``dest`` and renew its expiry.
+
+        ``uid`` -1 means the caller.  ``EPERM`` for another uid without CAP_SETUID,
+        ``ENOTDIR`` (``dest`` not a keyring), ``EACCES`` (no WRITE on ``dest``),
+        ``EDQUOT``, ``EINVAL`` (a uid outside ``uid_t``).
+        """
+        uid = owner_id(uid, "uid")
+        serial = self.sys_get_persistent(uid, self.resolve(dest))
+        return Keyring(self, serial, "keyring", None)
+
+    def move(self, key: KeyTarget, from_ring: KeyTarget, to_ring: KeyTarget, exclusive: bool = False) -> None:
+        """``keyctl move``: unlink ``key`` from ``from_ring`` and link it into ``to_ring`` at once.
+
+        ``exclusive`` (``KEYCTL_MOVE_EXCL``) refuses to displace a key of the same type
+        and description from ``to_ring`` with ``EEXIST``.  Also ``ENOENT`` (not linked
+        in ``from_ring``), ``EACCES`` (LINK on the key, WRITE on both keyrings),
+        ``ENOTDIR``, ``EDEADLK``/``ELOOP`` (keyring cycles and depth), ``EDQUOT``.
+        """
+        flags = 1 if c_int_flag(exclusive, "exclusive flag") else 0
+        self.sys_move(self.resolve(key), self.resolve(from_ring), self.resolve(to_ring), flags)
+
+    def session_to_parent(self) -> None:
+        """``keyctl session_to_parent``: give the parent process this session keyring.
+
+        For a ``Keyspace`` view the parent is the view ``as_user`` was called on; for
+        ``KernelKeyspace`` it is this process's parent (or, for an ``as_user`` view, this
+        process).  ``EPERM`` (no parent, other credentials), ``EACCES`` (no LINK).
+        """
+        self.sys_session_to_parent()
+
+    def capabilities(self) -> frozenset[str]:
+        """What this keyspace supports, named as ``keyctl supports`` prints (without ``have_``)."""
+        return self.sys_capabilities()
+
+    def dh_compute(
+        self, private: KeyTarget, prime: KeyTarget, base: KeyTarget, kdf: DhKdf | None = None
+    ) -> bytes:
+        """``keyctl dh_compute``: ``base ** private mod prime`` over three ``user`` keys.
+
+        With ``kdf`` (:class:`keyring_types.DhKdf`) the result goes through the
+        SP800-56A KDF.  ``ENOKEY`` (a key missing or unreadable), ``EOPNOTSUPP``
+        (not a user key, or a kernel without DH), ``EINVAL`` (prime under 1536 bits,
+        private key or base longer than the prime), ``EMSGSIZE``, ``ENOENT`` (KDF hash).
+        """
+        from keyring_types.core.dh import DhKdf
+
+        if kdf is not None:
+            if not isinstance(kdf, DhKdf):
+                raise error(errno.EINVAL, f"kdf must be a DhKdf, not {type(kdf).__name__}")
+            c_string(kdf.hashname, "KDF hash name")
+            # A size_t in the kernel; the C helper passes it in a signed long.
+            if type(kdf.length) is not int or not 0 <= kdf.length < 1 << 63:
+                raise error(errno.EINVAL, "KDF output length must be an integer in 0..2**63-1")
+        return self.sys_dh_compute(self.resolve(private), self.resolve(prime), self.resolve(base), kdf)
 
     # -- the request-key handler's side ------------------------------------------
     #

@@ -151,6 +151,14 @@ class Key:
         """
         self._ks.sys_chown(self._serial, owner_id(uid, "uid"), owner_id(gid, "gid"))
 
+    def get_security(self) -> str:
+        """``keyctl security``: the key's LSM label, "" where no LSM labels keys.
+
+        Needs VIEW; without it the kernel reports ``ENOKEY`` (it looks for an
+        authority to instantiate the key instead).  ``EKEYREVOKED``, ``EKEYEXPIRED``.
+        """
+        return self._ks.sys_get_security(self._serial)
+
     @contextmanager
     def secret(self, consumer: str | None = None) -> Iterator[memoryview]:
         """Plaintext for in-process consumers, as a read-only view wiped on exit.

@@ -69,6 +69,9 @@ def key_revoke(world: World, rec: KeyRecord) -> None:
     if rec.revoked_at == 0 or rec.revoked_at > now:
         rec.revoked_at = now
         world.schedule_gc(now + world.gc_delay, rec)
+    # The kernel brings the expiry forward to the revocation: /proc/keys shows "expd".
+    if rec.expiry == 0 or rec.expiry > now:
+        rec.expiry = now
 
 
 def key_set_timeout(world: World, rec: KeyRecord, timeout: int) -> None:

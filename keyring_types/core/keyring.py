@@ -60,7 +60,9 @@ def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
         raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
     assert ring.links is not None
     existing = ring.links.get(key.index_key)
-    if existing is key and ring.restriction is None:
+    # Linking a key again where it already is changes nothing, but the kernel still
+    # runs the checks: a keyring whose tree is too deep gets ELOOP even there.
+    if existing is key and ring.restriction is None and not key.is_keyring:
         return
     if existing is None:
         ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from keyring_types.core.api import KeyspaceAPI
 from keyring_types.core.context import Caller
 from keyring_types.core.cred import Cred
 from keyring_types.core.keyctl_asym import AsymKeyctl
+from keyring_types.core.keyctl_ops import KeyctlOps
 from keyring_types.core.perm import NEED_VIEW, permitted
 from keyring_types.core.process_keys import SES_PERM, ProcessKeyrings
 from keyring_types.core.quota import KeyUser, QuotaLimits
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Keyspace", "OpScope"]
 
 
-class Keyspace(AsymKeyctl, Upcalls, KeyspaceAPI):
+class Keyspace(KeyctlOps, AsymKeyctl, Upcalls, KeyspaceAPI):
     """An isolated in-process world of keys with the kernel's semantics.
 
     ``Keyspace()`` starts like a fresh login session: the caller (this process's
@@ -112,7 +114,9 @@ class Keyspace(AsymKeyctl, Upcalls, KeyspaceAPI):
         with self._world.lock:
             if self._proc.session is not None:
                 proc.set_session(self._proc.session)
-        return Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
+        view = Keyspace(uid=uid, gid=gid, groups=groups, _world=self._world, _proc=proc)
+        view._parent_ref = weakref.ref(self)  # its parent process, for session_to_parent
+        return view
 
     @property
     def store(self) -> StoreWorld | None:

@@ -20,6 +20,7 @@ from keyring_types.constants import (
     KEY_POS_SETATTR,
     KEY_USR_ALL,
     KEYQUOTA_LINK_BYTES,
+    PERSISTENT_KEYRING_EXPIRY,
 )
 from keyring_types.core.context import Caller, calling
 from keyring_types.core.cred import Cred
@@ -57,6 +58,10 @@ class World:
         self.caller: Caller | None = None
         #: Pins released while the world was busy, applied by the next operation.
         self._unpins: list[KeyRecord] = []
+        #: ``/proc/sys/kernel/keys/persistent_keyring_expiry`` and the register of
+        #: ``_persistent.<uid>`` keyrings, made on first use (core.persistent).
+        self.persistent_keyring_expiry = PERSISTENT_KEYRING_EXPIRY
+        self.persistent_register: KeyRecord | None = None
         on_unregister(self)
         _worlds.add(self)
 
@@ -206,7 +211,9 @@ class World:
             del ring.links[idx]  # type: ignore[union-attr]
             if key.links is not None:
                 ring.rings.pop(idx, None)  # type: ignore[union-attr]
-            ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
+            # No refund: the kernel's GC drops dead keys from keyrings (keyring_gc)
+            # without key_payload_reserve, so the link's 4 bytes stay charged to the
+            # keyring's owner until the keyring is cleared or destroyed.
         parents.clear()
         if key.pins == 0:
             if key.links is None:

@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -31,6 +31,9 @@ from keyring_types.errors import KeyringError, error
 from keyring_types.integrations import kernel_syscalls as sc
 from keyring_types.integrations.kernel_asym import KernelAsymCalls
 from keyring_types.secret import SecretBuffer
+
+if TYPE_CHECKING:
+    from keyring_types.core.dh import DhKdf
 
 __all__ = ["KernelKeyspace"]
 
@@ -206,6 +209,47 @@ class KernelKeyspace(KernelAsymCalls, KeyspaceAPI):
         """``KEYCTL_SET_REQKEY_KEYRING`` for the calling thread; ``EINVAL``."""
         return self._call(sc.keyctl_set_reqkey_keyring, which)
 
+    def sys_get_persistent(self, uid: int, destringid: int) -> int:
+        """``KEYCTL_GET_PERSISTENT``; ``EPERM``, ``ENOTDIR``, ``EACCES``, ``EDQUOT``."""
+        return self._call(sc.keyctl_get_persistent, uid, destringid)
+
+    def sys_move(self, keyid: int, from_ringid: int, to_ringid: int, flags: int) -> None:
+        """``KEYCTL_MOVE``; ``EEXIST``, ``ENOENT``, ``EDEADLK``, ``EACCES``, ``EDQUOT``, ``EINVAL``."""
+        self._call(sc.keyctl_move, keyid, from_ringid, to_ringid, flags)
+
+    def sys_session_to_parent(self) -> None:
+        """``KEYCTL_SESSION_TO_PARENT``: this process's parent (for an ``as_user`` view: this
+        process) gets the session keyring when it next returns to user space; ``EPERM``."""
+        self._call(sc.keyctl_session_to_parent)
+
+    def sys_get_security(self, keyid: int) -> str:
+        """``KEYCTL_GET_SECURITY``; ``ENOKEY`` also without VIEW, ``EKEYREVOKED``."""
+        return self._call(sc.keyctl_get_security, keyid)
+
+    def sys_capabilities(self) -> frozenset[str]:
+        """``KEYCTL_CAPABILITIES``, decoded into the names ``keyctl supports`` prints."""
+        from keyring_types.core.capabilities import capabilities_from_bytes
+
+        return capabilities_from_bytes(self._call(sc.keyctl_capabilities))
+
+    def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes:
+        """``KEYCTL_DH_COMPUTE``; ``EOPNOTSUPP`` from a kernel built without it."""
+        spec = None if kdf is None else (kdf.hashname, kdf.length, kdf.otherinfo)
+        return self._call(sc.keyctl_dh_compute, private, prime, base, spec)
+
+    @property
+    def persistent_keyring_expiry(self) -> int:
+        """``/proc/sys/kernel/keys/persistent_keyring_expiry`` (seconds); setting it needs root."""
+        with open(_PERSISTENT_EXPIRY_SYSCTL) as f:
+            return int(f.read())
+
+    @persistent_keyring_expiry.setter
+    def persistent_keyring_expiry(self, seconds: int) -> None:
+        if type(seconds) is not int or not 0 <= seconds <= 0xFFFFFFFF:
+            raise error(errno.EINVAL, "persistent_keyring_expiry must be 0..2**32-1 seconds")
+        with open(_PERSISTENT_EXPIRY_SYSCTL, "w") as f:
+            f.write(f"{seconds}\n")
+
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """``KEYCTL_READ`` straight into a new SecretBuffer (the caller wipes it).
 
@@ -233,6 +277,9 @@ class KernelKeyspace(KernelAsymCalls, KeyspaceAPI):
             return None  # let the read itself report why
         return type_name if type_name in _SEALED_TYPES else None
 
+
+#: The sysctl behind ``KernelKeyspace.persistent_keyring_expiry``.
+_PERSISTENT_EXPIRY_SYSCTL = "/proc/sys/kernel/keys/persistent_keyring_expiry"
 
 #: Kernel key types whose KEYCTL_READ returns a sealed blob rather than the key material.
 _SEALED_TYPES = frozenset({"encrypted", "trusted"})

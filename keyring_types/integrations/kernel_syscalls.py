@@ -25,8 +25,15 @@ from keyring_types.errors import KeyringError, error
 from keyring_types.secret import SecretBuffer
 
 __all__ = [
+    "KEYCTL_CAPABILITIES",
     "KEYCTL_CHOWN",
     "KEYCTL_CLEAR",
+    "KEYCTL_DH_COMPUTE",
+    "KEYCTL_GET_PERSISTENT",
+    "KEYCTL_GET_SECURITY",
+    "KEYCTL_MOVE",
+    "KEYCTL_MOVE_EXCL",
+    "KEYCTL_SESSION_TO_PARENT",
     "KEYCTL_DESCRIBE",
     "KEYCTL_GET_KEYRING_ID",
     "KEYCTL_INVALIDATE",
@@ -40,19 +47,25 @@ __all__ = [
     "KEYCTL_UNLINK",
     "KEYCTL_UPDATE",
     "add_key",
+    "keyctl_capabilities",
     "keyctl_chown",
     "keyctl_clear",
     "keyctl_describe",
+    "keyctl_dh_compute",
+    "keyctl_get_persistent",
+    "keyctl_get_security",
     "keyctl_get_keyring_id",
     "keyctl_invalidate",
     "keyctl_join_session_keyring",
     "keyctl_link",
+    "keyctl_move",
     "keyctl_read",
     "keyctl_read_into",
     "keyctl_read_secret",
     "keyctl_read_size",
     "keyctl_revoke",
     "keyctl_search",
+    "keyctl_session_to_parent",
     "keyctl_set_timeout",
     "keyctl_setperm",
     "keyctl_unlink",
@@ -462,3 +475,103 @@ def keyctl_set_reqkey_keyring(which: int) -> int:
     """``KEYCTL_SET_REQKEY_KEYRING``: the previous setting; ``EINVAL`` for unknown values."""
     which = key_id(which, "request-key default keyring")
     return _check(lib.kt_keyctl_int(KEYCTL_SET_REQKEY_KEYRING, which, 0, 0, 0), f"keyctl_set_reqkey_keyring({which})")
+
+
+# -- the operations past the basic set (keyctl_ops): persistent keyrings, move,
+# session_to_parent, security labels, capabilities, Diffie-Hellman ----------------
+
+KEYCTL_GET_SECURITY = 17
+KEYCTL_SESSION_TO_PARENT = 18
+KEYCTL_GET_PERSISTENT = 22
+KEYCTL_DH_COMPUTE = 23
+KEYCTL_MOVE = 30
+KEYCTL_CAPABILITIES = 31
+KEYCTL_MOVE_EXCL = 0x00000001
+
+
+
+def keyctl_get_persistent(uid: int, destringid: int) -> int:
+    """``KEYCTL_GET_PERSISTENT``: link ``_persistent.<uid>`` (-1: the caller's) into the keyring.
+
+    ``EPERM`` (another uid without CAP_SETUID), ``ENOTDIR``, ``EACCES``, ``ENOKEY``,
+    ``EDQUOT``, ``EOPNOTSUPP`` (no CONFIG_PERSISTENT_KEYRINGS); ``EINVAL`` for a uid
+    outside ``uid_t``.
+    """
+    uid, dest = owner_id(uid, "uid"), key_id(destringid, "destination id")
+    rc = lib.kt_keyctl_int(KEYCTL_GET_PERSISTENT, uid & 0xFFFFFFFF, dest, 0, 0)
+    return _check(rc, f"keyctl_get_persistent(uid {uid}, keyring {dest})")
+
+
+def keyctl_move(keyid: int, from_ringid: int, to_ringid: int, flags: int) -> None:
+    """``KEYCTL_MOVE``: ``EEXIST`` (``KEYCTL_MOVE_EXCL`` and a same-named key in the target),
+    ``ENOENT`` (not linked in the source), ``EDEADLK``/``ELOOP``, ``ENOTDIR``, ``EACCES``,
+    ``EDQUOT``, ``EINVAL`` (unknown flag bits)."""
+    keyid, src, dst = key_id(keyid), key_id(from_ringid, "keyring id"), key_id(to_ringid, "keyring id")
+    mask = u32(flags, "move flags")
+    rc = lib.kt_keyctl_int(KEYCTL_MOVE, keyid, src, dst, mask)
+    _check(rc, f"keyctl_move(key {keyid}, from keyring {src}, to keyring {dst}, flags {mask:#x})")
+
+
+def keyctl_session_to_parent() -> None:
+    """``KEYCTL_SESSION_TO_PARENT``: give the parent process this session keyring.
+
+    ``EPERM`` (parent init, multithreaded, or of other credentials), ``EACCES``
+    (no LINK on the session keyring), ``ENOKEY``.
+    """
+    _check(lib.kt_keyctl_int(KEYCTL_SESSION_TO_PARENT, 0, 0, 0, 0), "keyctl_session_to_parent()")
+
+
+def keyctl_get_security(keyid: int) -> str:
+    """``KEYCTL_GET_SECURITY``: the key's LSM label ("" without an LSM), NUL removed.
+
+    ``ENOKEY`` also when VIEW is denied (the kernel then looks for an
+    instantiation authorisation and reports that search's failure), ``EKEYREVOKED``.
+    """
+    raw = _read_loop(KEYCTL_GET_SECURITY, keyid, "keyctl_get_security")
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def keyctl_capabilities() -> bytes:
+    """``KEYCTL_CAPABILITIES``: the kernel's capability bytes, as many as it has."""
+    size = _check(lib.kt_keyctl_int(KEYCTL_CAPABILITIES, 0, 0, 0, 0), "keyctl_capabilities()")
+    buf = ffi.new("unsigned char[]", max(size, 1))
+    got = _check(lib.kt_keyctl_int(KEYCTL_CAPABILITIES, _address(buf), size, 0, 0), "keyctl_capabilities()")
+    data: bytes = ffi.unpack(buf, min(got, size))
+    return data
+
+
+def keyctl_dh_compute(
+    private: int, prime: int, base: int, kdf: tuple[str, int, bytes] | None = None
+) -> bytes:
+    """``KEYCTL_DH_COMPUTE``: ``base ** private mod prime`` (user keys), or ``length`` bytes
+    of the SP800-56A KDF over it with ``kdf = (hash name, length, otherinfo)``.
+
+    ``EOPNOTSUPP`` where the kernel lacks CONFIG_KEY_DH_OPERATIONS; otherwise
+    ``ENOKEY`` (a key is missing or unreadable), ``EOPNOTSUPP`` (not a user key),
+    ``EINVAL`` (prime under 1536 bits, private key or base longer than the prime),
+    ``EMSGSIZE`` (KDF output over 1024 bytes or otherinfo over 64), ``ENOENT`` (unknown hash).
+    """
+    params = ffi.new("int32_t[3]", [key_id(private), key_id(prime), key_id(base)])
+    what = f"keyctl_dh_compute(private {private}, prime {prime}, base {base})"
+    if kdf is None:
+        size = _check(lib.kt_keyctl_int(KEYCTL_DH_COMPUTE, _address(params), 0, 0, 0), what)
+        out = ffi.new("char[]", max(size, 1))
+        got = _check(lib.kt_keyctl_int(KEYCTL_DH_COMPUTE, _address(params), _address(out), size, 0), what)
+        data: bytes = ffi.unpack(out, got)
+        return data
+    hashname, length, otherinfo = kdf
+    c_hash = ffi.new("char[]", _cstr(hashname, "KDF hash name"))
+    c_oi = ffi.new("char[]", bytes(otherinfo) or b"\0")
+    # struct keyctl_kdf_params: char *hashname; char *otherinfo; __u32 otherinfolen; __u32 __spare[8].
+    layout = struct.pack("@PPI8I", _address(c_hash), _address(c_oi) if otherinfo else 0, len(otherinfo), *([0] * 8))
+    kdf_params = ffi.new("char[]", layout)
+    # The kernel refuses an output over 1024 bytes (EMSGSIZE) before it writes any.
+    out = ffi.new("char[]", max(min(length, 1024), 1))
+    got = _check(
+        lib.kt_keyctl_int(KEYCTL_DH_COMPUTE, _address(params), _address(out), length, _address(kdf_params)),
+        what + f" with KDF {hashname}",
+    )
+    result: bytes = ffi.unpack(out, got)
+    return result

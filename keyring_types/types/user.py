@@ -43,7 +43,8 @@ class UserKeyType(KeyType):
         return payload.tobytes()
 
     def describe(self, key: KeyRecord) -> str:
-        if key.payload is None:
+        # The kernel prints the length of any positive key, a revoked one's (0) too.
+        if key.payload is None and not key.revoked:
             return key.description
         return f"{key.description}: {key.datalen}"
 

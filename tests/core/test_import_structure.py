@@ -165,7 +165,7 @@ def test_all_is_static_and_complete() -> None:
     api = {
         "Keyspace", "KernelKeyspace", "KeyspaceAPI", "Key", "Keyring", "KeyType", "Preparsed", "QuotaLimits",
         "SecretBuffer", "ct_memcmp", "register_key_type", "unregister_key_type", "lookup_key_type",
-        "registered_key_types", "add_key", "request_key", "key", "default_keyspace",
+        "registered_key_types", "add_key", "request_key", "key", "default_keyspace", "DhKdf",
         "register_request_key_handler", "unregister_request_key_handler", "UpcallRequest",
     }
     assert set(written) == expected_constants | expected_errors | api
