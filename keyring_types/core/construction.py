@@ -44,16 +44,24 @@ def wait_for_construction(world: World, rec: KeyRecord) -> None:
     lock = world.lock
     caller = world.caller
     while rec.upcall == UNDER_CONSTRUCTION and not rec.dead:
+        # A world shared with other processes (the store) may have to look again after
+        # a while, or settle the key itself (its builder died): no wake-up comes from there.
+        poll = world.construction_poll(rec)
+        if rec.upcall != UNDER_CONSTRUCTION or rec.dead:
+            break
         # Take the condition's lock before letting the world go, so the wake-up that
         # construction_done sends (world lock held) cannot slip in between.
-        with cond:
-            depth = 0
-            while lock._is_owned():  # type: ignore[attr-defined]
-                lock.release()
-                depth += 1
-            cond.wait()
-        for _ in range(depth):
-            lock.acquire()
+        depth = 0
+        try:
+            with cond:
+                while lock._is_owned():  # type: ignore[attr-defined]
+                    lock.release()
+                    depth += 1
+                cond.wait(poll)
+        finally:
+            # Also when a signal interrupts the wait: the caller lets go of every level.
+            for _ in range(depth):
+                lock.acquire()
     # Operations that ran meanwhile restored the caller they found; make sure it is ours.
     world.caller = caller
 

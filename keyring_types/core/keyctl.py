@@ -397,6 +397,8 @@ class Keyctl(ProcessKeys):
             raise error(errno.ENOKEY, f"cannot read key {keyid}: {exc.strerror}") from None
         if rec.upcall > 0:
             raise negative_error(rec)
+        if not rec.instantiated:
+            raise _uninstantiated(rec)
         if not possessed and not permitted(rec, self.cred, False, NEED_READ):
             raise denied(self, rec, possessed, NEED_READ)
         if not rec.ktype._has_read:
@@ -447,6 +449,8 @@ class Keyctl(ProcessKeys):
                 raise error(errno.ENOKEY, f"no secret for key {keyid}: {exc.strerror}") from None
             if rec.upcall > 0:
                 raise negative_error(rec)
+            if not rec.instantiated:
+                raise _uninstantiated(rec)
             if rec.invalidated or rec.revoked or rec.dead or rec.expiry:
                 rec.validate(self._world.now())
             if not possessed:
@@ -460,3 +464,8 @@ class Keyctl(ProcessKeys):
             if rec.usage is not None:
                 check_consumer(rec.serial, rec.usage, consumer)
             return rec.ktype.secret(rec)
+
+
+def _uninstantiated(rec: KeyRecord) -> OSError:
+    """EIO, as lookup_user_key answers for a key still uninstantiated after the wait: it has no payload."""
+    return error(errno.EIO, f"key {rec.serial} was never instantiated: it has no payload")

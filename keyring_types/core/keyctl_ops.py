@@ -21,6 +21,7 @@ from keyring_types.core.persistent import get_persistent
 from keyring_types.core.process_keys import ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import check_restriction
+from keyring_types.core.usage import check_consumer
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -181,6 +182,9 @@ class KeyctlOps(ProcessKeys):
             raise error(errno.ENOKEY, f"DH input key {keyid} cannot be read: {exc.strerror}") from None
         if rec.ktype.name != "user":
             raise error(errno.EOPNOTSUPP, f"DH inputs must be 'user' keys; key {keyid} is '{rec.ktype.name}'")
+        if rec.usage is not None:
+            # With a prime of the caller's choosing, DH hands the private value back.
+            check_consumer(rec.serial, rec.usage, "dh")
         data = rec.ktype.read(rec)
         return data
 

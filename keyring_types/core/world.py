@@ -68,6 +68,15 @@ class World:
     def now(self) -> int:
         return int(self.clock())
 
+    def construction_poll(self, rec: KeyRecord) -> float | None:
+        """Seconds a waiter for ``rec``'s construction sleeps before looking again (world lock held).
+
+        None: until this process's handler side wakes it (``construction_done``),
+        as here every key is built in this process.  A world shared with other
+        processes answers for keys they build, and may settle ``rec`` meanwhile.
+        """
+        return None
+
     def key_user(self, uid: int) -> KeyUser:
         user = self.users.get(uid)
         if user is None:

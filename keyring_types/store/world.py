@@ -38,10 +38,11 @@ from typing import Any
 from keyring_types.constants import KEYQUOTA_LINK_BYTES
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
-from keyring_types.core.record import KeyRecord
+from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
+from keyring_types.store.owner import alive, own_tag
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
 __all__ = ["StoreLock", "StoreWorld"]
@@ -59,6 +60,10 @@ F_KEYRING = 0x40
 #: Where a negative key's errno sits in the flags column (errno < 4096).
 _NEGATIVE_SHIFT = 8
 _NEGATIVE_MASK = 0xFFF
+#: Under construction by a request-key upcall (``U``); its builder's tag is in meta ``uc.<serial>``.
+F_CONSTRUCTING = 0x100000
+#: Seconds between looks at the store while waiting for a key another process builds.
+CONSTRUCTION_POLL = 0.05
 
 #: The attributes of a record that are written to its row.
 _TRACKED = frozenset(
@@ -101,6 +106,11 @@ _SELECT_NEWER = (
 )
 _TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
 _PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+# Builder tags of keys no longer under construction (their rows went meanwhile).
+_PRUNE_TAGS = (
+    "DELETE FROM meta WHERE k LIKE 'uc.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
+    "(SELECT serial FROM keys WHERE flags & ?)"
+)
 _UPSERT_ALL = (
     "INSERT OR REPLACE INTO keys "
     "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
@@ -221,6 +231,11 @@ class StoreWorld(World):
         #: Per stored keyring, the serials it links that this process does not load
         #: (keys of a type not registered here): written back with its row.
         self.hidden: dict[KeyRecord, list[int]] = {}
+        #: Keys under construction by another process: serial -> its builder's tag
+        #: (None: no builder recorded, as a row written before tags were).
+        self.foreign: dict[int, str | None] = {}
+        #: Serials whose builder tag is in the file (written here or seen), to delete with it.
+        self.tagged: set[int] = set()
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -319,6 +334,7 @@ class StoreWorld(World):
             db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
             if db_gen != self.gen:
                 self._sync(int(db_gen))
+                self._settle_orphans()
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -442,6 +458,7 @@ class StoreWorld(World):
             _payload_slot.__set__(rec, None)  # never opened: nothing in memory to wipe
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
+        self.foreign.pop(rec.serial, None)
         self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
@@ -500,6 +517,9 @@ class StoreWorld(World):
             # The row becomes a tombstone (a row never written has nothing to mark).
             flags = F_GONE | (F_INVALIDATED if invalidated else 0)
             wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
+            if serial in self.tagged:
+                self.tagged.discard(serial)
+                conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
@@ -508,6 +528,7 @@ class StoreWorld(World):
         if wrote:
             if gen % _TOMBSTONE_SPAN == 0:
                 conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
+                conn.execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
                 conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
         self.dirty.clear()
@@ -524,7 +545,17 @@ class StoreWorld(World):
             | (F_KEYRING if rec.links is not None else 0)
             # A negative key's errno (core.request_key), in the bits above the flags.
             | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
+            | (F_CONSTRUCTING if rec.upcall == UNDER_CONSTRUCTION else 0)
         )
+        serial = rec.serial
+        if rec.upcall == UNDER_CONSTRUCTION:
+            if serial not in self.tagged and serial not in self.foreign:
+                # Built here: other processes wait for it while this process runs.
+                self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
+                self.tagged.add(serial)
+        elif serial in self.tagged:
+            self.tagged.discard(serial)
+            self.conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
         links = None
         if rec.links is not None:
             serials = [k.serial for k in rec.links.values()]
@@ -667,7 +698,7 @@ class StoreWorld(World):
                 expiry=expiry,
                 revoked_at=revoked_at,
                 uid_keyring=bool(flags & F_UID_KEYRING),
-                upcall=(flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK,
+                upcall=self._upcall_state(serial, flags),
                 links={} if flags & F_KEYRING else None,
                 rings={} if flags & F_KEYRING else None,
                 usage=usage,
@@ -687,7 +718,7 @@ class StoreWorld(World):
             put(rec, "instantiated", bool(flags & F_INSTANTIATED))
             put(rec, "revoked", bool(flags & F_REVOKED))
             put(rec, "uid_keyring", bool(flags & F_UID_KEYRING))
-            put(rec, "upcall", (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK)
+            put(rec, "upcall", self._upcall_state(serial, flags))
             put(rec, "expiry", expiry)
             put(rec, "revoked_at", revoked_at)
             put(rec, "datalen", datalen)
@@ -714,6 +745,49 @@ class StoreWorld(World):
         if rec.revoked:
             self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
         return rec
+
+    def _upcall_state(self, serial: int, flags: int) -> int:
+        """A loaded row's ``upcall``: the negative errno, 0, or UNDER_CONSTRUCTION (noting its builder)."""
+        if flags & F_CONSTRUCTING:
+            found = self.conn.execute("SELECT v FROM meta WHERE k = ?", (f"uc.{serial}",)).fetchone()
+            tag = None if found is None else str(found[0])
+            self.tagged.add(serial)
+            if tag != own_tag():
+                self.foreign[serial] = tag
+            return UNDER_CONSTRUCTION
+        self.foreign.pop(serial, None)
+        self.tagged.discard(serial)
+        if not flags & F_INSTANTIATED:
+            # Uninstantiated and not under construction: a row written before builders
+            # were recorded, by a process that never finished it.  Settled below as a
+            # key whose builder died, so its missing payload is never used.
+            self.foreign[serial] = None
+            return UNDER_CONSTRUCTION
+        return (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK
+
+    def _settle_orphans(self) -> None:
+        """Negate the stored keys under construction whose builder no longer runs (in a transaction)."""
+        for serial, tag in list(self.foreign.items()):
+            rec = self.keys.get(serial)
+            if rec is None or rec.upcall != UNDER_CONSTRUCTION or rec.dead:
+                self.foreign.pop(serial, None)
+            elif not alive(tag):
+                self._negate_orphan(rec)
+
+    def _negate_orphan(self, rec: KeyRecord) -> None:
+        """As the kernel when /sbin/request-key exits without building the key: ENOKEY for key_negative_timeout."""
+        from keyring_types.core.request_key import NEGATIVE_TIMEOUT, _reject_and_link
+
+        self.foreign.pop(rec.serial, None)
+        _reject_and_link(self, rec, NEGATIVE_TIMEOUT, errno.ENOKEY, None, None)
+
+    def construction_poll(self, rec: KeyRecord) -> float | None:
+        """Keys another process builds are looked at again every CONSTRUCTION_POLL s; negated if it died."""
+        if rec.serial not in self.foreign:
+            return None
+        if not alive(self.foreign[rec.serial]):
+            self._negate_orphan(rec)
+        return CONSTRUCTION_POLL
 
     def open_payload(self, rec: KeyRecord) -> Any:
         """Decrypt and decode the stored payload of ``rec`` into its slot; ``EBADMSG`` if it does not open."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import errno_of, kernel_keyring_reachable, require
+from vector_data import load_vectors
 
 import keyring_types as kt
 from keyring_types.hmac import HmacSha256
@@ -135,3 +136,14 @@ def test_an_encrypted_key_takes_a_master_bound_to_encrypted_only(ks: kt.Keyspace
     assert errno_of(fresh.read) == errno.EKEYREJECTED
     ks.add_key("trusted", "tkmk", "new 32", "@s", usage="dm-crypt")
     assert errno_of(ks.add_key("encrypted", "ek4", "new trusted:tkmk 32", "@s").read) == errno.EKEYREJECTED
+
+
+def test_dh_compute_refuses_bound_keys(ks: kt.Keyspace) -> None:
+    # DH with a prime the caller picks would hand the private value back.
+    v = load_vectors("dh_compute")[0]
+    prime = ks.add_key("user", "p", bytes.fromhex(v["prime"]), "@s")
+    base = ks.add_key("user", "g", bytes.fromhex(v["base"]), "@s")
+    free = ks.add_key("user", "x", bytes.fromhex(v["private"]), "@s")
+    assert ks.dh_compute(free, prime, base) == bytes.fromhex(v["expected"])
+    bound = ks.add_key("user", "xb", bytes.fromhex(v["private"]), "@s", usage="rpmb")
+    assert errno_of(ks.dh_compute, bound, prime, base) == errno.EKEYREJECTED
