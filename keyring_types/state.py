@@ -35,7 +35,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 
@@ -225,6 +224,8 @@ def _create_unnamed(dfd: int, name: str, data: SecretBuffer) -> bool | None:
 
 def _create_named(dfd: int, name: str, data: SecretBuffer) -> bool:
     while True:
+        import secrets  # here, not at the top: ktctl's start-up does not pay for it (benchmarks/cli.py)
+
         tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400, dir_fd=dfd)
         try:

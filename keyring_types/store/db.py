@@ -16,7 +16,6 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from keyring_types.errors import error
 from keyring_types.state import check_private_file, private_dir
@@ -66,6 +65,13 @@ _ERRNO = {
 }
 
 
+
+def _uri_path(path: object) -> str:
+    """``path`` quoted for an SQLite file: URI (urllib imported here: start-up time)."""
+    from urllib.parse import quote
+
+    return quote(str(path))
+
 def db_error(exc: sqlite3.Error, path: Path, doing: str) -> OSError:
     """``exc`` as an OSError naming the store and what was being done."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -107,7 +113,7 @@ def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
     _check_header(path)
     try:
         conn = sqlite3.connect(
-            f"file:{quote(str(path))}?mode=rw",
+            f"file:{_uri_path(path)}?mode=rw",
             uri=True,
             isolation_level=None,
             check_same_thread=False,
