@@ -32,7 +32,7 @@ def _roots(args: argparse.Namespace) -> int:
         try:
             cls = root_class(name)
             available = bool(cls.available())
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            doc = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "") if cls.__doc__ else ""
         except OSError as exc:
             available, doc = False, f"cannot be loaded: {exc.strerror}"
         rows.append({"name": name, "available": available, "default": name == default, "about": doc})

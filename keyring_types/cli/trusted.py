@@ -37,6 +37,10 @@ def _backing(name: str) -> tuple[str, str]:
         return "emulated", "CAAM blobs under an emulated device master key file"
     if name == "host":
         return "software", "a sealed host key file in the state directory"
+    if name == "tsm":
+        if os.environ.get("KEYRING_TYPES_TSM_FIRMWARE") == "emulated":
+            return "emulated", "the emulated SEV-SNP guest's derived key (SNP_GET_DERIVED_KEY)"
+        return "hardware", "an SEV-SNP guest's derived key (SNP_GET_DERIVED_KEY on /dev/sev-guest)"
     return "plugin", "a third-party trust source"
 
 

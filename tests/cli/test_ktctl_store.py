@@ -81,6 +81,9 @@ def test_trusted_sources(env: dict[str, str]) -> None:
     assert rows["caam"]["kind"] == "emulated" and rows["tee"]["kind"] == "emulated"
     assert rows["host"]["kind"] == "software" and rows["host"]["available"] is True
     assert rows["tpm2"]["available"] is False  # the TCTI names a closed port
+    assert rows["tsm"]["kind"] == "hardware"  # a built-in, not a plugin: an SEV-SNP guest's firmware
+    emulated = ktctl({**env, "KEYRING_TYPES_TSM_FIRMWARE": "emulated"}, "trusted", "sources", "--json")
+    assert {row["name"]: row["kind"] for row in json.loads(emulated.stdout)}["tsm"] == "emulated"
     assert [name for name, row in rows.items() if row["default"]] == ["host"]
     text = ktctl(env, "trusted", "sources")
     assert b"* host" in text.stdout
