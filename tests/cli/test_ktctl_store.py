@@ -103,3 +103,16 @@ def test_global_options_reach_a_family(env: dict[str, str], tmp_path: Path) -> N
     assert ktctl(env, "rlist", "@u").stdout.strip() == b""
     bad = ktctl(env, "--store")
     assert (bad.returncode, bad.stderr) == (2, b"ktctl: --store needs a path\n")
+
+
+def test_add_derived_through_ktctl(env: dict[str, str]) -> None:
+    # Issue 17's `ktctl add derived`: the same program (this interpreter) and length give the same key.
+    env = {**env, "KEYRING_TYPES_DERIVE_ROOT": "host"}
+    first = ktctl(env, "add", "derived", "app", "32 path", "@u")
+    assert first.returncode == 0, first.stderr
+    key = ktctl(env, "pipe", first.stdout.decode().strip())
+    assert key.returncode == 0 and len(key.stdout) == 32
+    again = ktctl(env, "add", "derived", "app2", "32 path", "@u")
+    assert ktctl(env, "pipe", again.stdout.decode().strip()).stdout == key.stdout
+    bad = ktctl(env, "add", "derived", "app3", "0 path", "@u")
+    assert (bad.returncode, bad.stderr) == (1, b"add_key: Invalid argument\n")
