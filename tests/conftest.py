@@ -138,3 +138,15 @@ def quiet_secret_memory() -> _Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Iterator[Path]:
+    """A store path (``Keyspace(store=...)``) with its own state directory and the host trust source."""
+    from keyring_types.trust import registry
+
+    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
+    registry.clear_cache()
+    yield tmp_path / "keys.db"
+    registry.clear_cache()

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ import keyring_types as kt
 from keyring_types.secret import SecretBuffer
 from keyring_types.trust import registry
 from keyring_types.trust.base import TrustedOptions
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def _refused(path: Path) -> OSError:

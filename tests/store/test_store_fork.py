@@ -8,7 +8,6 @@ be loaded again from disk by the child, not used as inherited.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,6 @@ from keyring_types.trust import registry
 from keyring_types.trust.base import TrustedOptions
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def _in_child(fn: object) -> int:

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import errno_of, require
 
 import keyring_types as kt
-from keyring_types.trust import registry
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def test_the_persistent_keyring_and_its_keys_are_stored(store: Path) -> None:

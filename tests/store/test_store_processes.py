@@ -15,19 +15,9 @@ from typing import Any
 import pytest
 
 import keyring_types as kt
-from keyring_types.trust import registry
 
 HERE = Path(__file__).parent
 PROC = str(HERE / "store_proc.py")
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def _env() -> dict[str, str]:

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import keyring_types as kt
-from keyring_types.trust import registry
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def test_threads_adding_at_once_lose_nothing(store: Path) -> None:

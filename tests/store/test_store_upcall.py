@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ import pytest
 import keyring_types as kt
 from keyring_types.constants import KEY_REQKEY_DEFL_USER_KEYRING
 from keyring_types.core.request_key import NEGATIVE_TIMEOUT
-from keyring_types.trust import registry
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -62,15 +60,6 @@ except OSError as exc:
 else:
     print("done", key.read().decode(), flush=True)
 """
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def _start(store: Path, mode: str, name: str) -> subprocess.Popen[str]:

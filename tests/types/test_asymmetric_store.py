@@ -4,23 +4,11 @@ they came from (sealed at rest like every payload) and parsed again when read ba
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from asym_certs import ca_cert, pkcs8, rsa_key
 
 import keyring_types as kt
-from keyring_types.trust import registry
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KEYRING_TYPES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KEYRING_TYPES_TRUST_SOURCE", "host")
-    registry.clear_cache()
-    yield tmp_path / "keys.db"
-    registry.clear_cache()
 
 
 def _open(path: Path) -> kt.Keyspace:
