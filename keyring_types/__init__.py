@@ -111,6 +111,7 @@ if TYPE_CHECKING:
         register_request_key_handler,
         unregister_request_key_handler,
     )
+    from keyring_types.core.watch import Notification, WatchQueue
     from keyring_types.integrations.kernel_keyspace import KernelKeyspace
     from keyring_types.secret import SecretBuffer, ct_memcmp
 
@@ -209,6 +210,8 @@ __all__ = [
     "unregister_key_type",
     "unregister_request_key_handler",
     "UpcallRequest",
+    "WatchQueue",
+    "Notification",
 ]
 
 #: Public names loaded on first access: name -> module that defines it.
@@ -225,6 +228,8 @@ _LAZY: dict[str, str] = {
     "register_request_key_handler": "keyring_types.core.request_key_handlers",
     "unregister_request_key_handler": "keyring_types.core.request_key_handlers",
     "UpcallRequest": "keyring_types.core.request_key_handlers",
+    "WatchQueue": "keyring_types.core.watch",
+    "Notification": "keyring_types.core.watch",
     # The kernel bridge loads its cffi module only when asked for.
     "KernelKeyspace": "keyring_types.integrations.kernel_keyspace",
 }

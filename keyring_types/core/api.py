@@ -122,6 +122,9 @@ class KeyspaceAPI(abc.ABC):
     def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes: ...
 
     @abc.abstractmethod
+    def sys_watch_key(self, keyid: int, queue: object, watch_id: int) -> None: ...
+
+    @abc.abstractmethod
     def sys_secret(self, keyid: int, consumer: str | None = None) -> SecretBuffer:
         """The key's plaintext for in-process use, in a new SecretBuffer the caller wipes.
 
@@ -352,6 +355,19 @@ class KeyspaceAPI(abc.ABC):
     def capabilities(self) -> frozenset[str]:
         """What this keyspace supports, named as ``keyctl supports`` prints (without ``have_``)."""
         return self.sys_capabilities()
+
+    def watch_key(self, key: KeyTarget, queue: object, watch_id: int = 0) -> None:
+        """``keyctl watch``: post ``key``'s changes to ``queue``; ``watch_id`` -1 removes the watch.
+
+        ``queue`` is a :class:`~keyring_types.core.watch.WatchQueue` for a ``Keyspace``,
+        a notification pipe's file descriptor for ``KernelKeyspace``.  ``EINVAL``
+        (``watch_id`` outside -1..255, not a watch queue), ``EACCES`` (no VIEW),
+        ``ENOKEY``, ``ENOENT`` (queue closed), ``EBUSY`` (already watched through
+        ``queue``), ``EBADSLT`` (no such watch to remove), ``EOPNOTSUPP`` from a
+        kernel built without key notifications.
+        """
+        watch_id = key_id(watch_id, "watch id")  # a C int, as key_serial_t
+        self.sys_watch_key(self.resolve(key), queue, watch_id)
 
     def dh_compute(
         self, private: KeyTarget, prime: KeyTarget, base: KeyTarget, kdf: DhKdf | None = None

@@ -36,8 +36,8 @@ CAPABILITY_BITS: dict[str, tuple[int, int]] = {
 
 #: capability -> what implements it in process: a ``sys_*`` method of the keyspace
 #: class, or ``"type:<name>"`` for a key type that must be registered.  The two
-#: namespace features (keyring names and key tags per user/network namespace) and
-#: notifications (KEYCTL_WATCH_KEY) have no entry: a Keyspace does not provide them.
+#: namespace features (keyring names and key tags per user/network namespace) have
+#: no entry: a Keyspace does not provide them.
 IMPLEMENTED_BY: dict[str, str] = {
     "capabilities": "sys_capabilities",
     "persistent_keyrings": "sys_get_persistent",

@@ -159,6 +159,10 @@ class Key:
         """
         return self._ks.sys_get_security(self._serial)
 
+    def watch(self, queue: object, watch_id: int = 0) -> None:
+        """``keyctl watch`` on this key: see :meth:`KeyspaceAPI.watch_key` (``watch_id`` -1 removes)."""
+        self._ks.watch_key(self._serial, queue, watch_id)
+
     @contextmanager
     def secret(self, consumer: str | None = None) -> Iterator[memoryview]:
         """Plaintext for in-process consumers, as a read-only view wiped on exit.

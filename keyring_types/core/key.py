@@ -23,6 +23,7 @@ from keyring_types.constants import (
 from keyring_types.core.keyring import keyring_clear
 from keyring_types.core.keytype import KeyType
 from keyring_types.core.record import KeyRecord
+from keyring_types.core.watch import NOTIFY_KEY_REVOKED, NOTIFY_KEY_UPDATED, notify_key
 from keyring_types.core.world import World
 from keyring_types.errors import error
 
@@ -54,6 +55,8 @@ def key_update(rec: KeyRecord, payload: bytes) -> None:
         ktype.update(rec, prep)
     finally:
         ktype.free_preparse(prep)
+    if rec.watchers:
+        notify_key(rec, NOTIFY_KEY_UPDATED)
 
 
 def key_revoke(world: World, rec: KeyRecord) -> None:
@@ -61,6 +64,8 @@ def key_revoke(world: World, rec: KeyRecord) -> None:
     if rec.revoked:
         return
     rec.revoked = True
+    if rec.watchers:
+        notify_key(rec, NOTIFY_KEY_REVOKED)
     rec.ktype.revoke(rec)  # runs inside the caller's operation
     if rec.is_keyring:
         # keyring_revoke empties the keyring as well.

@@ -21,6 +21,7 @@ from keyring_types.constants import (
     KEYQUOTA_LINK_BYTES,
     OVERFLOW_GID,
 )
+from keyring_types.core import watch
 from keyring_types.core.construction import construction_done, negative_error
 from keyring_types.core.cred import signed_id
 from keyring_types.core.hints import denied, search_failure, unreachable_hint, user_ring_hint
@@ -162,6 +163,8 @@ class Keyctl(ProcessKeys):
                                 f"key {existing.serial} exists with another use binding; a binding is made only at creation",
                             )
                         ktype.update(existing, prep)
+                        if existing.watchers:
+                            watch.notify_key(existing, watch.NOTIFY_KEY_UPDATED)
                         if existing.upcall:
                             # Updating a negative key makes it positive (__key_update).
                             existing.upcall = 0
@@ -183,6 +186,8 @@ class Keyctl(ProcessKeys):
                         ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
                     raise
                 displaced = w.add_link(ring, rec)
+                if ring.watchers:
+                    watch.notify_key(ring, watch.NOTIFY_KEY_LINKED, rec.serial)
                 if displaced is not None:
                     w.maybe_destroy(displaced)
                 return rec.serial
@@ -252,6 +257,8 @@ class Keyctl(ProcessKeys):
                 ktype.update(rec, prep)
             finally:
                 ktype.free_preparse(prep)
+            if rec.watchers:
+                watch.notify_key(rec, watch.NOTIFY_KEY_UPDATED)
 
     def sys_revoke(self, keyid: int) -> None:
         """``KEYCTL_REVOKE``: needs WRITE or SETATTR; EKEYREVOKED if already revoked."""
@@ -274,6 +281,8 @@ class Keyctl(ProcessKeys):
                 w.gc_due()
             rec, _ = self._lookup(keyid, NEED_SEARCH)
             rec.invalidated = True
+            if rec.watchers:
+                watch.notify_key(rec, watch.NOTIFY_KEY_INVALIDATED)
             w.unlink_everywhere(rec)
         finally:
             w.caller = prev
@@ -284,6 +293,8 @@ class Keyctl(ProcessKeys):
         with self._scope:
             rec, _ = self._lookup(keyid, NEED_SETATTR, create=True)
             key_set_timeout(self._world, rec, timeout)
+            if rec.watchers:
+                watch.notify_key(rec, watch.NOTIFY_KEY_SETATTR)
 
     def sys_setperm(self, keyid: int, perm: int) -> None:
         """``KEYCTL_SETPERM``: EINVAL for unknown bits; EACCES unless owner or sysadmin."""
@@ -296,6 +307,8 @@ class Keyctl(ProcessKeys):
                     errno.EACCES, f"only the owner (uid {rec.uid}) or root may change key {rec.serial}'s permissions"
                 )
             rec.perm = perm
+            if rec.watchers:
+                watch.notify_key(rec, watch.NOTIFY_KEY_SETATTR)
 
     def sys_chown(self, keyid: int, uid: int, gid: int) -> None:
         """``KEYCTL_CHOWN``: giving a key away or to a foreign group needs root; EDQUOT."""
@@ -315,6 +328,8 @@ class Keyctl(ProcessKeys):
                 key_change_owner(self._world, rec, uid)
             if gid != -1:
                 rec.gid = gid
+            if rec.watchers:
+                watch.notify_key(rec, watch.NOTIFY_KEY_SETATTR)
 
     def sys_describe(self, keyid: int) -> str:
         """``KEYCTL_DESCRIBE``: ``type;uid;gid;perm;description``; EACCES without VIEW."""
@@ -336,6 +351,10 @@ class Keyctl(ProcessKeys):
             ring, _ = self._lookup(ringid, NEED_WRITE, create=True)
             if not ring.is_keyring:
                 raise error(errno.ENOTDIR, f"key {ring.serial} is not a keyring")
+            # Posted first: the kernel's GC destroys the unlinked keys (their watches'
+            # removal records) only after keyring_clear has notified.
+            if ring.watchers:
+                watch.notify_key(ring, watch.NOTIFY_KEY_CLEARED)
             keyring_clear(self._world, ring)
 
     def sys_link(self, keyid: int, ringid: int) -> None:
@@ -358,6 +377,8 @@ class Keyctl(ProcessKeys):
             if victim is None:
                 raise error(errno.ENOENT, f"key {key.serial} is not linked in keyring {ring.serial}")
             self._world.drop_link(ring, victim)
+            if ring.watchers:
+                watch.notify_key(ring, watch.NOTIFY_KEY_UNLINKED, key.serial)
             self._world.maybe_destroy(victim)
 
     def sys_search(self, ringid: int, type_name: str, description: str, destringid: int) -> int:

@@ -17,6 +17,7 @@ from keyring_types.core.keyctl import check_type_name
 from keyring_types.core.perm import NEED_SEARCH, NEED_SETATTR
 from keyring_types.core.pkey import PkeyParams, PkeyQuery, parse_pkey_info
 from keyring_types.core.restrict import keyring_restrict
+from keyring_types.core.watch import NOTIFY_KEY_SETATTR, notify_key
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class AsymKeyctl:
                 if len(restriction.encode()) >= RESTRICTION_MAX:
                     raise error(errno.EINVAL, f"restriction is longer than {RESTRICTION_MAX - 1} bytes")
             keyring_restrict(self._world, ring, type_name, restriction)
+            if ring.watchers:
+                notify_key(ring, NOTIFY_KEY_SETATTR)
 
     # -- public-key operations ------------------------------------------------
     def _pkey_key(self, keyid: int, info: str) -> tuple[KeyRecord, PkeyParams, Any]:

@@ -22,6 +22,7 @@ from keyring_types.core.process_keys import ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import check_restriction
 from keyring_types.core.usage import check_consumer
+from keyring_types.core.watch import NOTIFY_KEY_LINKED, NOTIFY_KEY_UNLINKED, WatchQueue, notify_key, watch_key
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -154,6 +155,23 @@ class KeyctlOps(ProcessKeys):
         """``KEYCTL_CAPABILITIES``: what this keyspace implements, named as ``keyctl supports`` prints."""
         return implemented(type(self))
 
+    # -- KEYCTL_WATCH_KEY --------------------------------------------------------------
+    def sys_watch_key(self, keyid: int, queue: object, watch_id: int) -> None:
+        """``KEYCTL_WATCH_KEY``: post ``keyid``'s changes to ``queue`` (a :class:`WatchQueue`).
+
+        In the kernel's order: ``EINVAL`` (``watch_id`` outside -1..255), the
+        lookup's errno (VIEW needed; special ids are created), ``EINVAL`` (not a
+        watch queue), ``ENOENT`` (queue closed), ``EBUSY`` (already watched
+        through this queue), ``EBADSLT`` (``watch_id`` -1 with no such watch).
+        """
+        if watch_id < -1 or watch_id > 0xFF:
+            raise error(errno.EINVAL, f"watch id {watch_id} is outside -1..255")
+        with self._scope:
+            rec, _ = self._lookup(keyid, NEED_VIEW, create=True)
+            if not isinstance(queue, WatchQueue):
+                raise error(errno.EINVAL, f"{type(queue).__name__} is not a watch queue of this keyspace")
+            watch_key(rec, queue, watch_id)
+
     # -- KEYCTL_DH_COMPUTE ------------------------------------------------------------
     def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes:
         """``KEYCTL_DH_COMPUTE`` over three user keys, optionally through the SP800-56A KDF.
@@ -224,7 +242,11 @@ def key_move(view: ProcessKeys, key: KeyRecord, src: KeyRecord, dst: KeyRecord, 
             dst.payload_reserve(dst.datalen - KEYQUOTA_LINK_BYTES)
         raise
     w.drop_link(src, victim)
+    if src.watchers:
+        notify_key(src, NOTIFY_KEY_UNLINKED, key.serial)
     displaced = w.add_link(dst, key)
+    if dst.watchers:
+        notify_key(dst, NOTIFY_KEY_LINKED, key.serial)
     if victim is not key:
         w.maybe_destroy(victim)
     if displaced is not None:

@@ -17,6 +17,7 @@ from keyring_types.core.perm import NEED_SEARCH, permitted
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import SearchContext, search_keyring_tree
+from keyring_types.core.watch import NOTIFY_KEY_LINKED, notify_key
 from keyring_types.core.world import World
 from keyring_types.errors import error
 
@@ -63,6 +64,8 @@ def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
     # Linking a key again where it already is changes nothing, but the kernel still
     # runs the checks: a keyring whose tree is too deep gets ELOOP even there.
     if existing is key and ring.restriction is None and not key.is_keyring:
+        if ring.watchers:  # __key_link still runs, and notifies
+            notify_key(ring, NOTIFY_KEY_LINKED, key.serial)
         return
     if existing is None:
         ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
@@ -76,6 +79,8 @@ def key_link(world: World, cred: Cred, ring: KeyRecord, key: KeyRecord) -> None:
             ring.payload_reserve(ring.datalen - KEYQUOTA_LINK_BYTES)
         raise
     displaced = world.add_link(ring, key)
+    if ring.watchers:
+        notify_key(ring, NOTIFY_KEY_LINKED, key.serial)
     if displaced is not None:
         world.maybe_destroy(displaced)
 

@@ -73,6 +73,8 @@ class KeyRecord:
     restriction: Any = None
     #: The one consumer this key's plaintext goes to (core/usage.py); None: unbound.
     usage: str | None = None
+    #: Watches on this key (core.watch.Watch, KEYCTL_WATCH_KEY); None while there are none.
+    watchers: list[Any] | None = None
 
     @property
     def is_keyring(self) -> bool:

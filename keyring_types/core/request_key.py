@@ -50,6 +50,7 @@ from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 from keyring_types.core.request_key_auth import AUTH_KEY_PERM, AUTH_TYPE, RequestKeyAuth
 from keyring_types.core.restrict import check_restriction
 from keyring_types.core.search import EAGAIN, SearchContext, search_cred_keyrings
+from keyring_types.core.watch import NOTIFY_KEY_INSTANTIATED, NOTIFY_KEY_LINKED, notify_key
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -422,6 +423,8 @@ class Upcalls(Keyctl):
             target.instantiated = True
             target.user.nikeys += 1
             target.upcall = 0
+            if target.watchers:
+                notify_key(target, NOTIFY_KEY_INSTANTIATED)
             auth = self._reqkey_auth
             assert auth is not None
             _invalidate_auth(w, auth)
@@ -526,6 +529,8 @@ def _link_unrestricted(world: World, ring: KeyRecord, key: KeyRecord) -> None:
     if existing is None:
         ring.payload_reserve(ring.datalen + KEYQUOTA_LINK_BYTES)
     displaced = world.add_link(ring, key)
+    if ring.watchers:
+        notify_key(ring, NOTIFY_KEY_LINKED, key.serial)
     if displaced is not None:
         world.maybe_destroy(displaced)
 
@@ -570,6 +575,8 @@ def _reject_and_link(
     rec.instantiated = True
     rec.user.nikeys += 1
     rec.upcall = err
+    if rec.watchers:
+        notify_key(rec, NOTIFY_KEY_INSTANTIATED, -err)
     rec.expiry = world.now() + timeout
     world.schedule_gc(rec.expiry + world.gc_delay, rec)
     link_error: OSError | None = None

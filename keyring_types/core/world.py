@@ -28,6 +28,7 @@ from keyring_types.core.keytype import KeyType, lookup_key_type, on_unregister
 from keyring_types.core.quota import KeyUser, QuotaLimits
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.restrict import release_restriction
+from keyring_types.core.watch import remove_all_watches
 from keyring_types.errors import error
 
 __all__ = ["World", "Clock", "NO_CALLER"]
@@ -149,6 +150,8 @@ class World:
         if rec.instantiated:
             rec.user.nikeys -= 1
         rec.dead = True
+        if rec.watchers:
+            remove_all_watches(rec)
 
     def release_pin(self, rec: KeyRecord) -> None:
         """Drop a pin whose holder is gone (a thread's ``@t`` at thread exit), from any thread.

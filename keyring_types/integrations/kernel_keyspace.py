@@ -232,6 +232,13 @@ class KernelKeyspace(KernelAsymCalls, KeyspaceAPI):
 
         return capabilities_from_bytes(self._call(sc.keyctl_capabilities))
 
+    def sys_watch_key(self, keyid: int, queue: object, watch_id: int) -> None:
+        """``KEYCTL_WATCH_KEY`` with ``queue`` a notification pipe's fd; ``EOPNOTSUPP`` from a
+        kernel without CONFIG_KEY_NOTIFICATIONS, whatever the arguments."""
+        # An in-process WatchQueue is no kernel pipe: the kernel gets an fd it rejects.
+        fd = queue if isinstance(queue, int) and not isinstance(queue, bool) else -1
+        self._call(sc.keyctl_watch_key, keyid, fd, watch_id)
+
     def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes:
         """``KEYCTL_DH_COMPUTE``; ``EOPNOTSUPP`` from a kernel built without it."""
         spec = None if kdf is None else (kdf.hashname, kdf.length, kdf.otherinfo)

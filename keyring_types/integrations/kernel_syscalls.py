@@ -26,6 +26,7 @@ from keyring_types.secret import SecretBuffer
 
 __all__ = [
     "KEYCTL_CAPABILITIES",
+    "KEYCTL_WATCH_KEY",
     "KEYCTL_CHOWN",
     "KEYCTL_CLEAR",
     "KEYCTL_DH_COMPUTE",
@@ -486,6 +487,7 @@ KEYCTL_GET_PERSISTENT = 22
 KEYCTL_DH_COMPUTE = 23
 KEYCTL_MOVE = 30
 KEYCTL_CAPABILITIES = 31
+KEYCTL_WATCH_KEY = 32
 KEYCTL_MOVE_EXCL = 0x00000001
 
 
@@ -531,6 +533,15 @@ def keyctl_get_security(keyid: int) -> str:
     if raw.endswith(b"\0"):
         raw = raw[:-1]
     return raw.decode("utf-8", "surrogateescape")
+
+
+def keyctl_watch_key(keyid: int, fd: int, watch_id: int) -> None:
+    """``KEYCTL_WATCH_KEY``: ``EOPNOTSUPP`` without CONFIG_KEY_NOTIFICATIONS; else ``EINVAL``
+    (watch id outside -1..255, not a notification pipe), ``EACCES``, ``ENOKEY``, ``ENOENT``,
+    ``EBUSY``, ``EBADSLT``."""
+    keyid = key_id(keyid)
+    rc = lib.kt_keyctl_int(KEYCTL_WATCH_KEY, keyid, fd, watch_id, 0)
+    _check(rc, f"keyctl_watch_key(key {keyid}, fd {fd}, watch id {watch_id})")
 
 
 def keyctl_capabilities() -> bytes:

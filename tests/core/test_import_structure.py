@@ -167,6 +167,7 @@ def test_all_is_static_and_complete() -> None:
         "SecretBuffer", "ct_memcmp", "register_key_type", "unregister_key_type", "lookup_key_type",
         "registered_key_types", "add_key", "request_key", "key", "default_keyspace", "DhKdf",
         "register_request_key_handler", "unregister_request_key_handler", "UpcallRequest",
+        "WatchQueue", "Notification",
     }
     assert set(written) == expected_constants | expected_errors | api
     for name in written:
