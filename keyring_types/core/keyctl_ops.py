@@ -152,8 +152,15 @@ class KeyctlOps(ProcessKeys):
 
     # -- KEYCTL_CAPABILITIES -----------------------------------------------------------
     def sys_capabilities(self) -> frozenset[str]:
-        """``KEYCTL_CAPABILITIES``: what this keyspace implements, named as ``keyctl supports`` prints."""
-        return implemented(type(self))
+        """``KEYCTL_CAPABILITIES``: what this keyspace implements, named as ``keyctl supports`` prints.
+
+        With a store, ``notify`` is left out: watches live in this process, and
+        what other processes change in the shared store is posted to none of them.
+        """
+        caps = implemented(type(self))
+        if getattr(self, "store", None) is not None:
+            caps = caps - {"notify"}
+        return caps
 
     # -- KEYCTL_WATCH_KEY --------------------------------------------------------------
     def sys_watch_key(self, keyid: int, queue: object, watch_id: int) -> None:

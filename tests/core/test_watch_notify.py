@@ -6,6 +6,7 @@ import ctypes
 import errno
 import resource
 import struct
+from pathlib import Path
 
 import pytest
 from conftest import errno_of
@@ -242,3 +243,19 @@ def test_queue_size_and_read_rules() -> None:
 
 def test_capabilities_say_notify(ks: kt.Keyspace) -> None:
     assert "notify" in ks.capabilities()
+
+
+def test_a_store_keyspace_does_not_claim_notify(tmp_path: Path) -> None:
+    """Another process's change to the shared store reaches no watch here, so `notify` is not claimed."""
+    ks = kt.Keyspace(store=tmp_path / "keys.db")
+    try:
+        assert "notify" not in ks.capabilities()
+        key = ks.add_key("user", "k", b"v", "@s")
+        q = kt.WatchQueue()
+        key.watch(q, 1)  # this process's own changes are still posted
+        key.update(b"w")
+        assert [n.name for n in q.notifications()] == ["upd"]
+    finally:
+        store = ks.store
+        assert store is not None
+        store.close()
