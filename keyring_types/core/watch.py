@@ -167,7 +167,7 @@ class WatchQueue:
         self._cond = threading.Condition(threading.Lock())
         self.defunct = False
         #: The keys this queue watches, so :meth:`close` can take the watches off them.
-        self._watched: dict[int, KeyRecord] = {}
+        self._watched: dict[KeyRecord, None] = {}
 
     def __repr__(self) -> str:
         return f"<WatchQueue {len(self._notes)}/{self.capacity} notes{' defunct' if self.defunct else ''}>"
@@ -241,7 +241,7 @@ class WatchQueue:
         """Make the queue defunct and take its watches off every key (``watch_queue_clear``)."""
         with self._cond:
             self.defunct = True
-            watched = list(self._watched.values())
+            watched = list(self._watched)
             self._watched.clear()
         for rec in watched:
             if rec.watchers:
@@ -272,7 +272,7 @@ def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int) -> None:
         if watchers is None:
             rec.watchers = watchers = []
         watchers.append(Watch(queue, watch_id))
-        queue._watched[rec.serial] = rec
+        queue._watched[rec] = None
         return
     for w in watchers or ():
         if w.queue is queue:
@@ -280,7 +280,7 @@ def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int) -> None:
             watchers.remove(w)
             if not watchers:
                 rec.watchers = None
-            queue._watched.pop(rec.serial, None)
+            queue._watched.pop(rec, None)
             _post_removal(rec, w)
             return
     raise error(errno.EBADSLT, f"this queue does not watch key {rec.serial}")
@@ -303,5 +303,5 @@ def remove_all_watches(rec: KeyRecord) -> None:
     """The key is gone (``remove_watch_list``): every watch on it ends with a removal record."""
     watchers, rec.watchers = rec.watchers, None
     for w in watchers or ():
-        w.queue._watched.pop(rec.serial, None)
+        w.queue._watched.pop(rec, None)
         _post_removal(rec, w)
