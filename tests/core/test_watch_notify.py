@@ -6,6 +6,7 @@ import ctypes
 import errno
 import resource
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,17 @@ def test_a_store_keyspace_does_not_claim_notify(tmp_path: Path) -> None:
         store = ks.store
         assert store is not None
         store.close()
+
+
+def test_read_waits_for_a_record_from_another_thread(ks: kt.Keyspace) -> None:
+    key = ks.add_key("user", "k", b"v", "@s")
+    q = kt.WatchQueue()
+    key.watch(q, 1)
+    assert errno_of(q.read, timeout=0.01) == errno.EAGAIN  # waited, nothing came
+    timer = threading.Timer(0.05, key.update, (b"w",))
+    timer.start()
+    try:
+        data = q.read(timeout=10)
+    finally:
+        timer.join()
+    assert [n.name for n in w.decode(data)] == ["upd"]
