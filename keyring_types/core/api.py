@@ -363,7 +363,8 @@ class KeyspaceAPI(abc.ABC):
         a notification pipe's file descriptor for ``KernelKeyspace``.  ``EINVAL``
         (``watch_id`` outside -1..255, not a watch queue), ``EACCES`` (no VIEW),
         ``ENOKEY``, ``ENOENT`` (queue closed), ``EBUSY`` (already watched through
-        ``queue``), ``EBADSLT`` (no such watch to remove), ``EOPNOTSUPP`` from a
+        ``queue``), ``EAGAIN`` (more watches than RLIMIT_NOFILE for the uid),
+        ``EBADSLT`` (no such watch to remove), ``EOPNOTSUPP`` from a
         kernel built without key notifications.
         """
         watch_id = key_id(watch_id, "watch id")  # a C int, as key_serial_t

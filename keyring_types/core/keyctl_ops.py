@@ -169,7 +169,8 @@ class KeyctlOps(ProcessKeys):
         In the kernel's order: ``EINVAL`` (``watch_id`` outside -1..255), the
         lookup's errno (VIEW needed; special ids are created), ``EINVAL`` (not a
         watch queue), ``ENOENT`` (queue closed), ``EBUSY`` (already watched
-        through this queue), ``EBADSLT`` (``watch_id`` -1 with no such watch).
+        through this queue), ``EAGAIN`` (the caller's uid would hold more watches
+        than its RLIMIT_NOFILE), ``EBADSLT`` (``watch_id`` -1 with no such watch).
         """
         if watch_id < -1 or watch_id > 0xFF:
             raise error(errno.EINVAL, f"watch id {watch_id} is outside -1..255")
@@ -177,7 +178,7 @@ class KeyctlOps(ProcessKeys):
             rec, _ = self._lookup(keyid, NEED_VIEW, create=True)
             if not isinstance(queue, WatchQueue):
                 raise error(errno.EINVAL, f"{type(queue).__name__} is not a watch queue of this keyspace")
-            watch_key(rec, queue, watch_id)
+            watch_key(rec, queue, watch_id, self._world.nr_watches, self.cred.uid)
 
     # -- KEYCTL_DH_COMPUTE ------------------------------------------------------------
     def sys_dh_compute(self, private: int, prime: int, base: int, kdf: DhKdf | None) -> bytes:

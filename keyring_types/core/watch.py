@@ -245,23 +245,33 @@ class WatchQueue:
             self._watched.clear()
         for rec in watched:
             if rec.watchers:
+                for w in rec.watchers:
+                    if w.queue is self:
+                        w.uncharge()
                 rec.watchers = [w for w in rec.watchers if w.queue is not self] or None
 
 
 @attrs.define(eq=False)
 class Watch:
-    """One watch on a key: the queue it posts to and the watch id put into ``info``."""
+    """One watch on a key: the queue it posts to, the watch id put into ``info``, and
+    the per-uid count (``nr_watches``) it is charged to."""
 
     queue: WatchQueue
     watch_id: int
+    counts: dict[int, int]
+    uid: int
+
+    def uncharge(self) -> None:
+        self.counts[self.uid] -= 1
 
 
-def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int) -> None:
+def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int, counts: dict[int, int], uid: int) -> None:
     """``keyctl_watch_key`` past the lookup: add (``watch_id`` 0..255) or remove (-1) a watch.
 
     ``ENOENT`` (queue closed), ``EBUSY`` (this queue already watches the key),
-    ``EBADSLT`` (removing a watch that is not there).  A removal posts the
-    removal record to the queue.
+    ``EAGAIN`` (``uid`` would hold more watches than its RLIMIT_NOFILE, counted in
+    ``counts``), ``EBADSLT`` (removing a watch that is not there).  A removal
+    posts the removal record to the queue.
     """
     watchers = rec.watchers
     if watch_id >= 0:
@@ -269,9 +279,13 @@ def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int) -> None:
             raise error(errno.ENOENT, "the watch queue has been closed")
         if watchers and any(w.queue is queue for w in watchers):
             raise error(errno.EBUSY, f"this queue already watches key {rec.serial}")
+        held = counts.get(uid, 0)
+        if held + 1 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+            raise error(errno.EAGAIN, f"uid {uid} holds {held} watches, its RLIMIT_NOFILE")
+        counts[uid] = held + 1
         if watchers is None:
             rec.watchers = watchers = []
-        watchers.append(Watch(queue, watch_id))
+        watchers.append(Watch(queue, watch_id, counts, uid))
         queue._watched[rec] = None
         return
     for w in watchers or ():
@@ -281,6 +295,7 @@ def watch_key(rec: KeyRecord, queue: WatchQueue, watch_id: int) -> None:
             if not watchers:
                 rec.watchers = None
             queue._watched.pop(rec, None)
+            w.uncharge()
             _post_removal(rec, w)
             return
     raise error(errno.EBADSLT, f"this queue does not watch key {rec.serial}")
@@ -304,4 +319,5 @@ def remove_all_watches(rec: KeyRecord) -> None:
     watchers, rec.watchers = rec.watchers, None
     for w in watchers or ():
         w.queue._watched.pop(rec, None)
+        w.uncharge()
         _post_removal(rec, w)

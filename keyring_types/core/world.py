@@ -63,6 +63,8 @@ class World:
         #: ``_persistent.<uid>`` keyrings, made on first use (core.persistent).
         self.persistent_keyring_expiry = PERSISTENT_KEYRING_EXPIRY
         self.persistent_register: KeyRecord | None = None
+        #: Watches each uid holds (the kernel's ``user_struct.nr_watches``), core.watch.
+        self.nr_watches: dict[int, int] = {}
         on_unregister(self)
         _worlds.add(self)
 

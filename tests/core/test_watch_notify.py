@@ -274,3 +274,26 @@ def test_read_waits_for_a_record_from_another_thread(ks: kt.Keyspace) -> None:
     finally:
         timer.join()
     assert [n.name for n in w.decode(data)] == ["upd"]
+
+
+def test_watches_per_uid_are_limited_by_rlimit_nofile(ks: kt.Keyspace) -> None:
+    """add_one_watch: a uid holding RLIMIT_NOFILE watches gets EAGAIN; removed watches are uncharged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    key = ks.add_key("user", "k", b"v", "@s")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+    try:
+        queues = [kt.WatchQueue() for _ in range(4)]
+        for q in queues[:3]:
+            key.watch(q, 0)
+        assert errno_of(key.watch, queues[3], 0) == errno.EAGAIN
+        key.watch(queues[0], -1)  # removal
+        key.watch(queues[3], 0)
+        queues[1].close()  # closing the queue
+        key.watch(queues[0], 0)
+        assert errno_of(key.watch, kt.WatchQueue(), 0) == errno.EAGAIN
+        key.invalidate()  # the key's destruction ends its watches
+        other = ks.add_key("user", "k2", b"v", "@s")
+        for q in (queues[0], queues[2], queues[3]):  # all three charges were given back
+            other.watch(q, 0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
