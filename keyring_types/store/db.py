@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from keyring_types.errors import error
@@ -102,8 +103,25 @@ def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
 
     ``EACCES`` when the directory or file fails the owner/mode checks, ``EINVAL``
     for a file that is not a store (left untouched), ``EBADMSG`` for a damaged
-    one, ``EPROTONOSUPPORT`` for a store written by a newer schema.
+    one, ``EPROTONOSUPPORT`` for a store written by a newer schema, ``EBUSY`` when
+    other processes kept it locked for the whole busy timeout.
     """
+    # SQLite answers SQLITE_BUSY at once, without its busy handler, in some races
+    # of a store being made (switching a new file to WAL while another process
+    # reads it): such an answer is retried for as long as the busy timeout.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return _open_once(path)
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if not isinstance(code, int) or code & 0xFF not in (5, 6) or time.monotonic() >= deadline:
+                raise db_error(exc, path, "opening") from None
+            time.sleep(0.01)
+
+
+def _open_once(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """One attempt of :func:`open_connection`; SQLITE_BUSY comes out as ``sqlite3.OperationalError``."""
     private_dir(path.parent, create=True)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -119,6 +137,8 @@ def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
             check_same_thread=False,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
+    except sqlite3.OperationalError:
+        raise
     except sqlite3.Error as exc:
         raise db_error(exc, path, "opening") from None
     try:
@@ -142,6 +162,9 @@ def open_connection(path: Path) -> tuple[sqlite3.Connection, bool]:
         conn.execute("PRAGMA synchronous=FULL")
         fresh = app_id == 0
         return conn, fresh
+    except sqlite3.OperationalError:
+        conn.close()
+        raise
     except sqlite3.Error as exc:
         conn.close()
         raise db_error(exc, path, "opening") from None
