@@ -1,12 +1,14 @@
 """keyctl's ``watch``, ``watch_add``, ``watch_rm``, ``watch_session`` and ``watch_sync``.
 
-Key notifications (``KEYCTL_WATCH_KEY`` over a notification pipe) exist in
-neither backend: the in-process keyspace has no watch queue, and the kernel
-here is built without one (``supports notify`` says 0). The verbs parse their
-arguments as keyctl does, so usage errors are keyctl's, and then fail the way
-keyctl fails on such a kernel: opening the notification pipe with ENOPKG on
-the kernel backend (what the kernel answers), ``keyctl_watch_key`` with
-EOPNOTSUPP otherwise.
+Key notifications (``KEYCTL_WATCH_KEY`` over a notification pipe) reach
+neither of ``ktctl``'s backends: the kernel here is built without them
+(``supports notify`` says 0), and a store-backed keyspace does not claim
+``notify``, since one ``ktctl`` command is one process and the changes other
+processes make reach no watch in it (an in-process ``Keyspace`` has watch
+queues: ``kt.WatchQueue``). The verbs parse their arguments as keyctl does, so
+usage errors are keyctl's, and then fail the way keyctl fails on such a kernel:
+opening the notification pipe with ENOPKG on the kernel backend (what the
+kernel answers), ``keyctl_watch_key`` with EOPNOTSUPP on the store.
 """
 
 from __future__ import annotations
