@@ -90,7 +90,8 @@ def derived_and_bound(ks: kt.Keyspace) -> None:
 
 def main() -> None:
     os.environ.setdefault("KEYRING_TYPES_DERIVE_ROOT", "host")
-    with tempfile.TemporaryDirectory(prefix="kt-demo-") as tmp:
+    # Under the state directory when one is set, so whoever cleans that up finds the emulator too.
+    with tempfile.TemporaryDirectory(prefix="kt-demo-", dir=os.environ.get("KEYRING_TYPES_HOME")) as tmp:
         ks = kt.Keyspace()
         rpmb(ks, Path(tmp))
         print()
