@@ -36,6 +36,7 @@ import fcntl
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from keyring_types.errors import error
@@ -315,8 +316,10 @@ def load_secret_file(path: Path, size: int, what: str = "secret file") -> Secret
         os.close(dfd)
 
 
-def load_or_create_secret(path: Path, size: int, what: str = "secret file") -> SecretBuffer:
-    """The secret in ``path``, creating it with ``size`` random bytes if absent.
+def load_or_create_secret(
+    path: Path, size: int, what: str = "secret file", make: Callable[[], bytes] | None = None
+) -> SecretBuffer:
+    """The secret in ``path``, creating it with ``size`` random bytes (or ``make()``'s) if absent.
 
     Only an operation that makes new key material (a seal) may call this; a
     load/unseal uses :func:`load_secret_file`, so a deleted key file is reported
@@ -328,9 +331,12 @@ def load_or_create_secret(path: Path, size: int, what: str = "secret file") -> S
     except OSError as exc:
         if exc.errno != errno.ENOKEY:
             raise
-    fresh = SecretBuffer(size)
-    try:
+    if make is None:
+        fresh = SecretBuffer(size)
         fill_random(fresh)
+    else:
+        fresh = SecretBuffer.from_bytes(make())
+    try:
         create_secret_file(path, fresh)
     finally:
         fresh.wipe()

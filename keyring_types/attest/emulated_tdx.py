@@ -40,7 +40,6 @@ from keyring_types import state
 from keyring_types.attest import eventlog, tdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
-from keyring_types.secret import SecretBuffer
 
 __all__ = ["EmulatedTdx", "TdConfig", "RTMR_COUNT"]
 
@@ -207,17 +206,7 @@ class EmulatedTdx:
         if self._pki is not None:
             return self._pki
         path = self.state_dir / _PKI
-        try:
-            buf = state.load_secret_file(path, _PKI_SIZE, "emulated TDX keys")
-        except OSError as exc:
-            if exc.errno != errno.ENOKEY:
-                raise
-            fresh = SecretBuffer.from_bytes(self._make_pki())
-            try:
-                state.create_secret_file(path, fresh)  # a racing process's file wins; read it back
-            finally:
-                fresh.wipe()
-            buf = state.load_secret_file(path, _PKI_SIZE, "emulated TDX keys")
+        buf = state.load_or_create_secret(path, _PKI_SIZE, "emulated TDX keys", self._make_pki)
         try:
             data = buf.tobytes()
         finally:

@@ -40,7 +40,6 @@ from keyring_types.attest import sevguest, snp
 from keyring_types.attest.emulated_tdx import EmulatedTdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
-from keyring_types.secret import SecretBuffer
 
 __all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig", "ConfigfsTsm"]
 
@@ -247,17 +246,7 @@ class EmulatedSevSnp:
         if self._roots is not None:
             return self._roots
         path = self.state_dir / _ROOTS
-        try:
-            buf = state.load_secret_file(path, _ROOTS_SIZE, "emulated SEV-SNP roots")
-        except OSError as exc:
-            if exc.errno != errno.ENOKEY:
-                raise
-            fresh = SecretBuffer.from_bytes(self._make_roots())
-            try:
-                state.create_secret_file(path, fresh)  # a racing process's file wins; read it back
-            finally:
-                fresh.wipe()
-            buf = state.load_secret_file(path, _ROOTS_SIZE, "emulated SEV-SNP roots")
+        buf = state.load_or_create_secret(path, _ROOTS_SIZE, "emulated SEV-SNP roots", self._make_roots)
         try:
             ark_cert, ask_cert, ask_key_der, asvk_cert, asvk_key_der = _unpack(buf.tobytes(), 5, path)
         finally:
