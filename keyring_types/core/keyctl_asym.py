@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from keyring_types.core.keyctl import check_type_name
 from keyring_types.core.perm import NEED_SEARCH, NEED_SETATTR
-from keyring_types.core.pkey import PkeyParams, PkeyQuery, parse_pkey_info
 from keyring_types.core.restrict import keyring_restrict
 from keyring_types.core.watch import NOTIFY_KEY_SETATTR, notify_key
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
+    from keyring_types.core.pkey import PkeyParams, PkeyQuery
     from keyring_types.core.record import KeyRecord
     from keyring_types.core.world import World
 
@@ -60,6 +60,9 @@ class AsymKeyctl:
     # -- public-key operations ------------------------------------------------
     def _pkey_key(self, keyid: int, info: str) -> tuple[KeyRecord, PkeyParams, Any]:
         """``keyctl_pkey_params_get``: parse ``info``, look the key up (SEARCH), check the type."""
+        # Imported here: its classes use attrs, which one-shot commands without pkey_* do not load.
+        from keyring_types.core.pkey import parse_pkey_info
+
         params = parse_pkey_info(info)
         rec, _ = self._lookup(keyid, NEED_SEARCH)
         ops = rec.ktype

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-import attrs
-
 from keyring_types.constants import (
     KEY_QUOTA_MAXBYTES,
     KEY_QUOTA_MAXKEYS,
@@ -21,14 +19,60 @@ if TYPE_CHECKING:
 __all__ = ["QuotaLimits", "KeyUser"]
 
 
-@attrs.frozen
 class QuotaLimits:
-    """maxkeys/maxbytes for ordinary users and for root, as the kernel's sysctls."""
+    """maxkeys/maxbytes for ordinary users and for root, as the kernel's sysctls.
 
-    maxkeys: int = KEY_QUOTA_MAXKEYS
-    maxbytes: int = KEY_QUOTA_MAXBYTES
-    root_maxkeys: int = KEY_QUOTA_ROOT_MAXKEYS
-    root_maxbytes: int = KEY_QUOTA_ROOT_MAXBYTES
+    Immutable, compared and hashed by value.  This class and :class:`KeyUser`
+    are plain slotted classes rather than attrs: every keyspace makes them, and
+    importing attrs is about a fifth of a one-shot ``ktctl`` command's start-up
+    (docs/performance.md, "ktctl start-up").
+    """
+
+    __slots__ = ("maxbytes", "maxkeys", "root_maxbytes", "root_maxkeys")
+
+    maxkeys: int
+    maxbytes: int
+    root_maxkeys: int
+    root_maxbytes: int
+
+    def __init__(
+        self,
+        maxkeys: int = KEY_QUOTA_MAXKEYS,
+        maxbytes: int = KEY_QUOTA_MAXBYTES,
+        root_maxkeys: int = KEY_QUOTA_ROOT_MAXKEYS,
+        root_maxbytes: int = KEY_QUOTA_ROOT_MAXBYTES,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "maxkeys", maxkeys)
+        setter(self, "maxbytes", maxbytes)
+        setter(self, "root_maxkeys", root_maxkeys)
+        setter(self, "root_maxbytes", root_maxbytes)
+
+    def _astuple(self) -> tuple[int, int, int, int]:
+        return (self.maxkeys, self.maxbytes, self.root_maxkeys, self.root_maxbytes)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"QuotaLimits is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"QuotaLimits is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not QuotaLimits:
+            return NotImplemented
+        return self._astuple() == other._astuple()
+
+    def __hash__(self) -> int:
+        return hash((QuotaLimits, *self._astuple()))
+
+    def __repr__(self) -> str:
+        return (
+            f"QuotaLimits(maxkeys={self.maxkeys}, maxbytes={self.maxbytes}, "
+            f"root_maxkeys={self.root_maxkeys}, root_maxbytes={self.root_maxbytes})"
+        )
+
+    def __reduce__(self) -> tuple[type[QuotaLimits], tuple[int, int, int, int]]:
+        return (QuotaLimits, self._astuple())
 
     def for_uid(self, uid: int) -> tuple[int, int]:
         if uid == 0:
@@ -36,25 +80,38 @@ class QuotaLimits:
         return self.maxkeys, self.maxbytes
 
 
-@attrs.define(eq=False)
 class KeyUser:
     """What one uid is charged for: key count and bytes (``/proc/key-users``)."""
 
-    uid: int
-    limits: QuotaLimits
-    #: The keyspace (World) this uid's keys live in; type operations find the
-    #: caller of the operation in progress through it (``context.current_caller``).
-    world: CallerSlot | None = attrs.field(default=None, repr=False)
-    #: This uid's limits, resolved once (root's differ).
-    maxkeys: int = attrs.field(init=False)
-    maxbytes: int = attrs.field(init=False)
-    nkeys: int = 0
-    nikeys: int = 0
-    qnkeys: int = 0
-    qnbytes: int = 0
+    __slots__ = ("limits", "maxbytes", "maxkeys", "nikeys", "nkeys", "qnbytes", "qnkeys", "uid", "world")
 
-    def __attrs_post_init__(self) -> None:
-        self.maxkeys, self.maxbytes = self.limits.for_uid(self.uid)
+    def __init__(
+        self,
+        uid: int,
+        limits: QuotaLimits,
+        world: CallerSlot | None = None,
+        nkeys: int = 0,
+        nikeys: int = 0,
+        qnkeys: int = 0,
+        qnbytes: int = 0,
+    ) -> None:
+        self.uid = uid
+        self.limits = limits
+        #: The keyspace (World) this uid's keys live in; type operations find the
+        #: caller of the operation in progress through it (``context.current_caller``).
+        self.world = world
+        #: This uid's limits, resolved once (root's differ).
+        self.maxkeys, self.maxbytes = limits.for_uid(uid)
+        self.nkeys = nkeys
+        self.nikeys = nikeys
+        self.qnkeys = qnkeys
+        self.qnbytes = qnbytes
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyUser(uid={self.uid}, limits={self.limits!r}, maxkeys={self.maxkeys}, maxbytes={self.maxbytes}, "
+            f"nkeys={self.nkeys}, nikeys={self.nikeys}, qnkeys={self.qnkeys}, qnbytes={self.qnbytes})"
+        )
 
     def charge_new_key(self, quotalen: int) -> None:
         """Account a new key of ``quotalen`` bytes; ``EDQUOT`` past either limit."""

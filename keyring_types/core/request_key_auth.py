@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import attrs
-
 from keyring_types.constants import KEY_POS_LINK, KEY_POS_READ, KEY_POS_SEARCH, KEY_POS_VIEW, KEY_USR_VIEW
 from keyring_types.core.keytype import KeyType
 from keyring_types.core.record import KeyRecord
@@ -27,17 +25,24 @@ __all__ = ["AUTH_KEY_PERM", "AUTH_TYPE", "RequestKeyAuth", "RequestKeyAuthType"]
 AUTH_KEY_PERM = KEY_POS_VIEW | KEY_POS_READ | KEY_POS_SEARCH | KEY_POS_LINK | KEY_USR_VIEW
 
 
-@attrs.define(eq=False, repr=False)
 class RequestKeyAuth:
-    """What an authorisation key carries (``struct request_key_auth``)."""
+    """What an authorisation key carries (``struct request_key_auth``).
 
-    target: KeyRecord
-    #: Where the requester wanted the key (``@reqkey``'s keyring); None for none.
-    dest: KeyRecord | None
-    callout: bytes
-    #: The requester's view: its credentials and keyrings, which the handler searches too.
-    requester: ProcessKeys
-    pid: int
+    A plain slotted class rather than attrs: the request-key path is loaded by
+    every command, and importing attrs is about a fifth of a one-shot ``ktctl``
+    command's start-up (docs/performance.md, "ktctl start-up").
+    """
+
+    __slots__ = ("callout", "dest", "pid", "requester", "target")
+
+    def __init__(self, target: KeyRecord, dest: KeyRecord | None, callout: bytes, requester: ProcessKeys, pid: int) -> None:
+        self.target = target
+        #: Where the requester wanted the key (``@reqkey``'s keyring); None for none.
+        self.dest = dest
+        self.callout = callout
+        #: The requester's view: its credentials and keyrings, which the handler searches too.
+        self.requester = requester
+        self.pid = pid
 
     def __repr__(self) -> str:
         return f"<RequestKeyAuth for key {self.target.serial}, {len(self.callout)} bytes of callout info>"

@@ -15,8 +15,6 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from keyring_types.core.keytype import KeyType, lookup_key_type
 from keyring_types.errors import error
 
@@ -37,13 +35,32 @@ __all__ = [
 RestrictCheck = Callable[["World", "KeyRecord", KeyType, Any, "KeyRecord | None"], None]
 
 
-@attrs.frozen(eq=False)
 class KeyRestriction:
-    """``struct key_restriction``: the check, the key it consults (held), and the type it came from."""
+    """``struct key_restriction``: the check, the key it consults (held), and the type it came from.
+
+    Immutable.  A plain slotted class rather than attrs: this module is loaded by
+    every command, and importing attrs is about a fifth of a one-shot ``ktctl`` command's start-up (docs/performance.md, "ktctl start-up").
+    """
+
+    __slots__ = ("check", "key", "keytype")
 
     check: RestrictCheck
-    key: KeyRecord | None = None
-    keytype: KeyType | None = None
+    key: KeyRecord | None
+    keytype: KeyType | None
+
+    def __init__(self, check: RestrictCheck, key: KeyRecord | None = None, keytype: KeyType | None = None) -> None:
+        setter = object.__setattr__
+        setter(self, "check", check)
+        setter(self, "key", key)
+        setter(self, "keytype", keytype)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"KeyRestriction is immutable: cannot set {name}")
+
+    def __repr__(self) -> str:
+        key = None if self.key is None else self.key.serial
+        keytype = None if self.keytype is None else self.keytype.name
+        return f"KeyRestriction(check={getattr(self.check, '__name__', self.check)}, key={key}, keytype={keytype})"
 
 
 def restrict_link_reject(world: World, dest: KeyRecord, ktype: KeyType, payload: Any, key: KeyRecord | None) -> None:

@@ -13,8 +13,6 @@ import errno
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-import attrs
-
 from keyring_types.constants import KEY_POS_SEARCH, KEYRING_SEARCH_MAX_DEPTH
 from keyring_types.core.perm import NEED_SEARCH, permitted
 
@@ -28,25 +26,59 @@ __all__ = ["EAGAIN", "SearchContext", "direct_hit", "search_cred_keyrings", "sea
 EAGAIN = errno.EAGAIN
 
 
-@attrs.define(eq=False)
 class SearchContext:
-    """One search: what to match and which checks apply."""
+    """One search: what to match and which checks apply.
 
-    index: IndexKey
-    cred: Cred
-    now: int
-    #: Extra match on the candidate (identity match for possession checks).
-    match: Callable[[KeyRecord], bool] | None = None
-    state_check: bool = True
-    skip_expired: bool = False
-    check_perm: bool = True
-    detect_too_deep: bool = False
-    possessed: bool = False
-    #: errno of the last unusable match (EAGAIN: none yet).
-    err: int = EAGAIN
-    #: Consider every key of the index's type through ``match`` instead of looking the
-    #: description up (KEYRING_SEARCH_LOOKUP_ITERATE: a type's ``match_preparse`` chose it).
-    iterate: bool = False
+    A plain slotted class rather than attrs: searches run in every command, and
+    importing attrs is about a fifth of a one-shot ``ktctl`` command's start-up (docs/performance.md, "ktctl start-up").
+    """
+
+    __slots__ = (
+        "check_perm",
+        "cred",
+        "detect_too_deep",
+        "err",
+        "index",
+        "iterate",
+        "match",
+        "now",
+        "possessed",
+        "skip_expired",
+        "state_check",
+    )
+
+    def __init__(
+        self,
+        index: IndexKey,
+        cred: Cred,
+        now: int,
+        match: Callable[[KeyRecord], bool] | None = None,
+        state_check: bool = True,
+        skip_expired: bool = False,
+        check_perm: bool = True,
+        detect_too_deep: bool = False,
+        possessed: bool = False,
+        err: int = EAGAIN,
+        iterate: bool = False,
+    ) -> None:
+        self.index = index
+        self.cred = cred
+        self.now = now
+        #: Extra match on the candidate (identity match for possession checks).
+        self.match = match
+        self.state_check = state_check
+        self.skip_expired = skip_expired
+        self.check_perm = check_perm
+        self.detect_too_deep = detect_too_deep
+        self.possessed = possessed
+        #: errno of the last unusable match (EAGAIN: none yet).
+        self.err = err
+        #: Consider every key of the index's type through ``match`` instead of looking the
+        #: description up (KEYRING_SEARCH_LOOKUP_ITERATE: a type's ``match_preparse`` chose it).
+        self.iterate = iterate
+
+    def __repr__(self) -> str:
+        return f"SearchContext(index={self.index!r}, cred={self.cred!r}, now={self.now}, err={self.err})"
 
     def _consider(self, key: KeyRecord) -> bool:
         """``keyring_search_iterator``: True if ``key`` is the answer."""

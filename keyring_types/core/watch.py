@@ -28,8 +28,6 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Self
 
-import attrs
-
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -103,11 +101,17 @@ def _header_word(wtype: int, subtype: int) -> int:
     return (wtype & 0xFFFFFF) | (subtype << 24)
 
 
-@attrs.frozen
 class Notification:
     """One decoded record: ``type``/``subtype`` (WATCH_TYPE_*, NOTIFY_KEY_* or WATCH_META_*),
     ``watch_id``, ``key_id`` (0 for a loss record) and ``aux`` (0 unless linked/unlinked
-    serial or ``-errno``), plus ``raw``, the record's bytes."""
+    serial or ``-errno``), plus ``raw``, the record's bytes.
+
+    Immutable, compared and hashed by value.  This class and :class:`Watch` are
+    plain slotted classes rather than attrs: this module is loaded by every
+    command, and importing attrs is about a fifth of a one-shot ``ktctl``
+    command's start-up (docs/performance.md, "ktctl start-up")."""
+
+    __slots__ = ("aux", "key_id", "raw", "subtype", "type", "watch_id")
 
     type: int
     subtype: int
@@ -115,6 +119,38 @@ class Notification:
     key_id: int
     aux: int
     raw: bytes
+
+    def __init__(self, type: int, subtype: int, watch_id: int, key_id: int, aux: int, raw: bytes) -> None:
+        setter = object.__setattr__
+        setter(self, "type", type)
+        setter(self, "subtype", subtype)
+        setter(self, "watch_id", watch_id)
+        setter(self, "key_id", key_id)
+        setter(self, "aux", aux)
+        setter(self, "raw", raw)
+
+    def _astuple(self) -> tuple[int, int, int, int, int, bytes]:
+        return (self.type, self.subtype, self.watch_id, self.key_id, self.aux, self.raw)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Notification is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Notification:
+            return NotImplemented
+        return self._astuple() == other._astuple()
+
+    def __hash__(self) -> int:
+        return hash((Notification, *self._astuple()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Notification(type={self.type}, subtype={self.subtype}, watch_id={self.watch_id}, "
+            f"key_id={self.key_id}, aux={self.aux}, raw={self.raw!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, tuple[int, int, int, int, int, bytes]]:
+        return (Notification, self._astuple())
 
     @property
     def name(self) -> str:
@@ -251,15 +287,20 @@ class WatchQueue:
                 rec.watchers = [w for w in rec.watchers if w.queue is not self] or None
 
 
-@attrs.define(eq=False)
 class Watch:
     """One watch on a key: the queue it posts to, the watch id put into ``info``, and
     the per-uid count (``nr_watches``) it is charged to."""
 
-    queue: WatchQueue
-    watch_id: int
-    counts: dict[int, int]
-    uid: int
+    __slots__ = ("counts", "queue", "uid", "watch_id")
+
+    def __init__(self, queue: WatchQueue, watch_id: int, counts: dict[int, int], uid: int) -> None:
+        self.queue = queue
+        self.watch_id = watch_id
+        self.counts = counts
+        self.uid = uid
+
+    def __repr__(self) -> str:
+        return f"Watch(watch_id={self.watch_id}, uid={self.uid})"
 
     def uncharge(self) -> None:
         self.counts[self.uid] -= 1
