@@ -45,7 +45,7 @@ from keyring_types.hmac import HmacSha256
 from keyring_types.rpmb import frames as fr
 from keyring_types.rpmb.codes import COUNTER_EXPIRED, RequestType, ResponseType, Result
 from keyring_types.rpmb.emulator_options import CHECK_ORDERS, ECHO_MODES, add_arguments
-from keyring_types.rpmb.emulator_store import RpmbStore
+from keyring_types.rpmb.emulator_store import OutcomeUnknown, RpmbStore
 from keyring_types.rpmb.wire import (
     BLOCK_SIZE,
     MMC_READ_MULTIPLE_BLOCK,
@@ -127,8 +127,10 @@ class EmulatedEmmcRpmb:
     def run(self, cmds: list[MmcCmd]) -> list[bytes]:
         """Run one ioctl's command list atomically; returns the data of each read
         command.  ``EINVAL`` for a command a card would reject, ``EIO`` for a read
-        with no response to give."""
+        with no response to give, and for every command once a failed write could
+        not be rolled back (until the emulator restarts and its recovery decides)."""
         with self._lock:
+            self.store.check()
             out = []
             for c in cmds:
                 if c.blksz != BLOCK_SIZE or c.blocks == 0:
@@ -185,10 +187,25 @@ class EmulatedEmmcRpmb:
                     self._hmac = HmacSha256(key)
                 result = Result.OK if stored else self.b.rekey_result
             except OSError:
-                result = Result.WRITE_FAILURE
+                result = self._key_after_failure(key)
             finally:
                 key.wipe()
         return bytes(fr.program_key_response(self._flag(result)))
+
+    def _key_after_failure(self, key: SecretBuffer) -> int:
+        """The result of a key programming whose store failed: if the key file was made
+        (a sync after it failed), the key is programmed, as a restart will find it."""
+        try:
+            have = self.store.key()
+        except OSError:
+            have = None
+        if have is None:
+            return Result.WRITE_FAILURE
+        try:
+            self._hmac = HmacSha256(have)
+            return Result.OK if have == key else self.b.rekey_result
+        finally:
+            have.wipe()
 
     def _echo(self, n: int) -> int:
         if self.b.block_count_echo == "zero":
@@ -241,8 +258,10 @@ class EmulatedEmmcRpmb:
         data = b"".join([mv[i + fr.OFF_DATA : i + fr.OFF_NONCE] for i in range(0, len(buf), 512)])
         try:
             self.store.write(address, data, new)
+        except OutcomeUnknown:
+            raise  # no result frame can be true: the ioctl fails (EIO), as a card that stops answering
         except OSError:
-            return reply(Result.WRITE_FAILURE)
+            return reply(Result.WRITE_FAILURE)  # rolled back: not written, the counter unchanged
         return reply(Result.OK, new)
 
     def _respond(self, blocks: int) -> bytes:

@@ -24,6 +24,18 @@ Before a slot is reused, the record it holds must be in a durable ``image``: eve
 ``SLOTS`` writes the store syncs ``image`` and replaces ``checkpoint`` (write a
 temporary file, fsync, rename, fsync the directory).  A write therefore costs one
 fsync of its own record, plus that checkpoint once per ``SLOTS`` writes.
+
+What the device answers always matches what a restart will find (JEDEC: a write
+either takes effect with the counter advanced, or fails with neither):
+
+* a failure before the commit point (checkpoint, journal write or sync) rolls the
+  record back (its slot invalidated and synced) and the write fails, nothing done;
+* a failure after it (the copy into ``image``) does not fail the write: the record
+  is durable and would be replayed, so the write succeeded.  The data is kept in
+  memory and served to reads until a later copy into ``image`` works;
+* when a rollback fails too, nobody can tell whether a restart will replay the
+  record: the store answers every later call with ``EIO`` (:class:`OutcomeUnknown`)
+  until it is opened again, and the recovery at that open decides.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 from keyring_types.state import create_secret_file, load_secret_file, private_dir
 
-__all__ = ["RpmbStore", "SLOTS", "BLOCK", "write_checkpoint", "CrashHook"]
+__all__ = ["RpmbStore", "SLOTS", "BLOCK", "write_checkpoint", "CrashHook", "OutcomeUnknown"]
 
 BLOCK = 256
 SLOTS = 128
@@ -73,13 +85,41 @@ def _atomic_write(path: Path, data: bytes, crash: CrashHook = _no_crash) -> None
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    crash("checkpoint-tmp")
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        crash("checkpoint-tmp")
+        os.replace(tmp, path)
+    except BaseException:
+        # The old file is untouched; leave no half-written temporary beside it.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv) :]
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    mv = memoryview(data)
+    while mv:
+        n = os.pwrite(fd, mv, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        mv, offset = mv[n:], offset + n
+
+
+class OutcomeUnknown(OSError):
+    """``EIO``: a write failed and could not be rolled back, so whether it takes effect
+    is decided only by the recovery when the state is opened again."""
 
 
 def _ckpt_bytes(seq: int, counter: int) -> bytes:
@@ -187,6 +227,10 @@ class RpmbStore:
         return seq, counter, address, blocks, raw[_HEAD.size : end]
 
     def _recover(self) -> None:
+        #: Committed writes whose copy into ``image`` failed, oldest first: (address, data).
+        self._unapplied: list[tuple[int, bytes]] = []
+        #: Set when a failed write could not be rolled back (see the module docstring).
+        self._unknown: str | None = None
         seq, counter = self._read_checkpoint()
         self._checkpoint_seq = seq
         records = {}
@@ -226,37 +270,89 @@ class RpmbStore:
     # -- data -------------------------------------------------------------------
 
     def read(self, address: int, blocks: int) -> bytes:
-        """``blocks`` data blocks from ``address`` (the caller checked the range)."""
-        return os.pread(self._image, blocks * BLOCK, address * BLOCK)
+        """``blocks`` data blocks from ``address`` (the caller checked the range);
+        ``EIO`` while the outcome of a failed write is unknown."""
+        self.check()
+        self._try_apply()
+        out = bytearray(os.pread(self._image, blocks * BLOCK, address * BLOCK))
+        # Committed writes not yet in the image, in commit order, over what the image holds.
+        for at, data in self._unapplied:
+            lo, hi = max(at, address), min(at + len(data) // BLOCK, address + blocks)
+            if lo < hi:
+                out[(lo - address) * BLOCK : (hi - address) * BLOCK] = data[(lo - at) * BLOCK : (hi - at) * BLOCK]
+        return bytes(out)
+
+    def check(self) -> None:
+        """``EIO`` (:class:`OutcomeUnknown`) once a failed write could not be rolled back."""
+        if self._unknown is not None:
+            raise OutcomeUnknown(errno.EIO, self._unknown)
+
+    def _apply_unapplied(self) -> None:
+        """Copy committed writes into ``image`` (``OSError`` when the disk still refuses)."""
+        while self._unapplied:
+            address, data = self._unapplied[0]
+            _pwrite_all(self._image, data, address * BLOCK)
+            self._unapplied.pop(0)
+
+    def _try_apply(self) -> None:
+        try:
+            self._apply_unapplied()
+        except OSError:
+            pass  # kept in memory for reads; copied by a later call, or replayed at the next open
 
     def write(self, address: int, data: bytes, new_counter: int) -> None:
         """Commit ``data`` at ``address`` with the counter it leaves behind (see the
-        module docstring); returns once the write is durable.  ``EIO`` when the
-        disk refuses (the write is then not committed)."""
+        module docstring); returns once the write is durable.  ``EIO`` when the disk
+        refuses before the commit point (the write is then rolled back: not done, and
+        no restart replays it); :class:`OutcomeUnknown` (``EIO``) when the rollback
+        failed too.  A failure after the commit point is no failure of the write."""
+        self.check()
         blocks = len(data) // BLOCK
         assert len(data) == blocks * BLOCK and 1 <= blocks <= self.slot_blocks
         seq = self.seq + 1
-        if seq - self._checkpoint_seq > SLOTS:
-            # Slot seq % SLOTS still holds a record the image may not have durably.
-            os.fsync(self._image)
-            _atomic_write(self.dir / "checkpoint", _ckpt_bytes(self.seq, self.counter), self._crash)
-            self._checkpoint_seq = self.seq
+        self._try_apply()
+        try:
+            if seq - self._checkpoint_seq > SLOTS:
+                # Slot seq % SLOTS still holds a record the image may not have durably.
+                self._apply_unapplied()
+                os.fsync(self._image)
+                _atomic_write(self.dir / "checkpoint", _ckpt_bytes(self.seq, self.counter), self._crash)
+                self._checkpoint_seq = self.seq
+        except OSError as exc:
+            # Nothing of this write is in the journal: it simply did not happen.
+            raise error(errno.EIO, f"emulated RPMB checkpoint failed: {exc.strerror}") from None
         head = _HEAD.pack(_RECORD_MAGIC, seq, new_counter, address, blocks)
         body = head + data
         rec = body + hashlib.sha256(body).digest()
         off = (seq % SLOTS) * self.slot_size
         try:
             half = len(rec) // 2
-            os.pwrite(self._journal, rec[:half], off)
+            _pwrite_all(self._journal, rec[:half], off)
             self._crash("journal-torn")
-            os.pwrite(self._journal, rec[half:], off + half)
+            _pwrite_all(self._journal, rec[half:], off + half)
             os.fdatasync(self._journal)
         except OSError as exc:
+            self._roll_back(off, exc)
             raise error(errno.EIO, f"emulated RPMB journal write failed: {exc.strerror}") from None
+        # Committed: a restart replays the record, so from here the write has happened.
         self._crash("journal-synced")
-        os.pwrite(self._image, data, address * BLOCK)
         self.seq, self.counter = seq, new_counter
+        self._unapplied.append((address, bytes(data)))
+        self._try_apply()
         self._crash("image-written")
+
+    def _roll_back(self, off: int, exc: OSError) -> None:
+        """Invalidate the record at ``off`` durably (its whole record may be in the page
+        cache, where a restart would find it intact and replay it)."""
+        try:
+            _pwrite_all(self._journal, bytes(_HEAD.size), off)
+            os.fdatasync(self._journal)
+        except OSError as again:
+            self._unknown = (
+                f"an emulated RPMB write failed ({exc.strerror}) and could not be rolled back ({again.strerror}): "
+                "whether it took effect is decided when the device is restarted"
+            )
+            raise OutcomeUnknown(errno.EIO, self._unknown) from None
 
     def close(self) -> None:
         """Release the files and the directory lock."""
