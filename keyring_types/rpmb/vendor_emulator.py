@@ -56,20 +56,36 @@ class EmulatedAuthFlash:
             self.key, self.counter, self.locks, self.flash = None, 0, bytearray(16), bytearray(b"\xff" * FLASH_SIZE)
 
     def _save(self) -> None:
+        """Replace the state file.  On a failure before the rename the old file is
+        untouched and the temporary one removed; after the rename (only the directory
+        sync can fail) the new state is the device's state, and :class:`_Replaced`
+        says so."""
         raw = _STATE.pack(b"KTVF", self.key or bytes(32), 1 if self.key else 0, self.counter, bytes(self.locks)) + self.flash
         tmp = self._path.with_name(".vendor-flash.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            os.write(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                mv = memoryview(raw)
+                while mv:
+                    mv = mv[os.write(fd, mv) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         try:
-            os.fsync(dfd)  # the rename itself is durable before the device answers
-        finally:
-            os.close(dfd)
+            dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)  # the rename itself is durable before the device answers
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise _Replaced(exc.errno or errno.EIO, f"{self._path}: replaced, but the directory sync failed: {exc.strerror}") from None
 
     def _locked(self, start: int, end: int) -> bool:
         return any(self.locks[s // 8] >> (s % 8) & 1 for s in range(start // SECTOR, (end - 1) // SECTOR + 1))
@@ -85,6 +101,10 @@ class EmulatedAuthFlash:
             before = (self.key, self.counter, bytes(self.locks), bytes(self.flash))
             try:
                 return self._run(cmd)
+            except _Replaced:
+                # The new state file is in place (a restart reads it): keep what it holds;
+                # the caller learns only that the outcome is uncertain (an errno, no response).
+                raise
             except BaseException:
                 # The state could not be saved: the device answers with an error, so
                 # nothing of the command may stay in effect (key, counter, flash, locks).
@@ -136,6 +156,10 @@ class EmulatedAuthFlash:
         self.counter += 1
         self._save()
         return build_response(self.key, OK, cmd, self.counter)
+
+
+class _Replaced(OSError):
+    """The state file was replaced but its directory could not be synced."""
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
