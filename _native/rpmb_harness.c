@@ -11,7 +11,10 @@
  * return the connected descriptor; ioctl(MMC_IOC_CMD / MMC_IOC_MULTI_CMD) on it
  * sends the command list in the emulator's wire format (see
  * keyring_types/rpmb/wire.py) and copies the read commands' data back into the
- * caller's buffers; close() forgets it.  Every other call goes to libc.  A dead
+ * caller's buffers; close() forgets it.  dup()/dup2()/dup3()/fcntl(F_DUPFD,
+ * F_DUPFD_CLOEXEC) of it give another descriptor of the same device (and a
+ * descriptor that dup2/dup3 replaces stops being one).  Every other call goes to
+ * libc.  A dead
  * emulator gives the caller an errno (ECONNREFUSED at open, ECONNRESET or
  * ETIMEDOUT at ioctl), never a hang.
  *
@@ -49,6 +52,10 @@ typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef int (*close_fn)(int);
+typedef int (*dup_fn)(int);
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*fcntl_fn)(int, int, ...);
 
 static void *next(const char *name)
 {
@@ -365,6 +372,69 @@ int ioctl(int fd, unsigned long request, ...)
     }
     errno = ENOTTY;
     return -1;
+}
+
+/* A successful duplication of oldfd onto newfd: newfd is the device exactly when oldfd
+ * is (it may have been the device before and be something else now).  A copy of the
+ * device beyond the table is closed again: its ioctls would reach the kernel. */
+static int duplicated(int oldfd, int newfd)
+{
+    if (newfd < 0)
+        return newfd;
+    int dev = is_ours(oldfd);
+    if (newfd >= KT_MAX_FDS) {
+        if (dev) {
+            ((close_fn)next("close"))(newfd);
+            errno = EMFILE;
+            return -1;
+        }
+        return newfd;
+    }
+    pthread_mutex_lock(&lock);
+    ours[newfd] = (unsigned char)dev;
+    pthread_mutex_unlock(&lock);
+    return newfd;
+}
+
+int dup(int oldfd)
+{
+    return duplicated(oldfd, ((dup_fn)next("dup"))(oldfd));
+}
+
+int dup2(int oldfd, int newfd)
+{
+    return duplicated(oldfd, ((dup2_fn)next("dup2"))(oldfd, newfd));
+}
+
+int dup3(int oldfd, int newfd, int flags)
+{
+    return duplicated(oldfd, ((dup3_fn)next("dup3"))(oldfd, newfd, flags));
+}
+
+/* fcntl's third argument is an int or a pointer by command; both travel in one
+ * register-sized slot, so it is taken as a pointer and passed on unchanged. */
+#define FCNTL_BODY(name)                                                   \
+    va_list ap;                                                            \
+    va_start(ap, cmd);                                                     \
+    void *arg = va_arg(ap, void *);                                        \
+    va_end(ap);                                                            \
+    fcntl_fn real = (fcntl_fn)next(name);                                  \
+    if (!real) /* a libc without fcntl64 */                                \
+        real = (fcntl_fn)next("fcntl");                                    \
+    int rc = real(fd, cmd, arg);                                           \
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)                          \
+        return duplicated(fd, rc);                                         \
+    return rc;
+
+int fcntl(int fd, int cmd, ...)
+{
+    FCNTL_BODY("fcntl")
+}
+
+/* glibc 2.28+: what programs built with 64-bit file offsets (CPython among them) call. */
+int fcntl64(int fd, int cmd, ...)
+{
+    FCNTL_BODY("fcntl64")
 }
 
 int close(int fd)

@@ -2,6 +2,7 @@
 
 ``_native/rpmb_harness.c``, built by ``setup.py build_ext`` as
 ``keyring_types/bindings/libkt_rpmb_harness.so``, intercepts ``open``/``ioctl``/``close``
+(and ``dup``/``dup2``/``dup3``/``fcntl(F_DUPFD)``, so a copy of the descriptor is the device too)
 of one device path in an unmodified program (Debian's ``mmc``, or our own
 :class:`~keyring_types.rpmb.transport.MmcTransport`) and sends the
 ``MMC_IOC_CMD``/``MMC_IOC_MULTI_CMD`` command lists to a running emulator.

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from conftest import require
-from rpmb_util import child_env
+from rpmb_util import child_env, emulator
 
 from keyring_types.rpmb.harness import harness_env, library_path
 from keyring_types.rpmb.wire import U32, recv_message, send_message
@@ -115,3 +115,59 @@ def test_a_descriptor_the_harness_cannot_track_is_refused(tmp_path: Path) -> Non
         require(False, "RLIMIT_NOFILE of at least 1200 descriptors")
     # Refused at open with EMFILE, not handed out as a socket whose ioctls go to the kernel (ENOTTY).
     assert out == ["open", str(errno.EMFILE)], out
+
+
+CHILD_DUP = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    from keyring_types.rpmb import frames as fr
+    from keyring_types.rpmb.transport import MmcTransport
+    from keyring_types.rpmb.wire import MmcCmd, MMC_READ_MULTIPLE_BLOCK, MMC_WRITE_MULTIPLE_BLOCK
+
+    REQ = bytes(fr.counter_read_request(b"n" * 16))
+
+    def ask(t, fd, label):
+        t._fd = fd
+        try:
+            resp = t.mmc([MmcCmd(1, MMC_WRITE_MULTIPLE_BLOCK, 1, data=REQ), MmcCmd(0, MMC_READ_MULTIPLE_BLOCK, 1)])[0]
+            print(label, "type", hex(fr.Frame(resp).req_resp))
+        except OSError as exc:
+            print(label, "errno", exc.errno)
+
+    t = MmcTransport(sys.argv[1])
+    first = t._fd
+    d = os.dup(first)                                 # CPython: fcntl64(F_DUPFD_CLOEXEC)
+    os.close(first)                                   # the copy outlives the original
+    ask(t, d, "dup")
+    ask(t, os.dup2(d, 600), "dup2")                   # dup2
+    ask(t, os.dup2(d, 601, inheritable=False), "dup3")  # dup3(O_CLOEXEC)
+    ask(t, fcntl.fcntl(d, fcntl.F_DUPFD, 700), "fcntl")
+    # A duplicate closed, its number reused by a plain file: that file is no device.
+    os.close(600)
+    f = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o600)
+    plain = os.dup2(f, 600)
+    ask(t, plain, "reused")
+    # dup2 of a plain file over a live copy of the device: no longer the device.
+    os.dup2(f, 601)
+    ask(t, 601, "replaced")
+    ask(t, d, "still")
+    """
+)
+
+
+def test_duplicates_of_the_device_descriptor_reach_the_emulator(tdir: Path) -> None:
+    try:
+        library_path()
+    except OSError:
+        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    with emulator(tdir) as emu:
+        dev = tdir / "mmcblk9rpmb"
+        r = subprocess.run([sys.executable, "-c", CHILD_DUP, str(dev), str(tdir / "plain")],
+                           env=child_env(**harness_env(emu.sock, dev)), capture_output=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    got = dict(line.split(" ", 1) for line in r.stdout.decode().splitlines())
+    # Before the harness tracked them, a duplicate's ioctl went to the kernel: ENOTTY on a socket.
+    for label in ("dup", "dup2", "dup3", "fcntl", "still"):
+        assert got[label] == "type 0x200", (label, got)
+    for label in ("reused", "replaced"):
+        assert got[label] == f"errno {errno.ENOTTY}", (label, got)
