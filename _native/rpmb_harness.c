@@ -273,6 +273,8 @@ static int relay(int fd, struct mmc_ioc_cmd *cmds, uint64_t n)
         }
     }
     int rc = send_all(fd, msg, 4 + len);
+    /* A key-programming frame carries the key: no copy of it is left in the heap. */
+    explicit_bzero(msg, 4 + len);
     free(msg);
     if (rc)
         return out_of_step(fd);

@@ -45,6 +45,7 @@ from keyring_types.rpmb.wire import (
     RELIABLE_WRITE,
     MmcCmd,
 )
+from keyring_types.secret import SecretBuffer
 
 __all__ = ["RpmbDevice", "Capabilities", "Version", "API_VERSION", "CONFIRM"]
 
@@ -182,11 +183,14 @@ class RpmbDevice:
 
     # -- the JEDEC sequences (spec 2.3) -------------------------------------------
 
-    def _write_sequence(self, request: bytes) -> bytes:
-        """Reliable write of ``request``, result read, one response frame."""
+    def _write_sequence(self, request: bytes | memoryview, *, secret: bool = False) -> bytes:
+        """Reliable write of ``request``, result read, one response frame.  A ``secret``
+        request (the key-programming frame, a view of secret memory) goes as it is:
+        the transport copies it only into memory it wipes."""
         n = len(request) // fr.FRAME_SIZE
         cmds = [
-            MmcCmd(RELIABLE_WRITE | 1, MMC_WRITE_MULTIPLE_BLOCK, n, data=bytes(request)),
+            MmcCmd(RELIABLE_WRITE | 1, MMC_WRITE_MULTIPLE_BLOCK, n, data=request if secret else bytes(request),
+                   secret=secret),
             MmcCmd(1, MMC_WRITE_MULTIPLE_BLOCK, 1, data=_RESULT_READ),
             MmcCmd(0, MMC_READ_MULTIPLE_BLOCK, 1),
         ]
@@ -225,12 +229,18 @@ class RpmbDevice:
         with MacKey(key):
             pass  # the key is readable and 32 bytes (EOPNOTSUPP / EINVAL before any I/O)
         request = _program_key_frame(key)
-        if self._key_programmed():
-            raise error(errno.EEXIST, "the RPMB device already has an authentication key (it can be programmed once)")
-        # Sent once: a lost answer is reported, never retried (a retry could meet a
-        # device that took the first one and answer with a confusing failure).
-        resp = self._write_sequence(request)
-        del request
+        try:
+            if self._key_programmed():
+                raise error(errno.EEXIST, "the RPMB device already has an authentication key (it can be programmed once)")
+            # Sent once: a lost answer is reported, never retried (a retry could meet a
+            # device that took the first one and answer with a confusing failure).
+            view = request.view()
+            try:
+                resp = self._write_sequence(view, secret=True)
+            finally:
+                view.release()
+        finally:
+            request.wipe()
         r = fr.Frame(resp)
         if r.req_resp != ResponseType.PROGRAM_KEY:
             raise error(errno.EBADMSG, f"RPMB key-programming response has type {r.req_resp:#06x}, expected 0x0100")
@@ -361,9 +371,18 @@ def _check_echo(value: int, n: int, what: str, allow: tuple[int, ...] | None = N
         raise error(errno.EBADMSG, f"RPMB {what} response block count {value} does not match the request ({n})")
 
 
-def _program_key_frame(key: Any) -> bytes:
-    """The key-programming frame for any accepted key form (the frame holds the key:
-    it lives only for the call)."""
+def _program_key_frame(key: Any) -> SecretBuffer:
+    """The key-programming frame for any accepted key form, in secret memory (it holds
+    the key): the caller wipes it."""
     if isinstance(key, HmacSha256):
         raise error(errno.EINVAL, "programming needs the key itself (raw bytes or a Key handle), not an HmacSha256")
-    return bytes(fr.program_key_request(key))
+    frame = SecretBuffer(fr.FRAME_SIZE)
+    out = frame.writable()
+    try:
+        fr.program_key_request(key, out=out)
+    except BaseException:
+        out.release()
+        frame.wipe()
+        raise
+    out.release()
+    return frame

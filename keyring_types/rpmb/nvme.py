@@ -36,7 +36,7 @@ from typing import Any
 from keyring_types.errors import error
 from keyring_types.rpmb.codes import RequestType, Result, result_code, result_errno, result_name
 from keyring_types.rpmb.keys import MacKey, rpmb_secret
-from keyring_types.secret import ct_memcmp
+from keyring_types.secret import SecretBuffer, ct_memcmp
 
 __all__ = [
     "HEADER_SIZE",
@@ -156,11 +156,16 @@ class NvmeTransport:
         if status:
             raise error(errno.EIO, f"NVMe {what} on {self.path} completed with status {status:#x}")
 
-    def send(self, frame: bytes | bytearray) -> None:
-        """Security Send of one frame."""
-        buf = ctypes.create_string_buffer(bytes(frame), len(frame))
-        self._admin(passthru(NVME_ADMIN_SECURITY_SEND, target=self.target, length=len(frame), addr=ctypes.addressof(buf)),
-                    "Security Send")
+    def send(self, frame: bytes | bytearray | memoryview) -> None:
+        """Security Send of one frame.  The copy handed to the kernel is zeroed after the
+        command (a key-programming frame holds the key)."""
+        n = len(frame)
+        buf = (ctypes.c_char * n).from_buffer_copy(frame)  # any buffer, no bytes in between
+        try:
+            self._admin(passthru(NVME_ADMIN_SECURITY_SEND, target=self.target, length=n, addr=ctypes.addressof(buf)),
+                        "Security Send")
+        finally:
+            ctypes.memset(buf, 0, n)
 
     def receive(self, length: int) -> bytes:
         """Security Receive of ``length`` bytes."""
@@ -196,7 +201,7 @@ class NvmeTransport:
         access = ((r >> 24) & 0xFF) + 1
         return Capabilities("nvme", False, self.target, size, size * 256, SECTOR_SIZE, access, access)
 
-    def _exchange(self, frame: bytes | bytearray, reply_len: int, with_result_read: bool) -> bytes:
+    def _exchange(self, frame: bytes | bytearray | memoryview, reply_len: int, with_result_read: bool) -> bytes:
         self.send(frame)
         if with_result_read:
             self.send(build_frame(RequestType.RESULT_READ, target=self.target))
@@ -225,17 +230,24 @@ class NvmeTransport:
         """Program the target's key (the device layer asked for confirmation)."""
         with MacKey(key):
             pass  # readable and 32 bytes: EOPNOTSUPP / EINVAL before any I/O
-        if isinstance(key, (bytes, bytearray, memoryview)):
-            raw = bytes(key)
-        elif hasattr(key, "secret"):
-            with rpmb_secret(key) as mv:
-                raw = bytes(mv)
-        else:
+        if not isinstance(key, (bytes, bytearray, memoryview)) and not hasattr(key, "secret"):
             raise error(errno.EINVAL, "programming needs the key itself (raw bytes or a Key handle), not an HmacSha256")
-        if self._key_programmed():
-            raise error(errno.EEXIST, "the NVMe RPMB target already has an authentication key")
-        frame = build_frame(RequestType.PROGRAM_KEY, target=self.target, key_mac=raw)
-        resp = self._exchange(frame, HEADER_SIZE, True)
+        # The frame holds the key: built in secret memory, wiped after the call.
+        frame = SecretBuffer(HEADER_SIZE)
+        mv = frame.writable()
+        try:
+            mv[:] = build_frame(RequestType.PROGRAM_KEY, target=self.target)
+            if hasattr(key, "secret") and not isinstance(key, (bytes, bytearray, memoryview)):
+                with rpmb_secret(key) as kv:
+                    mv[OFF_MAC:OFF_TARGET] = kv
+            else:
+                mv[OFF_MAC:OFF_TARGET] = memoryview(key).cast("B")
+            if self._key_programmed():
+                raise error(errno.EEXIST, "the NVMe RPMB target already has an authentication key")
+            resp = self._exchange(mv, HEADER_SIZE, True)
+        finally:
+            mv.release()
+            frame.wipe()
         self._check(resp, None, 0x0100, mac=False)
 
     def _key_programmed(self) -> bool:

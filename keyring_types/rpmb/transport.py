@@ -30,9 +30,11 @@ from keyring_types.rpmb.wire import (
     U32,
     DeviceInfo,
     MmcCmd,
-    encode_mmc,
+    check_mmc,
+    encode_mmc_message,
     recv_message,
     send_message,
+    wipe,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "MMC_IOC_MULTI_CMD",
     "MMC_RPMB_FLAGS",
     "pack_multi_cmd",
+    "wipe_multi_cmd",
     "HARNESS_SOCKET_ENV",
     "HARNESS_DEVICE_ENV",
 ]
@@ -105,11 +108,19 @@ class EmulatorTransport(Transport):
             raise error(exc.errno or errno.ECONNREFUSED, f"no emulated RPMB device answers on {self.path}: {exc.strerror}") from None
 
     def _call(self, body: bytes) -> bytes:
+        return self._exchange(body, framed=False)
+
+    def _exchange(self, msg: bytes | bytearray, *, framed: bool) -> bytes:
+        """Send ``msg`` (a body, or with ``framed`` a whole length-prefixed message) and
+        return the reply's body after its errno word."""
         if self._broken:
             raise error(errno.ECONNRESET, f"the connection to the emulated RPMB device on {self.path} was dropped "
                         "after an earlier call failed; open the device again")
         try:
-            send_message(self._sock, body)
+            if framed:
+                self._sock.sendall(msg)
+            else:
+                send_message(self._sock, bytes(msg))
             reply = recv_message(self._sock)
         except TimeoutError:
             self._drop()
@@ -131,7 +142,12 @@ class EmulatorTransport(Transport):
 
     def mmc(self, cmds: list[MmcCmd]) -> list[bytes]:
         """See :meth:`Transport.mmc`; ``EBADMSG`` when the reply's size is not what the reads ask."""
-        body = self._call(encode_mmc(cmds))
+        msg = encode_mmc_message(cmds)
+        try:
+            body = self._exchange(msg, framed=True)
+        finally:
+            if any(c.secret for c in cmds):
+                wipe(msg)  # the key-programming frame: gone from this process once sent
         out = []
         off = 0
         for c in cmds:
@@ -163,13 +179,15 @@ class EmulatorTransport(Transport):
 
 def pack_multi_cmd(cmds: list[MmcCmd]) -> tuple[bytearray, list[Any]]:
     """The ``struct mmc_ioc_multi_cmd`` for ``cmds`` and the ctypes buffers its
-    ``data_ptr`` fields point into (keep them alive across the ioctl)."""
+    ``data_ptr`` fields point into (keep them alive across the ioctl; wipe those of
+    ``secret`` commands after it, :func:`wipe_multi_cmd`)."""
     buf = bytearray(8 + _IOC_CMD.size * len(cmds))
     struct.pack_into("<Q", buf, 0, len(cmds))
     keep = []
     for i, c in enumerate(cmds):
         size = c.blocks * c.blksz
-        data = ctypes.create_string_buffer(c.data, size) if c.is_write else ctypes.create_string_buffer(size)
+        # from_buffer_copy takes any buffer (a SecretBuffer's view too) with no bytes in between.
+        data = (ctypes.c_char * size).from_buffer_copy(c.data) if c.is_write else ctypes.create_string_buffer(size)
         keep.append(data)
         _IOC_CMD.pack_into(
             buf, 8 + i * _IOC_CMD.size,
@@ -177,6 +195,13 @@ def pack_multi_cmd(cmds: list[MmcCmd]) -> tuple[bytearray, list[Any]]:
             0, c.opcode, 0, 0, 0, 0, 0, MMC_RPMB_FLAGS, c.blksz, c.blocks, 0, 0, 0, 0, 0, ctypes.addressof(data),
         )
     return buf, keep
+
+
+def wipe_multi_cmd(cmds: list[MmcCmd], keep: list[Any]) -> None:
+    """Zero the ctypes copies :func:`pack_multi_cmd` made of ``secret`` commands' data."""
+    for c, k in zip(cmds, keep, strict=True):
+        if c.secret:
+            ctypes.memset(k, 0, ctypes.sizeof(k))
 
 
 class MmcTransport(Transport):
@@ -194,12 +219,14 @@ class MmcTransport(Transport):
 
     def mmc(self, cmds: list[MmcCmd]) -> list[bytes]:
         """One ``MMC_IOC_MULTI_CMD``; errno of the ioctl on failure."""
-        encode_mmc(cmds)  # the same limits as the emulator's wire
+        check_mmc(cmds)  # the same limits as the emulator's wire
         buf, keep = pack_multi_cmd(cmds)
         try:
             self._ioctl(self._fd, MMC_IOC_MULTI_CMD, buf)
         except OSError as exc:
             raise error(exc.errno or errno.EIO, f"MMC_IOC_MULTI_CMD on {self.path} failed: {exc.strerror}") from None
+        finally:
+            wipe_multi_cmd(cmds, keep)
         return [bytes(k.raw) for c, k in zip(cmds, keep, strict=True) if not c.is_write]
 
     def info(self) -> DeviceInfo:

@@ -52,8 +52,11 @@ __all__ = [
     "BLOCK_SIZE",
     "MmcCmd",
     "DeviceInfo",
+    "check_mmc",
     "encode_mmc",
+    "encode_mmc_message",
     "decode_mmc",
+    "wipe",
     "send_message",
     "recv_message",
 ]
@@ -80,15 +83,23 @@ _CMD = struct.Struct("<IIII")
 INFO_FIELDS = struct.Struct("<IIIIII")
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 @attrs.frozen
 class MmcCmd:
-    """One ``struct mmc_ioc_cmd`` as far as RPMB needs it: data out when ``write_flag`` is non-zero."""
+    """One ``struct mmc_ioc_cmd`` as far as RPMB needs it: data out when ``write_flag`` is non-zero.
+
+    ``secret`` marks ``data`` that holds a key (the key-programming frame, handed in
+    as a view of a :class:`~keyring_types.secret.SecretBuffer`): a transport copies
+    it only into memory it wipes once the command list has gone to the device."""
 
     write_flag: int
     opcode: int
     blocks: int
     blksz: int = BLOCK_SIZE
-    data: bytes = b""
+    data: Buffer = b""
+    secret: bool = False
 
     @property
     def is_write(self) -> bool:
@@ -126,22 +137,55 @@ class DeviceInfo:
         return cls(*INFO_FIELDS.unpack(body))
 
 
-def encode_mmc(cmds: list[MmcCmd]) -> bytes:
-    """The MMC request body for ``cmds``.  ``EINVAL`` for an empty or too long list, or data
-    that does not match ``blocks * blksz``; ``EOVERFLOW`` above ``MMC_IOC_MAX_BYTES`` per command."""
+def check_mmc(cmds: list[MmcCmd]) -> int:
+    """Check ``cmds`` against the kernel's limits without copying any data; the size of
+    their MMC request body.  ``EINVAL`` for an empty or too long list, or data that does
+    not match ``blocks * blksz``; ``EOVERFLOW`` above ``MMC_IOC_MAX_BYTES`` per command."""
     if not 1 <= len(cmds) <= MMC_IOC_MAX_CMDS:
         raise error(errno.EINVAL, f"an MMC command list holds 1..{MMC_IOC_MAX_CMDS} commands, got {len(cmds)}")
-    parts = [U32.pack(OP_MMC), U32.pack(len(cmds))]
+    total = 8
     for c in cmds:
         size = c.blocks * c.blksz
         if size > MMC_IOC_MAX_BYTES:
             raise error(errno.EOVERFLOW, f"an MMC command moves at most {MMC_IOC_MAX_BYTES} bytes, got {size}")
         if c.is_write and len(c.data) != size:
             raise error(errno.EINVAL, f"MMC write command carries {len(c.data)} bytes, its blocks say {size}")
-        parts.append(_CMD.pack(c.write_flag & 0xFFFFFFFF, c.opcode, c.blocks, c.blksz))
+        total += _CMD.size + (size if c.is_write else 0)
+    return total
+
+
+def encode_mmc_message(cmds: list[MmcCmd]) -> bytearray:
+    """The whole MMC request message (``u32 length | body``) in one ``bytearray``, which
+    the caller wipes (:func:`wipe`) when a command is ``secret``.  Errors as :func:`check_mmc`."""
+    n = check_mmc(cmds)
+    msg = bytearray(4 + n)
+    U32.pack_into(msg, 0, n)
+    U32.pack_into(msg, 4, OP_MMC)
+    U32.pack_into(msg, 8, len(cmds))
+    off = 12
+    for c in cmds:
+        _CMD.pack_into(msg, off, c.write_flag & 0xFFFFFFFF, c.opcode, c.blocks, c.blksz)
+        off += _CMD.size
         if c.is_write:
-            parts.append(c.data)
-    return b"".join(parts)
+            msg[off : off + len(c.data)] = c.data
+            off += len(c.data)
+    return msg
+
+
+def encode_mmc(cmds: list[MmcCmd]) -> bytes:
+    """The MMC request body for ``cmds`` (an immutable copy: for commands without secrets).
+    Errors as :func:`check_mmc`."""
+    msg = encode_mmc_message(cmds)
+    try:
+        return bytes(memoryview(msg)[4:])
+    finally:
+        if any(c.secret for c in cmds):
+            wipe(msg)
+
+
+def wipe(buf: bytearray | memoryview) -> None:
+    """Zero a mutable buffer in place."""
+    buf[:] = bytes(len(buf))
 
 
 def decode_mmc(body: bytes | memoryview) -> list[MmcCmd]:
