@@ -17,7 +17,10 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "hmac.h"
 
+#include <limits.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <string.h>
 
@@ -795,4 +798,17 @@ int kt_hmac_verify(const void *state, const uint8_t *msg, size_t len, const uint
     /* The correct MAC of an attacker's message is itself a forgery aid. */
     OPENSSL_cleanse(mac, sizeof(mac));
     return 1 - differ;
+}
+
+int kt_hmac_sha384(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t len, uint8_t *out)
+{
+    unsigned int n = 0;
+
+    /* libcrypto's one-shot HMAC cleanses the context it keys (EVP_MAC_CTX_free). */
+    if (keylen > INT_MAX || !HMAC(EVP_sha384(), key, (int)keylen, msg, len, out, &n) ||
+        n != KT_HMAC_SHA384_LEN) {
+        OPENSSL_cleanse(out, KT_HMAC_SHA384_LEN);
+        return -1;
+    }
+    return 0;
 }

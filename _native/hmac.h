@@ -41,4 +41,10 @@ int kt_hmac_verify(const void *state, const uint8_t *msg, size_t len, const uint
 /* 0 when equal, 1 otherwise; time depends only on n. */
 int kt_hmac_ct_differ(const uint8_t *a, const uint8_t *b, size_t n);
 
+#define KT_HMAC_SHA384_LEN 48
+/* HMAC-SHA-384 of msg under key, in one call, into out (48 bytes): for keys that
+ * must land straight in secret memory (Python's hmac and cryptography return
+ * bytes).  0 on success, -1 on failure (out zeroed). */
+int kt_hmac_sha384(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t len, uint8_t *out);
+
 #endif

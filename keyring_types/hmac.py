@@ -18,7 +18,7 @@ from keyring_types.bindings._hmac import ffi, lib
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
-__all__ = ["HmacSha256", "DIGEST_SIZE", "BLOCK_SIZE", "batch_lanes"]
+__all__ = ["HmacSha256", "DIGEST_SIZE", "BLOCK_SIZE", "SHA384_SIZE", "batch_lanes", "hmac_sha384_into"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -216,3 +216,22 @@ def batch_lanes(lanes: int | None = None) -> int:
     if lanes not in (0, 1, 2, 16):
         raise error(errno.EINVAL, f"batch lanes must be 0, 1, 2 or 16, got {lanes!r}")
     return int(lib.kt_hmac_batch_lanes(lanes))
+
+
+SHA384_SIZE = 48
+
+
+def hmac_sha384_into(key: Buffer, msg: Buffer, out: bytearray | memoryview) -> None:
+    """HMAC-SHA-384 of ``msg`` under ``key`` written into ``out[:48]`` (a SecretBuffer's
+    writable view: no ``bytes`` of the result is ever made, as ``hmac.digest`` would).
+    ``EINVAL`` when ``out`` is read-only or shorter than 48 bytes, or a buffer is not
+    contiguous; ``EIO`` when libcrypto fails."""
+    kp = cbuf(key, "HMAC key")
+    mp = cbuf(msg, "message")
+    op = cbuf_writable(out, SHA384_SIZE, "out")
+    try:
+        if lib.kt_hmac_sha384(kp, len(kp), mp, len(mp), op) != 0:
+            raise error(errno.EIO, "libcrypto could not compute HMAC-SHA-384")
+    finally:
+        ffi.release(op)
+        ffi.release(kp)

@@ -22,9 +22,18 @@ _CHUNK = 1 << 20
 class Needle:
     """A secret of ``size`` random bytes: ``secret`` (a bytearray to use and wipe) and the needle."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 32, *, copy_of: object = None) -> None:
+        """A random secret of ``size`` bytes; with ``copy_of`` (a buffer, e.g. a SecretBuffer's
+        view) the needle is a copy of that instead and ``secret`` is empty."""
         self._map = mmap.mmap(-1, mmap.PAGESIZE)
         self._buf = mmap.mmap(-1, _CHUNK)
+        if copy_of is not None:
+            src = memoryview(copy_of)  # type: ignore[arg-type]
+            self.size = src.nbytes
+            self.secret = bytearray()
+            self._map[: self.size] = src
+            self.needle = memoryview(self._map)[: self.size]
+            return
         self.size = size
         self.secret = bytearray(size)
         fd = os.open("/dev/urandom", os.O_RDONLY | os.O_CLOEXEC)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import hashlib
-import hmac
 import struct
 import threading
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Final
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hmac as c_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -40,6 +39,8 @@ from keyring_types.attest import sevguest, snp
 from keyring_types.attest.emulated_tdx import EmulatedTdx
 from keyring_types.attest.tsm import TsmRequest
 from keyring_types.errors import error
+from keyring_types.hmac import SHA384_SIZE, hmac_sha384_into
+from keyring_types.secret import SecretBuffer
 
 __all__ = ["EXTENDED_OFFSET", "EmulatedSevSnp", "EmulatedTdx", "GuestConfig", "ConfigfsTsm"]
 
@@ -202,6 +203,21 @@ def _unpack(data: bytes, count: int, path: Path) -> list[bytes]:
     return items
 
 
+def _hmac384(key: SecretBuffer, msg: bytes) -> SecretBuffer:
+    """HMAC-SHA-384 of ``msg`` under ``key``, into a new SecretBuffer (the caller wipes it)."""
+    out = SecretBuffer(SHA384_SIZE)
+    kv, ov = key.view(), out.writable()
+    try:
+        hmac_sha384_into(kv, msg, ov)
+    except BaseException:
+        out.wipe()
+        raise
+    finally:
+        kv.release()
+        ov.release()
+    return out
+
+
 class EmulatedSevSnp:
     """An emulated SEV-SNP guest as a ``tsm`` provider (``name`` ``"emulated-sev-snp"``).
 
@@ -219,26 +235,28 @@ class EmulatedSevSnp:
         self.config = config if config is not None else GuestConfig(**fields)  # type: ignore[arg-type]
         self.state_dir = Path(state_dir) if state_dir is not None else state.state_dir(create=False) / "emulated-sev-snp"
         self._lock = threading.Lock()
-        self._chip: bytes | None = None
         self._derived: dict[bytes, bytes] = {}
         self._roots: _Roots | None = None
         self._vceks: dict[tuple[bytes, int, str], _Vcek] = {}  # (hwID, TCB, product + kind)
 
     # -- state -------------------------------------------------------------------------------
-    def _chip_secret(self) -> bytes:
-        if self._chip is None:
-            buf = state.load_or_create_secret(self.state_dir / _CHIP_SECRET, 64, "emulated SEV-SNP chip secret")
-            try:
-                self._chip = buf.tobytes()
-            finally:
-                buf.wipe()
-        return self._chip
+    def _chip_secret(self) -> SecretBuffer:
+        # Read from its file for each use and wiped by the caller: no copy of the chip secret
+        # outlives the call (and a forked child reads the file, not a wiped inherited buffer).
+        return state.load_or_create_secret(self.state_dir / _CHIP_SECRET, 64, "emulated SEV-SNP chip secret")
 
     def _derive(self, label: bytes, n: int) -> bytes:
-        # Fixed for the chip: computed once (a report needs the chip id twice and the report id).
+        # Fixed for the chip and public (ids): computed once (a report needs the chip id
+        # twice and the report id).
         value = self._derived.get(label)
         if value is None:
-            value = hmac.new(self._chip_secret(), b"emulated-sev-snp " + label, hashlib.sha512).digest()[:n]
+            chip = self._chip_secret()
+            try:
+                mac = c_hmac.HMAC(chip.view(), hashes.SHA512())
+                mac.update(b"emulated-sev-snp " + label)
+                value = mac.finalize()[:n]
+            finally:
+                chip.wipe()
             self._derived[label] = value
         return value
 
@@ -294,9 +312,13 @@ class EmulatedSevSnp:
         # As AMD's firmware does, one VCEK per chip and TCB: derived, never stored.  The VLEK
         # is the key a CSP's host loads (wrapped) into the firmware: emulated, one per TCB too.
         label = b"emulated-sev-snp VCEK" if kind == "vcek" else b"emulated-sev-snp VLEK " + _CSP_ID.encode()
-        okm = HKDF(hashes.SHA384(), 64, salt=None, info=label + tcb.to_bytes(8, "little") + (hwid if kind == "vcek" else b"")).derive(
-            self._chip_secret()
-        )
+        chip = self._chip_secret()
+        try:
+            okm = HKDF(hashes.SHA384(), 64, salt=None, info=label + tcb.to_bytes(8, "little") + (hwid if kind == "vcek" else b"")).derive(
+                chip.view()
+            )
+        finally:
+            chip.wipe()
         key = ec.derive_private_key(int.from_bytes(okm, "big") % (_P384_ORDER - 1) + 1, ec.SECP384R1())
         roots = self._load_roots()
         t = c.effective_tcb
@@ -381,11 +403,12 @@ class EmulatedSevSnp:
         """(GUEST_SVN, COMMITTED_TCB): the most a derived-key request may ask to mix."""
         return self.config.guest_svn, self.config.tcb_raw
 
-    def derived_key(self, request: sevguest.DerivedKeyRequest) -> bytes:
-        """The 32-byte key the firmware derives for MSG_KEY_REQ ``request``: HMAC-SHA-384 of the
-        emulated root (the chip secret's VCEK or VLEK root, or a VMRK derived from the launch
-        measurement) over the request and the guest fields it selects, as the real firmware
-        mixes them (its KDF is not published; this one is emulated).
+    def derived_key(self, request: sevguest.DerivedKeyRequest) -> SecretBuffer:
+        """The 32-byte key the firmware derives for MSG_KEY_REQ ``request``, in secret memory
+        (the caller wipes it): HMAC-SHA-384 of the emulated root (the chip secret's VCEK or
+        VLEK root, or a VMRK derived from the launch measurement) over the request and the
+        guest fields it selects, as the real firmware mixes them (its KDF is not published;
+        this one is emulated).  The root and the key are computed straight into secret memory.
 
         ``EINVAL`` (the firmware's INVALID_PARAM) for a guest SVN or TCB above the guest's, or
         the VLEK when none is loaded (``signing_key`` not ``"vlek"``).
@@ -401,11 +424,17 @@ class EmulatedSevSnp:
         key_sel = request.key_sel if request.key_sel != "default" else c.signing_key
         if key_sel == "vlek" and c.signing_key != "vlek":
             raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for the VLEK, and none is loaded")
-        with self._lock:
-            secret = self._chip_secret()
-        root = hmac.new(secret, f"emulated-sev-snp {request.root} root {key_sel}".encode(), hashlib.sha384).digest()
+        chip = self._chip_secret()
+        try:
+            root = _hmac384(chip, f"emulated-sev-snp {request.root} root {key_sel}".encode())
+        finally:
+            chip.wipe()
         if request.root == "vmrk":  # a VM root key: made at launch, so it follows the launch
-            root = hmac.new(root, c.measurement + c.host_data, hashlib.sha384).digest()
+            try:
+                vmrk = _hmac384(root, c.measurement + c.host_data)
+            finally:
+                root.wipe()
+            root = vmrk
         f = request.fields
         mixed = [request.pack(), struct.pack("<I", request.vmpl)]
         for bit, value in (
@@ -419,7 +448,19 @@ class EmulatedSevSnp:
         ):
             if f & bit:
                 mixed.append(value)
-        return hmac.new(root, b"".join(mixed), hashlib.sha384).digest()[:32]
+        try:
+            full = _hmac384(root, b"".join(mixed))
+        finally:
+            root.wipe()
+        key = SecretBuffer(32)
+        out, src = key.writable(), full.view()
+        try:
+            out[:] = src[:32]
+        finally:
+            out.release()
+            src.release()
+            full.wipe()
+        return key
 
     def _tcb_mask(self) -> int:
         # The bytes of TCB_VERSION that hold a level in this product's layout.

@@ -11,6 +11,7 @@ by an older guest).  :class:`SevGuestDevice` sends it to the real firmware;
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -20,6 +21,7 @@ from typing import Final, Protocol
 import attrs
 
 from keyring_types.errors import error
+from keyring_types.secret import SecretBuffer
 
 __all__ = [
     "DEVICE",
@@ -121,8 +123,9 @@ class GuestFirmware(Protocol):
 
     name: str
 
-    def derived_key(self, request: DerivedKeyRequest) -> bytes:
-        """The 32-byte key for ``request``; ``EINVAL`` where the firmware refuses it."""
+    def derived_key(self, request: DerivedKeyRequest) -> SecretBuffer:
+        """The 32-byte key for ``request`` in secret memory (the caller wipes it); ``EINVAL``
+        where the firmware refuses it."""
         ...
 
     def current_versions(self) -> tuple[int, int]:
@@ -145,12 +148,10 @@ class SevGuestDevice:
     def available(cls, path: str = DEVICE) -> bool:
         return os.path.exists(path)
 
-    def _request(self, nr: int, req: bytes, resp_size: int) -> bytes:
-        import ctypes
-
+    def _request(self, nr: int, req: bytes, resp: ctypes.Array[ctypes.c_char]) -> None:
+        """One guest request; the firmware's response lands in ``resp`` (the caller wipes it)."""
         req_buf = ctypes.create_string_buffer(req, len(req))
-        resp_buf = ctypes.create_string_buffer(resp_size)
-        arg = bytearray(_IOCTL.pack(self.msg_version, ctypes.addressof(req_buf), ctypes.addressof(resp_buf), 0))
+        arg = bytearray(_IOCTL.pack(self.msg_version, ctypes.addressof(req_buf), ctypes.addressof(resp), 0))
         fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             try:
@@ -164,24 +165,33 @@ class SevGuestDevice:
                 ) from None
         finally:
             os.close(fd)
-        try:
-            return resp_buf.raw
-        finally:
-            ctypes.memset(resp_buf, 0, resp_size)
 
-    def derived_key(self, request: DerivedKeyRequest) -> bytes:
-        """SNP_GET_DERIVED_KEY: MSG_KEY_RSP holds STATUS at 0 and the key at 0x20."""
-        resp = self._request(SNP_GET_DERIVED_KEY, request.pack(), _KEY_RESP_SIZE)
-        (status,) = struct.unpack_from("<I", resp)
-        if status:
-            raise error(errno.EINVAL, f"{self.path}: the firmware refused the derived-key request (status 0x{status:x})")
-        return resp[0x20:0x40]
+    def derived_key(self, request: DerivedKeyRequest) -> SecretBuffer:
+        """SNP_GET_DERIVED_KEY: MSG_KEY_RSP holds STATUS at 0 and the key at 0x20.  The key goes
+        from the response buffer into secret memory (the caller wipes it); the buffer is zeroed."""
+        resp = ctypes.create_string_buffer(_KEY_RESP_SIZE)
+        try:
+            self._request(SNP_GET_DERIVED_KEY, request.pack(), resp)
+            (status,) = struct.unpack_from("<I", resp)
+            if status:
+                raise error(errno.EINVAL, f"{self.path}: the firmware refused the derived-key request (status 0x{status:x})")
+            key = SecretBuffer(32)
+            out = key.writable()
+            try:
+                out[:] = memoryview(resp).cast("B")[0x20:0x40]
+            finally:
+                out.release()
+            return key
+        finally:
+            ctypes.memset(resp, 0, _KEY_RESP_SIZE)
 
     def report(self, report_data: bytes, vmpl: int = 0) -> bytes:
         """SNP_GET_REPORT: MSG_REPORT_RSP is STATUS, REPORT_SIZE, 24 reserved bytes, the report."""
         if len(report_data) != 64:
             raise error(errno.EINVAL, "SNP_GET_REPORT: report data must be 64 bytes")
-        resp = self._request(SNP_GET_REPORT, _REPORT_REQ.pack(report_data, vmpl, bytes(28)), _REPORT_RESP_SIZE)
+        buf = ctypes.create_string_buffer(_REPORT_RESP_SIZE)
+        self._request(SNP_GET_REPORT, _REPORT_REQ.pack(report_data, vmpl, bytes(28)), buf)
+        resp = buf.raw  # a report is public
         status, size = struct.unpack_from("<II", resp)
         if status or not 0 < size <= _REPORT_RESP_SIZE - 0x20:
             raise error(errno.EIO, f"{self.path}: report request failed (status 0x{status:x})")

@@ -118,12 +118,20 @@ class TsmSource(TrustSource):
         return [Path(d)] if d is not None else []
 
     def _aead(self, request: sevguest.DerivedKeyRequest, blobauth: bytes) -> AESGCM:
-        derived = bytearray(self._firmware.derived_key(request))
+        # The derived key and the AES key stay in secret memory (AESGCM keeps its own copy
+        # inside libcrypto's context); both are wiped before this returns.
+        derived = self._firmware.derived_key(request)
+        aes = SecretBuffer(32)
+        dv, out = derived.view(), aes.writable()
         try:
             info = b"keyring_types tsm seal v1\0" + bytes([len(blobauth)]) + blobauth
-            return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(bytes(derived)))
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive_into(dv, out)
+            return AESGCM(out)
         finally:
-            derived[:] = bytes(len(derived))
+            dv.release()
+            out.release()
+            aes.wipe()
+            derived.wipe()
 
     def seal(self, secret: SecretBuffer, options: TrustedOptions) -> bytes:
         """Seal ``secret`` (32..128 bytes) under the key derived for the current guest.
