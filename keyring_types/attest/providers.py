@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import os
 import struct
 import threading
 from pathlib import Path
@@ -235,28 +236,32 @@ class EmulatedSevSnp:
         self.config = config if config is not None else GuestConfig(**fields)  # type: ignore[arg-type]
         self.state_dir = Path(state_dir) if state_dir is not None else state.state_dir(create=False) / "emulated-sev-snp"
         self._lock = threading.Lock()
+        self._chip_lock = threading.Lock()  # _chip_secret is called with _lock held
+        self._chip: tuple[int, SecretBuffer] | None = None  # (pid that read it, the secret)
         self._derived: dict[bytes, bytes] = {}
         self._roots: _Roots | None = None
         self._vceks: dict[tuple[bytes, int, str], _Vcek] = {}  # (hwID, TCB, product + kind)
 
     # -- state -------------------------------------------------------------------------------
     def _chip_secret(self) -> SecretBuffer:
-        # Read from its file for each use and wiped by the caller: no copy of the chip secret
-        # outlives the call (and a forked child reads the file, not a wiped inherited buffer).
-        return state.load_or_create_secret(self.state_dir / _CHIP_SECRET, 64, "emulated SEV-SNP chip secret")
+        # Kept in secret memory (never a bytes), read once per process: reading the file for
+        # each derived key cost 100 us against 17 (a forked child inherits the buffer as
+        # zeros, see keyring_types.secret, so it reads the file again).  Callers never wipe it.
+        pid = os.getpid()
+        with self._chip_lock:
+            if self._chip is None or self._chip[0] != pid:
+                buf = state.load_or_create_secret(self.state_dir / _CHIP_SECRET, 64, "emulated SEV-SNP chip secret")
+                self._chip = (pid, buf)
+            return self._chip[1]
 
     def _derive(self, label: bytes, n: int) -> bytes:
         # Fixed for the chip and public (ids): computed once (a report needs the chip id
         # twice and the report id).
         value = self._derived.get(label)
         if value is None:
-            chip = self._chip_secret()
-            try:
-                mac = c_hmac.HMAC(chip.view(), hashes.SHA512())
-                mac.update(b"emulated-sev-snp " + label)
-                value = mac.finalize()[:n]
-            finally:
-                chip.wipe()
+            mac = c_hmac.HMAC(self._chip_secret().view(), hashes.SHA512())
+            mac.update(b"emulated-sev-snp " + label)
+            value = mac.finalize()[:n]
             self._derived[label] = value
         return value
 
@@ -312,13 +317,9 @@ class EmulatedSevSnp:
         # As AMD's firmware does, one VCEK per chip and TCB: derived, never stored.  The VLEK
         # is the key a CSP's host loads (wrapped) into the firmware: emulated, one per TCB too.
         label = b"emulated-sev-snp VCEK" if kind == "vcek" else b"emulated-sev-snp VLEK " + _CSP_ID.encode()
-        chip = self._chip_secret()
-        try:
-            okm = HKDF(hashes.SHA384(), 64, salt=None, info=label + tcb.to_bytes(8, "little") + (hwid if kind == "vcek" else b"")).derive(
-                chip.view()
-            )
-        finally:
-            chip.wipe()
+        okm = HKDF(hashes.SHA384(), 64, salt=None, info=label + tcb.to_bytes(8, "little") + (hwid if kind == "vcek" else b"")).derive(
+            self._chip_secret().view()
+        )
         key = ec.derive_private_key(int.from_bytes(okm, "big") % (_P384_ORDER - 1) + 1, ec.SECP384R1())
         roots = self._load_roots()
         t = c.effective_tcb
@@ -424,11 +425,7 @@ class EmulatedSevSnp:
         key_sel = request.key_sel if request.key_sel != "default" else c.signing_key
         if key_sel == "vlek" and c.signing_key != "vlek":
             raise error(errno.EINVAL, "emulated SEV-SNP: derived key asks for the VLEK, and none is loaded")
-        chip = self._chip_secret()
-        try:
-            root = _hmac384(chip, f"emulated-sev-snp {request.root} root {key_sel}".encode())
-        finally:
-            chip.wipe()
+        root = _hmac384(self._chip_secret(), f"emulated-sev-snp {request.root} root {key_sel}".encode())
         if request.root == "vmrk":  # a VM root key: made at launch, so it follows the launch
             try:
                 vmrk = _hmac384(root, c.measurement + c.host_data)

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import hashlib
 import hmac
+import os
 import struct
 import subprocess
 import sys
@@ -147,3 +148,28 @@ def test_hmac_sha384_into() -> None:
     assert bytes(out[:48]) == hmac.new(b"k" * 100, b"message", hashlib.sha384).digest() and out[48:] == bytes(2)
     assert errno_of(hmac_sha384_into, b"k", b"m", bytearray(47)) == errno.EINVAL
     assert errno_of(hmac_sha384_into, b"k", b"m", bytes(48)) == errno.EINVAL  # read-only
+
+
+def test_a_forked_child_derives_the_same_key(tmp_path: Path) -> None:
+    g = EmulatedSevSnp(tmp_path / "guest")
+    req = sevguest.DerivedKeyRequest(fields=sevguest.parse_fields("measurement"))
+    key = g.derived_key(req)  # the chip secret is now cached in secret memory: zeros in a child
+    expected = key.tobytes()  # a plain copy, which a child inherits as it is
+    key.wipe()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, whatever happens
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, b"same" if g.derived_key(req) == expected else b"diff")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        got = os.read(r, 4)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert status == 0 and got == b"same"
