@@ -51,8 +51,6 @@ STORE_EXCLUDED: dict[str, str] = {
     "under construction in one ktctl process cannot be reached from another (the upcall's authority is that "
     "process's state), so the key ends negative",
     "keyctl/requesting/piped": "the same debug:* rule as keyctl/requesting/valid, with the callout info from stdin",
-    "keyctl/restrict/valid": "the store does not keep keyring restrictions across processes: a keyring "
-    "restricted by one ktctl accepts any key in the next, and may be restricted again",
     "keyctl/session/valid2": "new_session gives the calling shell a new session keyring; a store session reaches a "
     "process only through the environment it starts with, and a running parent's cannot be changed",
 }
