@@ -15,6 +15,8 @@ from keyring_types.core.keyspace import Keyspace
 from keyring_types.core.process_keys import ProcessKeys
 from keyring_types.core.record import KeyRecord
 from keyring_types.core.request_key_auth import AUTH_TYPE
+from keyring_types.core.search import SearchContext, search_cred_keyrings
+from keyring_types.errors import error
 
 __all__ = ["HandlerKeyspace"]
 
@@ -45,6 +47,25 @@ class HandlerKeyspace(Keyspace):
         if errno.ENOKEY in (err, ret):
             return None, errno.ENOKEY
         return None, ret if err == errno.EACCES else err
+
+    def inherit_authority(self, keyid: int) -> int:
+        """Hold the authority over key ``keyid`` that this view's keyrings hold; its serial.
+
+        For a handler program started in another process (a store's): it holds
+        the authority as a program started by /sbin/request-key inherits the one
+        request-key assumed before exec.  Unlike ``assume_authority`` a spent
+        (revoked) authority is held too, so the handler-side calls then answer
+        ``EKEYREVOKED`` as the kernel's do.  ``ENOKEY`` if no authorisation key
+        for ``keyid`` is reachable (the key has been built and its authority is gone).
+        """
+        with self._scope:
+            # Revoked or expired, it is still the one the program was given.
+            ctx = SearchContext((AUTH_TYPE.name, f"{keyid:x}"), self.cred, self._world.now(), state_check=False)
+            found, _err = search_cred_keyrings(self._cred_rings(), ctx)
+            if found is None:
+                raise error(errno.ENOKEY, f"no request-key authority over key {keyid} is reachable from here")
+            self._take_authority(found)
+            return found.serial
 
     def _possessed(self, rec: KeyRecord) -> bool:
         if super()._possessed(rec):

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from keyring_types.constants import KEYQUOTA_LINK_BYTES
+from keyring_types.core.key import key_revoke
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
 from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
+from keyring_types.core.request_key_auth import AUTH_TYPE
 from keyring_types.core.restrict import (
     KeyRestriction,
     rebuild_restriction,
@@ -115,6 +117,11 @@ _SELECT_NEWER = (
 )
 _TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
 _PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+# Tags of handler sessions whose row is gone (each is deleted with its row; a backstop).
+_PRUNE_REQ_TAGS = (
+    "DELETE FROM meta WHERE k LIKE 'rq.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
+    "(SELECT serial FROM keys WHERE NOT flags & ?)"
+)
 # Restrictions whose keyring's row is gone (each is deleted with its row; this is a backstop).
 _PRUNE_RESTRICTIONS = "DELETE FROM restrictions WHERE serial NOT IN (SELECT serial FROM keys WHERE NOT flags & ?)"
 # Builder tags of keys no longer under construction (their rows went meanwhile).
@@ -253,6 +260,12 @@ class StoreWorld(World):
         self.restriction_holders: set[KeyRecord] = set()
         #: Stored keyrings read as restricted, whose restriction is rebuilt once all rows are in.
         self._to_restrict: list[KeyRecord] = []
+        #: Request-key handler sessions (``_req.<serial>``) made here, and the serials of
+        #: those whose maker's tag (meta ``rq.<serial>``) is in the file.
+        self.upcall_sessions: set[KeyRecord] = set()
+        self.req_tagged: set[int] = set()
+        #: Handler sessions made by another process: serial -> its maker's tag.
+        self.req_foreign: dict[int, str | None] = {}
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -402,6 +415,19 @@ class StoreWorld(World):
             self._persist_tree(rec)
         return rec
 
+    def upcall_session(self, ring: KeyRecord) -> None:
+        """A request-key handler's session is a root, so a handler program in another process can
+        take it over (``KTCTL_SESSION``) with the authorisation key it holds.
+
+        Not pinned by the store: it goes when its maker lets go of it (the upcall
+        ends), or, if that process dies first, when another process finds its
+        maker's tag dead (:meth:`_settle_orphans`).
+        """
+        if not self.syncing:
+            self.roots.add(ring)
+            self.upcall_sessions.add(ring)
+            self._persist_tree(ring)
+
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
         rec = super().new_keyring(description, uid, gid, perm)
         if description not in _PROCESS_RINGS and not self.syncing:
@@ -482,6 +508,8 @@ class StoreWorld(World):
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
         self.foreign.pop(rec.serial, None)
+        self.req_foreign.pop(rec.serial, None)
+        self.upcall_sessions.discard(rec)
         self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
@@ -569,6 +597,9 @@ class StoreWorld(World):
             if serial in self.restricted:
                 self.restricted.discard(serial)
                 conn.execute("DELETE FROM restrictions WHERE serial = ?", (serial,))
+            if serial in self.req_tagged:
+                self.req_tagged.discard(serial)
+                conn.execute("DELETE FROM meta WHERE k = ?", (f"rq.{serial}",))
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
@@ -579,6 +610,7 @@ class StoreWorld(World):
                 conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
                 conn.execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
                 conn.execute(_PRUNE_RESTRICTIONS, (F_GONE,))
+                conn.execute(_PRUNE_REQ_TAGS, (F_GONE,))
                 conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
         self.dirty.clear()
@@ -599,6 +631,9 @@ class StoreWorld(World):
             | (F_RESTRICTED if rec.restriction is not None else 0)
         )
         serial = rec.serial
+        if rec in self.upcall_sessions and serial not in self.req_tagged:
+            self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"rq.{serial}", own_tag()))
+            self.req_tagged.add(serial)
         if rec.restriction is not None and serial not in self.restricted:
             # In the same transaction as the keyring's row: a restriction is never
             # changed once set, so it is written once, and deleted with the row.
@@ -711,6 +746,7 @@ class StoreWorld(World):
 
     def _apply_tombstone(self, serial: int, invalidated: bool) -> None:
         self.restricted.discard(serial)  # its deleter deleted the restriction with the row
+        self.req_tagged.discard(serial)  # ... and a handler session's tag
         rec = self.keys.get(serial)
         if rec is None or rec not in self.pers:
             return
@@ -737,7 +773,10 @@ class StoreWorld(World):
         try:
             ktype = lookup_key_type(type_name)
         except OSError:
-            return None  # a type not registered in this process: its keys are not seen here
+            if type_name != AUTH_TYPE.name:
+                return None  # a type not registered in this process: its keys are not seen here
+            # An authorisation key in a handler session: the core's own type, never registered.
+            ktype = AUTH_TYPE
         rec = self.keys.get(serial)
         if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
             # The serial was freed and drawn again since this process last looked.
@@ -810,8 +849,11 @@ class StoreWorld(World):
             self.restricted.discard(serial)
             release_restriction(self, rec)
         if flags & F_ROOT:
+            if rec.links is not None and desc.startswith("_req.") and rec not in self.upcall_sessions:
+                self._note_upcall_session(serial)
             self.roots.add(rec)
-            if not rec.uid_keyring and rec not in self.store_pinned:
+            # A handler session made here is held by its upcall, not by the store.
+            if not rec.uid_keyring and rec not in self.store_pinned and rec not in self.upcall_sessions:
                 rec.pins += 1
                 self.store_pinned.add(rec)
         if rec.expiry:
@@ -857,14 +899,36 @@ class StoreWorld(World):
             return UNDER_CONSTRUCTION
         return (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK
 
+    def _note_upcall_session(self, serial: int) -> None:
+        """A stored handler session made by another process: remember its maker, to outlive it not."""
+        found = self.conn.execute("SELECT v FROM meta WHERE k = ?", (f"rq.{serial}",)).fetchone()
+        if found is None:
+            return  # a named session that happens to be called so: the tag is written with the row
+        tag = str(found[0])
+        self.req_tagged.add(serial)
+        if tag != own_tag():
+            self.req_foreign[serial] = tag
+
     def _settle_orphans(self) -> None:
-        """Negate the stored keys under construction whose builder no longer runs (in a transaction)."""
+        """Negate the stored keys under construction whose builder no longer runs (in a transaction),
+        and delete the handler sessions whose maker no longer runs (with their authorisation keys)."""
         for serial, tag in list(self.foreign.items()):
             rec = self.keys.get(serial)
             if rec is None or rec.upcall != UNDER_CONSTRUCTION or rec.dead:
                 self.foreign.pop(serial, None)
             elif not alive(tag):
                 self._negate_orphan(rec)
+        for serial, tag in list(self.req_foreign.items()):
+            rec = self.keys.get(serial)
+            if rec is None or rec.dead or rec not in self.pers:
+                self.req_foreign.pop(serial, None)
+            elif not alive(tag):
+                self.req_foreign.pop(serial, None)
+                for child in list((rec.links or {}).values()):
+                    if child.ktype is AUTH_TYPE and not child.dead:
+                        key_revoke(self, child)  # as complete_request_key revokes it
+                rec.invalidated = True
+                self.unlink_everywhere(rec)
 
     def _negate_orphan(self, rec: KeyRecord) -> None:
         """As the kernel when /sbin/request-key exits without building the key: ENOKEY for key_negative_timeout."""
