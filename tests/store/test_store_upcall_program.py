@@ -51,8 +51,10 @@ others)
     # ... and a process that does not hold it cannot build the key at all.
     {plain} instantiate "$1" x "$3" 2>>"$log"; echo "no-authority $?" >>"$log"
     keyctl instantiate "$1" "built after all" "$3" 2>>"$log"; echo "holder $?" >>"$log"
-    # Built: the authority is spent.
-    keyctl instantiate "$1" again "$3" 2>>"$log"; echo "again $?" >>"$log" ;;
+    # Built: the authority is spent; the program's credentials still point at it.
+    keyctl instantiate "$1" again "$3" 2>>"$log"; echo "again-into-session $?" >>"$log"
+    keyctl instantiate "$1" again 0 2>>"$log"; echo "again $?" >>"$log"
+    keyctl negate "$1" 30 0 2>>"$log"; echo "negate-again $?" >>"$log" ;;
 sleep) echo started >>"$log"; exec sleep 60 ;;
 esac
 """)
@@ -133,12 +135,18 @@ def test_only_the_holder_of_the_authority_builds_the_key(store: Path, program: P
     assert key.read() == b"built after all"
     lines = program.read_text().splitlines()
     results = [ln for ln in lines if not ln.startswith("keyctl_")]
-    assert results == ["other-key 1", "no-authority 1", "holder 0", "again 1"], lines
-    # EPERM for another key and for a process without the authority (as the kernel's
-    # keyctl_instantiate_key_common); once the key is built the authority is spent and
-    # gone from the store, so EPERM again (the kernel says EBUSY there: its program's
-    # credentials still point at the spent authorisation key; see docs/ktctl.md).
-    assert [ln for ln in lines if ln.startswith("keyctl_")] == ["keyctl_instantiate: Operation not permitted"] * 3
+    assert results == ["other-key 1", "no-authority 1", "holder 0", "again-into-session 1", "again 1", "negate-again 1"], lines
+    # As the kernel's keyctl_instantiate_key_common: EPERM for another key and for a
+    # process without the authority.  Once the key is built the authority is spent
+    # (invalidated): it no longer reaches the requester's keyrings (EACCES: the
+    # session is not the program's to write), and the key itself is built (EBUSY).
+    assert [ln for ln in lines if ln.startswith("keyctl_")] == [
+        "keyctl_instantiate: Operation not permitted",
+        "keyctl_instantiate: Operation not permitted",
+        "keyctl_instantiate: Permission denied",
+        "keyctl_instantiate: Device or resource busy",
+        "keyctl_negate: Device or resource busy",
+    ]
     assert other.read() == b"x"
 
 
@@ -185,3 +193,68 @@ def test_a_named_session_called_like_a_handler_session_is_left_alone(store: Path
     b = _keyspace(store)
     assert [k.description for k in b.keyring(ses.serial).keys()] == ["kept"]
     b.store.close()
+
+
+_DIFF_SCRIPT = """#!/bin/sh
+# $1: the key under construction, $2: the callout info, $3: the requester's session keyring
+log={log}
+other=$(cat {other})
+keyctl instantiate "$other" x "$3" 2>>"$log"; echo "other-key $?" >>"$log"
+keyctl reject "$1" 30 "$3" "$3" 2>>"$log"; echo "bad-error $?" >>"$log"
+keyctl instantiate "$1" "built" "$3" 2>>"$log"; echo "holder $?" >>"$log"
+keyctl instantiate "$1" again "$3" 2>>"$log"; echo "again-into-session $?" >>"$log"
+keyctl instantiate "$1" again 0 2>>"$log"; echo "again $?" >>"$log"
+keyctl negate "$1" 30 0 2>>"$log"; echo "negate-again $?" >>"$log"
+"""
+
+
+@pytest.mark.kernel
+def test_a_programs_calls_answer_as_on_the_kernel(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same program, started by /sbin/request-key for the kernel and by RequestKeyConfig
+    for the store, sees the same outcomes of its keyctl calls."""
+    from conftest import kernel_keyring_reachable, require
+
+    require(os.geteuid() == 0, "root (to add a rule under /etc/request-key.d)")
+    require(kernel_keyring_reachable(), "the kernel keyring (/proc/keys)")
+    require(Path("/sbin/request-key").exists(), "/sbin/request-key (Debian package keyutils)")
+    require(Path("/bin/keyctl").exists(), "keyctl (Debian package keyutils)")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
+    desc = f"ktstoreprog{os.getpid()}"
+    logs = {}
+    for side in ("kernel", "store"):
+        log, other = tmp_path / f"{side}.log", tmp_path / f"{side}.other"
+        script = tmp_path / f"{side}.sh"
+        script.write_text(_DIFF_SCRIPT.format(log=shlex.quote(str(log)), other=shlex.quote(str(other))))
+        script.chmod(0o700)
+        line = f"create user {desc}:* * {script} %k %c %S\n"
+        if side == "kernel":
+            rules = Path("/etc/request-key.d")
+            made = not rules.exists()
+            rules.mkdir(mode=0o755, exist_ok=True)
+            rule = rules / f"kt-store-program-{os.getpid()}.conf"
+            rule.write_text(line)
+            try:
+                run = subprocess.run(
+                    ["/bin/keyctl", "session", f"{desc}-ses", "sh", "-c",
+                     f"/bin/keyctl add user not-mine x @s > {shlex.quote(str(other))} && "
+                     f"/bin/keyctl request2 user {desc}:1 info @s >/dev/null && /bin/keyctl print %user:{desc}:1"],
+                    capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+            finally:
+                rule.unlink()
+                if made:
+                    rules.rmdir()
+            assert (run.returncode, run.stdout) == (0, "built\n"), run.stderr
+        else:
+            conf = tmp_path / "store.conf"
+            conf.write_text(line)
+            kt.register_request_key_handler("user", f"{desc}:*", RequestKeyConfig(conf=conf, confdir=None))
+            try:
+                ks = _keyspace(store)
+                other.write_text(str(ks.add_key("user", "not-mine", b"x", "@s").serial))
+                assert ks.request_key("user", f"{desc}:1", "info", "@s").read() == b"built"
+            finally:
+                kt.unregister_request_key_handler("user", f"{desc}:*")
+        logs[side] = log.read_text()
+    assert logs["store"] == logs["kernel"]
+    assert "holder 0" in logs["store"] and "keyctl_instantiate: Device or resource busy" in logs["store"]
