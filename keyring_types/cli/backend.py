@@ -93,11 +93,12 @@ class Backend:
 
         ks = Keyspace(store=self.store_path or True)
         authority = os.environ.get(ENV_REQKEY_AUTH)
+        handler = None
         if authority:
             from keyring_types.core.upcall_view import HandlerKeyspace
 
             # The handler's view: it also searches (and possesses) its requester's keyrings.
-            ks = HandlerKeyspace(_world=ks._world, _proc=ks._proc)
+            ks = handler = HandlerKeyspace(_world=ks._world, _proc=ks._proc)
         carried = os.environ.get(ENV_SESSION)
         if carried:
             try:
@@ -109,15 +110,15 @@ class Backend:
             # as the kernel gives one (it links @u, so the user's keys are possessed).
             serial = ks.sys_get_keyring_id(KEY_SPEC_USER_SESSION_KEYRING, True)
         inherit_session(ks, serial)
-        if authority:
+        if handler is not None and authority:
             try:
                 target = int(authority)
             except ValueError:
                 raise error(errno.EINVAL, f"{ENV_REQKEY_AUTH} must be a key serial") from None
             try:
-                ks.inherit_authority(target)  # type: ignore[attr-defined]
+                handler.inherit_authority(target)
             except OSError as exc:
-                # Built already and its authority gone: the handler-side calls say EPERM.
+                # No such key any more: without an authority the handler-side calls say EPERM.
                 if exc.errno != errno.ENOKEY:
                     raise
         return ks
