@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -162,7 +163,12 @@ kt.register_request_key_handler("user", "prog:*", RequestKeyConfig(conf=sys.argv
 ks.request_key("user", "prog:killed", "sleep", ks.user_keyring)
 """
     conf = program.parent / "request-key.conf"
-    proc = subprocess.Popen([sys.executable, "-c", requester, str(store), str(conf)], start_new_session=True)
+    # The program's keyctl is made in the requester's TMPDIR; killed, it cannot remove it.
+    tmp = program.parent / "requester-tmp"
+    tmp.mkdir(mode=0o700)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", requester, str(store), str(conf)], start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)}
+    )
     try:
         deadline = time.monotonic() + 60
         while not (program.exists() and program.read_text() == "started\n"):
@@ -175,6 +181,7 @@ ks.request_key("user", "prog:killed", "sleep", ks.user_keyring)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the requester and its program
         proc.wait(10)
+        shutil.rmtree(tmp)
     # The next process finds their maker dead: the key goes negative (ENOKEY, as when
     # /sbin/request-key dies) and the handler session goes, with the authority in it.
     ks = _keyspace(store)
