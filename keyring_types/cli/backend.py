@@ -17,6 +17,14 @@ Two backends, chosen by ``--kernel`` / ``--store PATH`` before the verb or by
   test suite does) work unchanged. Outside a session, a command runs in the
   user default session keyring (``@us``, which links ``@u``), as a kernel
   process without a session keyring does.
+
+  A program that request-key.conf runs for a store-backed request
+  (:mod:`keyring_types.core.request_key_conf`) gets the handler's session
+  this way, and the serial of the key under construction in
+  :data:`ENV_REQKEY_AUTH`: ``ktctl`` then holds the authority over it, as a
+  program started by ``/sbin/request-key`` inherits the authority request-key
+  assumed, so its ``instantiate``/``negate``/``reject`` build the key for the
+  requester waiting in another process.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_BACKEND",
+    "ENV_REQKEY_AUTH",
     "ENV_SESSION",
     "Backend",
 ]
@@ -40,6 +49,8 @@ __all__ = [
 ENV_BACKEND = "KTCTL_BACKEND"
 #: The named session a store-backed ``ktctl`` joins before it acts (set by ``ktctl session``).
 ENV_SESSION = "KTCTL_SESSION"
+#: The key under construction whose authority a request-key program's ``ktctl`` holds.
+ENV_REQKEY_AUTH = "KTCTL_REQKEY_AUTH"
 
 BACKENDS = ("store", "kernel")
 
@@ -81,6 +92,13 @@ class Backend:
         from keyring_types.store import inherit_session
 
         ks = Keyspace(store=self.store_path or True)
+        authority = os.environ.get(ENV_REQKEY_AUTH)
+        handler = None
+        if authority:
+            from keyring_types.core.upcall_view import HandlerKeyspace
+
+            # The handler's view: it also searches (and possesses) its requester's keyrings.
+            ks = handler = HandlerKeyspace(_world=ks._world, _proc=ks._proc)
         carried = os.environ.get(ENV_SESSION)
         if carried:
             try:
@@ -92,6 +110,17 @@ class Backend:
             # as the kernel gives one (it links @u, so the user's keys are possessed).
             serial = ks.sys_get_keyring_id(KEY_SPEC_USER_SESSION_KEYRING, True)
         inherit_session(ks, serial)
+        if handler is not None and authority:
+            try:
+                target = int(authority)
+            except ValueError:
+                raise error(errno.EINVAL, f"{ENV_REQKEY_AUTH} must be a key serial") from None
+            try:
+                handler.inherit_authority(target)
+            except OSError as exc:
+                # No such key any more: without an authority the handler-side calls say EPERM.
+                if exc.errno != errno.ENOKEY:
+                    raise
         return ks
 
     def join_session(self, name: str | None) -> int:

@@ -304,11 +304,12 @@ def v_prequest2(ctx: Ctx) -> None:
 def _follow_request_key_conf() -> None:
     """Have keys requested with callout info built as /sbin/request-key builds them for the kernel.
 
-    On the store the upcall runs in this process: request-key.conf's rules are
-    followed, ``keyctl instantiate/negate/reject`` commands act on this keyspace
-    and ``|program`` rules' output becomes the payload; a rule that runs another
-    program (which cannot reach a key under construction in this process) leaves
-    the key negative.
+    On the store the upcall starts in this process: request-key.conf's rules are
+    followed, ``keyctl instantiate/negate/reject`` commands act on this keyspace,
+    ``|program`` rules' output becomes the payload, and a rule that runs another
+    program runs it with ``keyctl`` on its PATH being ``ktctl`` on this store, in
+    the handler's stored session and holding the authority over the key, while
+    this process waits (see :mod:`keyring_types.core.request_key_conf`).
     """
     from keyring_types.core.request_key_conf import RequestKeyConfig
     from keyring_types.core.request_key_handlers import register_request_key_handler

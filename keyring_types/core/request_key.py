@@ -312,6 +312,7 @@ class Upcalls(Keyctl):
         ring.instantiated = True
         ring.user.nikeys += 1
         try:
+            w.upcall_session(ring)
             key_link(w, self.cred, ring, auth)
         except BaseException:
             w.maybe_destroy(ring)

@@ -9,14 +9,18 @@ serial in hex, as the kernel writes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import errno
+import struct
+from typing import TYPE_CHECKING, cast
 
 from keyring_types.constants import KEY_POS_LINK, KEY_POS_READ, KEY_POS_SEARCH, KEY_POS_VIEW, KEY_USR_VIEW
 from keyring_types.core.keytype import KeyType
 from keyring_types.core.record import KeyRecord
+from keyring_types.errors import error
 
 if TYPE_CHECKING:
     from keyring_types.core.process_keys import ProcessKeys
+    from keyring_types.core.world import World
 
 __all__ = ["AUTH_KEY_PERM", "AUTH_TYPE", "RequestKeyAuth", "RequestKeyAuthType"]
 
@@ -71,6 +75,53 @@ class RequestKeyAuthType(KeyType):
     def destroy(self, key: KeyRecord) -> None:
         key.payload = None
 
+    # -- in a store (keyring_types.store), where another process's handler may hold it --
+    def store_encode(self, key: KeyRecord) -> bytes:
+        """The authority as a store keeps it: serials and ids for the records, then the callout info.
+
+        The requester is kept as what another process can rebuild of it: its
+        uid, gid and session keyring (a process's own thread and process
+        keyrings are not stored, so a handler elsewhere cannot search them).
+        """
+        rka: RequestKeyAuth = key.payload
+        requester = rka.requester
+        session = requester._proc.session
+        return _STORED.pack(
+            rka.target.serial,
+            0 if rka.dest is None else rka.dest.serial,
+            rka.pid,
+            requester.cred.uid,
+            requester.cred.gid,
+            0 if session is None else session.serial,
+        ) + rka.callout
+
+    def store_decode(self, key: KeyRecord, data: bytes) -> RequestKeyAuth | None:
+        """The authority read back in a process of the store; None (spent) if its key under construction is gone.
+
+        ``EBADMSG`` for data :meth:`store_encode` did not write.
+        """
+        from keyring_types.core.keyspace import Keyspace
+        from keyring_types.core.process_keys import ProcessKeyrings
+
+        if len(data) < _STORED.size:
+            raise error(errno.EBADMSG, f"the stored authority of key {key.serial} is truncated")
+        target_serial, dest_serial, pid, uid, gid, session_serial = _STORED.unpack_from(data)
+        world = cast("World", key.user.world)
+        keys = world.keys
+        target = keys.get(target_serial)
+        if target is None or target.dead:
+            return None
+        dest = keys.get(dest_serial) if dest_serial else None
+        proc = ProcessKeyrings(world)
+        session = keys.get(session_serial) if session_serial else None
+        if session is not None and session.is_keyring and not session.dead:
+            proc.set_session(session)
+        requester = Keyspace(uid=uid, gid=gid, groups=(), _world=world, _proc=proc)
+        return RequestKeyAuth(target, dest, bytes(data[_STORED.size :]), requester, pid)
+
+
+#: A stored authority's fixed part: target, destination, pid, requester uid, gid and session.
+_STORED = struct.Struct(">iiqqqi")
 
 #: The one instance; not in the type registry, as the kernel's is unreachable by name from user space.
 AUTH_TYPE = RequestKeyAuthType()

@@ -17,6 +17,11 @@ and runs it:
   ``pinstantiate``, ``negate`` and ``reject`` verbs, as the stock rules use them.
   Any other program runs as a real process; only what it does to the keyspace
   counts, which for an in-process keyspace is nothing, so the key ends negative.
+  For a store-backed keyspace the program can act on it: ``keyctl`` on its
+  ``PATH`` is ``ktctl`` on that store, in the handler's session (stored for the
+  upcall's length) and holding the authority over the key, so a program that
+  calls ``keyctl instantiate``/``negate``/``reject`` builds it while the
+  requester waits, as under the kernel.
 
 Rule files (and their directory) must be writable by no one but root or this
 user: ``EACCES`` otherwise, as they name programs to run.
@@ -28,8 +33,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import subprocess
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -136,13 +145,15 @@ class RequestKeyConfig:
             raise error(errno.EINVAL, f"{rule.path}:{rule.line}: the program needs a full path")
         prog = words[0]
         argv = [prog.rsplit("/", 1)[1]] + [self._expand(w, request, op, rule) for w in words[1:]]
-        if pipe:
-            self._pipe(request, prog, argv, rule, recurse)
-        elif argv[0] == "keyctl":
+        if argv[0] == "keyctl" and not pipe:
             _keyctl(request, argv[1:], rule)
-        else:
-            subprocess.run(argv, executable=prog, env=_ENV, stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=self.timeout, check=False)
+            return
+        with _program_env(request) as env:
+            if pipe:
+                self._pipe(request, prog, argv, rule, recurse, env)
+            else:
+                subprocess.run(argv, executable=prog, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=self.timeout, check=False)
 
     def _expand(self, word: str, request: UpcallRequest, op: str, rule: Rule) -> str:
         """One argument with its macro replaced (whole-argument macros only, as request-key)."""
@@ -186,8 +197,10 @@ class RequestKeyConfig:
             raise error(errno.EINVAL, f"{rule.path}:{rule.line}: keysub key {type_name}:{description} is not printable")
         return data.decode("ascii")
 
-    def _pipe(self, request: UpcallRequest, prog: str, argv: list[str], rule: Rule, recurse: bool) -> None:
-        proc = subprocess.run(argv, executable=prog, env=_ENV, input=request.callout_info, capture_output=True,
+    def _pipe(
+        self, request: UpcallRequest, prog: str, argv: list[str], rule: Rule, recurse: bool, env: dict[str, str]
+    ) -> None:
+        proc = subprocess.run(argv, executable=prog, env=env, input=request.callout_info, capture_output=True,
                               timeout=self.timeout, check=False)
         if proc.returncode != 0:
             if not recurse:
@@ -197,6 +210,43 @@ class RequestKeyConfig:
         if len(proc.stdout) > PIPE_PAYLOAD_MAX:
             raise error(errno.EINVAL, f"{rule.path}:{rule.line}: {prog} wrote more than {PIPE_PAYLOAD_MAX} bytes")
         request.keyspace.instantiate(request.key, proc.stdout, 0)
+
+
+#: What the ``keyctl`` a store-backed request's program finds needs of this process's
+#: environment to open the same store as the same library: the state directory
+#: (and so the host key sealing the store key) is found from these.
+_CARRIED = ("HOME", "XDG_STATE_HOME", "PYTHONPATH", "PYTHONPYCACHEPREFIX")
+
+
+@contextmanager
+def _program_env(request: UpcallRequest) -> Iterator[dict[str, str]]:
+    """The environment a program runs in: the kernel's, and for a store a ``keyctl`` acting on it.
+
+    ``keyctl`` is a script in a private directory put first on ``PATH`` (removed
+    when the program returns): it runs ``ktctl`` on the request's store, in the
+    handler's session keyring and holding the authority over the key, which
+    is what the kernel's credentials give a program /sbin/request-key runs.
+    """
+    store = getattr(request.keyspace, "store", None)
+    path = getattr(store, "path", None)
+    if path is None:
+        yield dict(_ENV)
+        return
+    from keyring_types.constants import KEY_SPEC_SESSION_KEYRING
+
+    session = request.keyspace.sys_get_keyring_id(KEY_SPEC_SESSION_KEYRING, False)
+    carried = {k: v for k, v in os.environ.items() if k in _CARRIED or k.startswith("KEYRING_TYPES_")}
+    carried.update(KTCTL_BACKEND="store", KTCTL_SESSION=str(session), KTCTL_REQKEY_AUTH=str(request.key.serial))
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(carried.items()))
+    script = (
+        "#!/bin/sh\n"
+        f"exec env {assignments} {shlex.quote(sys.executable)} -m keyring_types --store {shlex.quote(str(path))} \"$@\"\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="kt-request-key-") as bindir:
+        shim = Path(bindir) / "keyctl"
+        shim.write_text(script)
+        shim.chmod(0o700)
+        yield dict(_ENV, PATH=f"{bindir}:{_ENV['PATH']}")
 
 
 def _trusted_text(path: Path) -> str:

@@ -27,8 +27,10 @@ __all__ = [
     "RestrictCheck",
     "check_restriction",
     "keyring_restrict",
+    "rebuild_restriction",
     "release_restriction",
     "restrict_link_reject",
+    "restrict_link_unavailable",
 ]
 
 #: ``check(world, dest_keyring, key_type, payload, restriction_key)``: returns to allow, raises to refuse.
@@ -38,29 +40,53 @@ RestrictCheck = Callable[["World", "KeyRecord", KeyType, Any, "KeyRecord | None"
 class KeyRestriction:
     """``struct key_restriction``: the check, the key it consults (held), and the type it came from.
 
+    ``type_name`` and ``spec`` are what ``keyctl restrict_keyring`` was given
+    (both None for reject-all): a persistent world keeps them and rebuilds the
+    check from them (:func:`rebuild_restriction`), since a check function
+    cannot be stored.
+
     Immutable.  A plain slotted class rather than attrs: this module is loaded by
-    every command, and importing attrs is about a fifth of a one-shot ``ktctl`` command's start-up (docs/performance.md, "ktctl start-up").
+    every command, and importing attrs is about a fifth of a one-shot ``ktctl``
+    command's start-up (docs/performance.md, "ktctl start-up").
     """
 
-    __slots__ = ("check", "key", "keytype")
+    __slots__ = ("check", "key", "keytype", "spec", "type_name")
 
     check: RestrictCheck
     key: KeyRecord | None
     keytype: KeyType | None
+    type_name: str | None
+    spec: str | None
 
-    def __init__(self, check: RestrictCheck, key: KeyRecord | None = None, keytype: KeyType | None = None) -> None:
+    def __init__(
+        self,
+        check: RestrictCheck,
+        key: KeyRecord | None = None,
+        keytype: KeyType | None = None,
+        type_name: str | None = None,
+        spec: str | None = None,
+    ) -> None:
         setter = object.__setattr__
         setter(self, "check", check)
         setter(self, "key", key)
         setter(self, "keytype", keytype)
+        setter(self, "type_name", type_name)
+        setter(self, "spec", spec)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"KeyRestriction is immutable: cannot set {name}")
 
+    def named(self, type_name: str, spec: str) -> KeyRestriction:
+        """This restriction, recording the type name and string it was made from."""
+        return KeyRestriction(self.check, self.key, self.keytype, type_name, spec)
+
     def __repr__(self) -> str:
         key = None if self.key is None else self.key.serial
         keytype = None if self.keytype is None else self.keytype.name
-        return f"KeyRestriction(check={getattr(self.check, '__name__', self.check)}, key={key}, keytype={keytype})"
+        return (
+            f"KeyRestriction(check={getattr(self.check, '__name__', self.check)}, key={key}, keytype={keytype}, "
+            f"type_name={self.type_name!r})"
+        )
 
 
 def restrict_link_reject(world: World, dest: KeyRecord, ktype: KeyType, payload: Any, key: KeyRecord | None) -> None:
@@ -96,7 +122,7 @@ def keyring_restrict(world: World, ring: KeyRecord, type_name: str | None, restr
         if lookup is None:
             raise error(errno.ENOENT, f"key type '{type_name}' offers no keyring restrictions")
         assert restriction is not None
-        res = lookup(world, restriction)
+        res = lookup(world, restriction).named(type_name, restriction)
     if ring.restriction is not None:
         raise error(errno.EEXIST, f"keyring {ring.serial} is already restricted")
     # keyring_detect_restriction_cycle: follow keyring -> its restriction's keyring ...
@@ -108,6 +134,36 @@ def keyring_restrict(world: World, ring: KeyRecord, type_name: str | None, restr
     if res.key is not None:
         res.key.pins += 1  # the restriction holds its key, as key_lookup's reference does
     ring.restriction = res
+
+
+def rebuild_restriction(world: World, type_name: str | None, spec: str | None) -> KeyRestriction:
+    """The restriction ``keyring_restrict(world, ring, type_name, spec)`` installed, made again in ``world``.
+
+    For a restriction kept outside the process (a store) and read back.  The key
+    it names is looked up by serial again; it is not pinned here (the caller
+    installs the result and takes the hold).  Raises nothing: a restriction
+    that cannot be rebuilt here (its key type is not registered in this
+    process, or the key it names is gone) still guards the keyring, refusing
+    every link with ``EPERM``, as the kernel's restriction of an unregistered
+    key type does (``keyring_restriction_gc``).
+    """
+    if type_name is None:
+        return KeyRestriction(restrict_link_reject)
+    try:
+        lookup = getattr(lookup_key_type(type_name), "lookup_restriction", None)
+        if lookup is not None and spec is not None:
+            res: KeyRestriction = lookup(world, spec).named(type_name, spec)
+            return res
+    except OSError:
+        pass
+    return KeyRestriction(restrict_link_unavailable, None, None, type_name, spec)
+
+
+def restrict_link_unavailable(
+    world: World, dest: KeyRecord, ktype: KeyType, payload: Any, key: KeyRecord | None
+) -> None:
+    """A stored restriction this process cannot evaluate: refuse every link (``EPERM``)."""
+    raise error(errno.EPERM, f"keyring {dest.serial} is restricted by a restriction that cannot be checked here")
 
 
 def release_restriction(world: World, ring: KeyRecord) -> None:

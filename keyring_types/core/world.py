@@ -80,6 +80,14 @@ class World:
         """
         return None
 
+    def upcall_session(self, ring: KeyRecord) -> None:
+        """``ring`` was just made as a request-key handler's session keyring (world lock held).
+
+        Nothing to do here, where every handler runs in this process.  A world
+        shared with other processes keeps it (and the authorisation key linked
+        into it next) where a handler program in another process can take it over.
+        """
+
     def key_user(self, uid: int) -> KeyUser:
         user = self.users.get(uid)
         if user is None:

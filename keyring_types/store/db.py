@@ -25,7 +25,9 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "db_error", "open_connection"]
 
 #: "KTST", in the header of every store file.
 APPLICATION_ID = 0x4B545354
-SCHEMA_VERSION = 1
+#: 2 added the ``restrictions`` table (keyring restrictions); a version 1 store
+#: is brought to 2 when this library opens it (:func:`migrate`).
+SCHEMA_VERSION = 2
 #: How long an operation waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -50,7 +52,13 @@ CREATE TABLE keys (
     usage TEXT
 );
 CREATE INDEX keys_gen ON keys (gen);
+CREATE TABLE restrictions (serial INTEGER PRIMARY KEY, type TEXT, restriction TEXT);
 """
+
+#: What each schema version adds to the one before it.
+_UPGRADES = {
+    2: ("CREATE TABLE restrictions (serial INTEGER PRIMARY KEY, type TEXT, restriction TEXT)",),
+}
 
 # SQLite's primary result codes and the errno each is reported with.
 _ERRNO = {
@@ -184,3 +192,23 @@ def create_schema(conn: sqlite3.Connection) -> bool:
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return True
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Inside a write transaction: bring an existing store's schema up to :data:`SCHEMA_VERSION`.
+
+    Returns the version the file had; ``EPROTONOSUPPORT`` if a newer library
+    changed it since :func:`open_connection` looked.  Each step only adds (a table), so a store
+    written by an older version keeps every key; once migrated, an older
+    library refuses the file (``EPROTONOSUPPORT``) rather than ignore what it
+    cannot honour (a restricted keyring would accept any key there).
+    """
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise error(errno.EPROTONOSUPPORT, f"store {path}: schema version {version} is newer than this library's {SCHEMA_VERSION}")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for stmt in _UPGRADES[step]:
+            conn.execute(stmt)
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return version

@@ -36,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from keyring_types.constants import KEYQUOTA_LINK_BYTES
+from keyring_types.core.key import key_revoke
 from keyring_types.core.keytype import lookup_key_type
 from keyring_types.core.quota import QuotaLimits
 from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
+from keyring_types.core.request_key_auth import AUTH_TYPE
+from keyring_types.core.restrict import (
+    KeyRestriction,
+    rebuild_restriction,
+    release_restriction,
+    restrict_link_unavailable,
+)
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
@@ -62,6 +70,8 @@ _NEGATIVE_SHIFT = 8
 _NEGATIVE_MASK = 0xFFF
 #: Under construction by a request-key upcall (``U``); its builder's tag is in meta ``uc.<serial>``.
 F_CONSTRUCTING = 0x100000
+#: A restricted keyring; its restriction is in the ``restrictions`` table.
+F_RESTRICTED = 0x200000
 #: Seconds between looks at the store while waiting for a key another process builds.
 CONSTRUCTION_POLL = 0.05
 
@@ -86,6 +96,7 @@ _TRACKED = frozenset(
         "uid_keyring",
         "links",
         "usage",
+        "restriction",
     }
 )
 #: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
@@ -106,6 +117,13 @@ _SELECT_NEWER = (
 )
 _TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
 _PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+# Tags of handler sessions whose row is gone (each is deleted with its row; a backstop).
+_PRUNE_REQ_TAGS = (
+    "DELETE FROM meta WHERE k LIKE 'rq.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
+    "(SELECT serial FROM keys WHERE NOT flags & ?)"
+)
+# Restrictions whose keyring's row is gone (each is deleted with its row; this is a backstop).
+_PRUNE_RESTRICTIONS = "DELETE FROM restrictions WHERE serial NOT IN (SELECT serial FROM keys WHERE NOT flags & ?)"
 # Builder tags of keys no longer under construction (their rows went meanwhile).
 _PRUNE_TAGS = (
     "DELETE FROM meta WHERE k LIKE 'uc.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
@@ -236,6 +254,18 @@ class StoreWorld(World):
         self.foreign: dict[int, str | None] = {}
         #: Serials whose builder tag is in the file (written here or seen), to delete with it.
         self.tagged: set[int] = set()
+        #: Serials whose restriction is in the file (written here or seen), to delete with the row.
+        self.restricted: set[int] = set()
+        #: Keyrings whose restriction holds a key: that key stays stored while they are.
+        self.restriction_holders: set[KeyRecord] = set()
+        #: Stored keyrings read as restricted, whose restriction is rebuilt once all rows are in.
+        self._to_restrict: list[KeyRecord] = []
+        #: Request-key handler sessions (``_req.<serial>``) made here, and the serials of
+        #: those whose maker's tag (meta ``rq.<serial>``) is in the file.
+        self.upcall_sessions: set[KeyRecord] = set()
+        self.req_tagged: set[int] = set()
+        #: Handler sessions made by another process: serial -> its maker's tag.
+        self.req_foreign: dict[int, str | None] = {}
         self.gen = -1
         self.syncing = False
         self.closed = False
@@ -269,6 +299,7 @@ class StoreWorld(World):
                 finally:
                     key.wipe()
             else:
+                db.migrate(conn, self.path)
                 # The store key is unsealed when a payload is first sealed or opened, so
                 # work on names, links and permissions needs no trust source at all.
                 meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
@@ -384,6 +415,19 @@ class StoreWorld(World):
             self._persist_tree(rec)
         return rec
 
+    def upcall_session(self, ring: KeyRecord) -> None:
+        """A request-key handler's session is a root, so a handler program in another process can
+        take it over (``KTCTL_SESSION``) with the authorisation key it holds.
+
+        Not pinned by the store: it goes when its maker lets go of it (the upcall
+        ends), or, if that process dies first, when another process finds its
+        maker's tag dead (:meth:`_settle_orphans`).
+        """
+        if not self.syncing:
+            self.roots.add(ring)
+            self.upcall_sessions.add(ring)
+            self._persist_tree(ring)
+
     def new_keyring(self, description: str, uid: int, gid: int | None, perm: int) -> KeyRecord:
         rec = super().new_keyring(description, uid, gid, perm)
         if description not in _PROCESS_RINGS and not self.syncing:
@@ -422,6 +466,11 @@ class StoreWorld(World):
             if ring in self.pers:
                 self.dirty.add(ring)
         if key in self.pers:
+            if not key.invalidated and self.restriction_holders and self._held_by_restriction(key):
+                # Reaped (revoked or expired) but held by a stored keyring's restriction,
+                # as the kernel's restriction keeps its key: its row stays, so every
+                # process goes on answering EKEYREVOKED/EKEYEXPIRED from it.
+                return
             self._forget(key, key.invalidated)
 
     def type_unregistered(self, ktype: Any) -> None:
@@ -459,6 +508,8 @@ class StoreWorld(World):
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
         self.foreign.pop(rec.serial, None)
+        self.req_foreign.pop(rec.serial, None)
+        self.upcall_sessions.discard(rec)
         self.hidden.pop(rec, None)
         if rec in self.store_pinned:
             self.store_pinned.discard(rec)
@@ -479,6 +530,24 @@ class StoreWorld(World):
         if rec.links:
             for child in list(rec.links.values()):
                 self._maybe_unpersist(child)
+        held = _restriction_key(rec)
+        if held is not None:
+            self._maybe_unpersist(held)
+
+    def restriction_set(self, ring: KeyRecord) -> None:
+        """``ring.restriction`` was just set or dropped (lock held): the key it holds is stored with it."""
+        held = _restriction_key(ring)
+        if held is None:
+            self.restriction_holders.discard(ring)
+            return
+        self.restriction_holders.add(ring)
+        if ring in self.pers and held not in self.pers and not self.syncing:
+            self._persist_tree(held)
+
+    def _held_by_restriction(self, rec: KeyRecord) -> bool:
+        """Whether a stored keyring's restriction holds ``rec`` (then it stays stored, as the kernel keeps it)."""
+        pers = self.pers
+        return any(_restriction_key(ring) is rec and ring in pers for ring in self.restriction_holders)
 
     def _persist_tree(self, rec: KeyRecord) -> None:
         pending = [rec]
@@ -492,6 +561,9 @@ class StoreWorld(World):
             self.gone.pop(r.serial, None)
             if r.links:
                 pending.extend(r.links.values())
+            held = _restriction_key(r)
+            if held is not None:
+                pending.append(held)
 
     def _maybe_unpersist(self, rec: KeyRecord) -> None:
         pending = [rec]
@@ -501,6 +573,8 @@ class StoreWorld(World):
             if r not in self.pers or r in self.roots:
                 continue
             if any(keys.get(p) in self.pers for p in r.parents):
+                continue
+            if self.restriction_holders and self._held_by_restriction(r):
                 continue
             self._forget(r, r.invalidated)
 
@@ -520,6 +594,12 @@ class StoreWorld(World):
             if serial in self.tagged:
                 self.tagged.discard(serial)
                 conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+            if serial in self.restricted:
+                self.restricted.discard(serial)
+                conn.execute("DELETE FROM restrictions WHERE serial = ?", (serial,))
+            if serial in self.req_tagged:
+                self.req_tagged.discard(serial)
+                conn.execute("DELETE FROM meta WHERE k = ?", (f"rq.{serial}",))
         pers = self.pers
         for rec in self.dirty:
             if rec in pers:
@@ -529,6 +609,8 @@ class StoreWorld(World):
             if gen % _TOMBSTONE_SPAN == 0:
                 conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
                 conn.execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
+                conn.execute(_PRUNE_RESTRICTIONS, (F_GONE,))
+                conn.execute(_PRUNE_REQ_TAGS, (F_GONE,))
                 conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
         self.dirty.clear()
@@ -546,8 +628,21 @@ class StoreWorld(World):
             # A negative key's errno (core.request_key), in the bits above the flags.
             | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
             | (F_CONSTRUCTING if rec.upcall == UNDER_CONSTRUCTION else 0)
+            | (F_RESTRICTED if rec.restriction is not None else 0)
         )
         serial = rec.serial
+        if rec in self.upcall_sessions and serial not in self.req_tagged:
+            self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"rq.{serial}", own_tag()))
+            self.req_tagged.add(serial)
+        if rec.restriction is not None and serial not in self.restricted:
+            # In the same transaction as the keyring's row: a restriction is never
+            # changed once set, so it is written once, and deleted with the row.
+            res = rec.restriction
+            self.conn.execute(
+                "INSERT OR REPLACE INTO restrictions (serial, type, restriction) VALUES (?, ?, ?)",
+                (serial, res.type_name, res.spec),
+            )
+            self.restricted.add(serial)
         if rec.upcall == UNDER_CONSTRUCTION:
             if serial not in self.tagged and serial not in self.foreign:
                 # Built here: other processes wait for it while this process runs.
@@ -632,6 +727,11 @@ class StoreWorld(World):
             for rec, links in loaded:
                 if links is not None and rec.links is not None:
                     self._apply_links(rec, links)
+            if self._to_restrict:
+                # After every row: a restriction names its key by serial.
+                pending, self._to_restrict = self._to_restrict, []
+                for rec in pending:
+                    self._load_restriction(rec)
             for uid in {rec.uid for rec, _ in loaded if rec.uid_keyring}:
                 self._register_user_rings(uid)
             for rec, _ in loaded:
@@ -645,6 +745,8 @@ class StoreWorld(World):
         self.gen = db_gen
 
     def _apply_tombstone(self, serial: int, invalidated: bool) -> None:
+        self.restricted.discard(serial)  # its deleter deleted the restriction with the row
+        self.req_tagged.discard(serial)  # ... and a handler session's tag
         rec = self.keys.get(serial)
         if rec is None or rec not in self.pers:
             return
@@ -671,7 +773,10 @@ class StoreWorld(World):
         try:
             ktype = lookup_key_type(type_name)
         except OSError:
-            return None  # a type not registered in this process: its keys are not seen here
+            if type_name != AUTH_TYPE.name:
+                return None  # a type not registered in this process: its keys are not seen here
+            # An authorisation key in a handler session: the core's own type, never registered.
+            ktype = AUTH_TYPE
         rec = self.keys.get(serial)
         if rec is not None and rec in self.pers and rec.index_key != (type_name, desc):
             # The serial was freed and drawn again since this process last looked.
@@ -735,9 +840,20 @@ class StoreWorld(World):
             _payload_slot.__set__(rec, _SEALED)
             self.sealed_seen[rec] = bytes(sealed)
         self.pers.add(rec)
+        if flags & F_RESTRICTED:
+            self.restricted.add(serial)
+            if rec.restriction is None:
+                self._to_restrict.append(rec)
+        elif rec.restriction is not None:
+            # Restricted in memory by an operation whose commit failed: the file wins.
+            self.restricted.discard(serial)
+            release_restriction(self, rec)
         if flags & F_ROOT:
+            if rec.links is not None and desc.startswith("_req.") and rec not in self.upcall_sessions:
+                self._note_upcall_session(serial)
             self.roots.add(rec)
-            if not rec.uid_keyring and rec not in self.store_pinned:
+            # A handler session made here is held by its upcall, not by the store.
+            if not rec.uid_keyring and rec not in self.store_pinned and rec not in self.upcall_sessions:
                 rec.pins += 1
                 self.store_pinned.add(rec)
         if rec.expiry:
@@ -745,6 +861,24 @@ class StoreWorld(World):
         if rec.revoked:
             self.schedule_gc(rec.revoked_at + self.gc_delay, rec)
         return rec
+
+    def _load_restriction(self, ring: KeyRecord) -> None:
+        """Install the stored restriction of ``ring`` (read as restricted), holding its key."""
+        if ring.dead or ring.restriction is not None:
+            return
+        row = self.conn.execute("SELECT type, restriction FROM restrictions WHERE serial = ?", (ring.serial,)).fetchone()
+        if row is None:
+            # Flagged restricted with no restriction stored: refuse every link rather than none.
+            res = rebuild_restriction(self, None, None)
+        else:
+            res = rebuild_restriction(self, row[0], row[1])
+            if res.key is not None and res.key not in self.pers:
+                # The serial names a key of this process only, not the stored key it meant.
+                res = KeyRestriction(restrict_link_unavailable, None, None, row[0], row[1])
+        if res.key is not None:
+            res.key.pins += 1
+        _slot_set(ring, "restriction", res)
+        self.restriction_set(ring)
 
     def _upcall_state(self, serial: int, flags: int) -> int:
         """A loaded row's ``upcall``: the negative errno, 0, or UNDER_CONSTRUCTION (noting its builder)."""
@@ -765,14 +899,36 @@ class StoreWorld(World):
             return UNDER_CONSTRUCTION
         return (flags >> _NEGATIVE_SHIFT) & _NEGATIVE_MASK
 
+    def _note_upcall_session(self, serial: int) -> None:
+        """A stored handler session made by another process: remember its maker, to outlive it not."""
+        found = self.conn.execute("SELECT v FROM meta WHERE k = ?", (f"rq.{serial}",)).fetchone()
+        if found is None:
+            return  # a named session that happens to be called so: the tag is written with the row
+        tag = str(found[0])
+        self.req_tagged.add(serial)
+        if tag != own_tag():
+            self.req_foreign[serial] = tag
+
     def _settle_orphans(self) -> None:
-        """Negate the stored keys under construction whose builder no longer runs (in a transaction)."""
+        """Negate the stored keys under construction whose builder no longer runs (in a transaction),
+        and delete the handler sessions whose maker no longer runs (with their authorisation keys)."""
         for serial, tag in list(self.foreign.items()):
             rec = self.keys.get(serial)
             if rec is None or rec.upcall != UNDER_CONSTRUCTION or rec.dead:
                 self.foreign.pop(serial, None)
             elif not alive(tag):
                 self._negate_orphan(rec)
+        for serial, tag in list(self.req_foreign.items()):
+            rec = self.keys.get(serial)
+            if rec is None or rec.dead or rec not in self.pers:
+                self.req_foreign.pop(serial, None)
+            elif not alive(tag):
+                self.req_foreign.pop(serial, None)
+                for child in list((rec.links or {}).values()):
+                    if child.ktype is AUTH_TYPE and not child.dead:
+                        key_revoke(self, child)  # as complete_request_key revokes it
+                rec.invalidated = True
+                self.unlink_everywhere(rec)
 
     def _negate_orphan(self, rec: KeyRecord) -> None:
         """As the kernel when /sbin/request-key exits without building the key: ENOKEY for key_negative_timeout."""
@@ -914,6 +1070,12 @@ class StoreWorld(World):
             user.qnbytes += sign * rec.quotalen
 
 
+def _restriction_key(ring: KeyRecord) -> KeyRecord | None:
+    """The key ``ring``'s restriction holds, if any."""
+    res = ring.restriction
+    return None if res is None else res.key
+
+
 #: The payload slot of KeyRecord itself, below the StoredKeyRecord property.
 _payload_slot: Any = KeyRecord.__dict__["payload"]
 _slot_set = object.__setattr__
@@ -967,6 +1129,8 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 if name == "payload":
                     pdirty.add(self)
                     world.sealed_seen.pop(self, None)
+                elif name == "restriction":
+                    world.restriction_set(self)
 
     return StoredKeyRecord
 

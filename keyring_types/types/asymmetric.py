@@ -333,7 +333,9 @@ def _trusted_rings(world: World) -> tuple[KeyRecord, KeyRecord]:
             made.append(rec)
         builtin, secondary = made
         world.add_link(secondary, builtin)  # the secondary keyring trusts what the builtin one does
-        secondary.restriction = KeyRestriction(_restrict_by_secondary, None, lookup_key_type("asymmetric"))
+        secondary.restriction = KeyRestriction(
+            _restrict_by_secondary, None, lookup_key_type("asymmetric"), "asymmetric", "builtin_and_secondary_trusted"
+        )
         rings = _TRUSTED[world] = (builtin, secondary)
     return rings
 

@@ -46,13 +46,6 @@ KNOWN_FAILURES: dict[str, str] = {
 STORE_EXCLUDED: dict[str, str] = {
     "features/builtin_trusted": "needs the kernel's built-in trusted keyrings (.builtin_trusted_keys, .blacklist), "
     "which the store does not have (and the test fails with the real keyctl here anyway)",
-    "keyctl/requesting/valid": "its keys are built by request-key.conf's debug:* rule, which runs "
-    "/usr/share/keyutils/request-key-debug.sh: a separate program that instantiates through keyctl, and a key "
-    "under construction in one ktctl process cannot be reached from another (the upcall's authority is that "
-    "process's state), so the key ends negative",
-    "keyctl/requesting/piped": "the same debug:* rule as keyctl/requesting/valid, with the callout info from stdin",
-    "keyctl/restrict/valid": "the store does not keep keyring restrictions across processes: a keyring "
-    "restricted by one ktctl accepts any key in the next, and may be restricted again",
     "keyctl/session/valid2": "new_session gives the calling shell a new session keyring; a store session reaches a "
     "process only through the environment it starts with, and a running parent's cannot be changed",
 }

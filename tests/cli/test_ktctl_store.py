@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from asym_certs import ca_cert, leaf_cert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,3 +117,29 @@ def test_add_derived_through_ktctl(env: dict[str, str]) -> None:
     assert ktctl(env, "pipe", again.stdout.decode().strip()).stdout == key.stdout
     bad = ktctl(env, "add", "derived", "app3", "0 path", "@u")
     assert (bad.returncode, bad.stderr) == (1, b"add_key: Invalid argument\n")
+
+
+def test_a_restriction_outlives_the_command_that_made_it(env: dict[str, str]) -> None:
+    ca = ktctl(env, "padd", "asymmetric", "", "@u", stdin=ca_cert())
+    assert ca.returncode == 0, ca.stderr
+    ca_serial = ca.stdout.decode().strip()
+    ring = ktctl(env, "newring", "signed", "@u").stdout.decode().strip()
+    locked = ktctl(env, "newring", "locked", "@u").stdout.decode().strip()
+    assert ktctl(env, "restrict_keyring", ring, "asymmetric", f"key_or_keyring:{ca_serial}").returncode == 0
+    assert ktctl(env, "restrict_keyring", locked).returncode == 0
+    assert ktctl(env, "unlink", ca_serial, "@u").returncode == 0  # held by the restriction alone now
+    # Each line below is a new process reading the restrictions back from the store.
+    again = ktctl(env, "restrict_keyring", ring)
+    assert (again.returncode, again.stderr) == (1, b"keyctl_restrict_keyring: File exists\n")
+    refused = ktctl(env, "add", "user", "x", "y", locked)
+    assert (refused.returncode, refused.stderr) == (1, b"add_key: Operation not permitted\n")
+    user = ktctl(env, "add", "user", "u", "v", "@u").stdout.decode().strip()
+    linked = ktctl(env, "link", user, locked)
+    assert (linked.returncode, linked.stderr) == (1, b"keyctl_link: Operation not permitted\n")
+    wrong_type = ktctl(env, "padd", "user", "u", ring, stdin=b"v")
+    assert (wrong_type.returncode, wrong_type.stderr) == (1, b"add_key: Operation not supported\n")
+    stranger = ktctl(env, "padd", "asymmetric", "", ring, stdin=leaf_cert("l2", "ca2"))
+    assert (stranger.returncode, stranger.stderr) == (1, b"add_key: Required key not available\n")
+    signed = ktctl(env, "padd", "asymmetric", "", ring, stdin=leaf_cert())
+    assert signed.returncode == 0, signed.stderr
+    assert ktctl(env, "rlist", ring).stdout.decode().split() == [signed.stdout.decode().strip()]

@@ -68,6 +68,9 @@ def _do(ks: kt.Keyspace, req: dict[str, Any]) -> Any:
     if op == "gc":
         ks.gc()
         return None
+    if op == "restrict":
+        ks.keyring(req["ring"]).restrict(req.get("type"), req.get("restriction"))
+        return None
     raise ValueError(op)
 
 
