@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from keyring_types.core.immutable import FrozenValue
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -16,15 +18,15 @@ def signed_id(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-class Cred:
+class Cred(FrozenValue):
     """fsuid, fsgid and supplementary groups; uid 0 holds CAP_SYS_ADMIN.
 
-    Immutable, compared and hashed by value.  A plain slotted class rather than
-    attrs: every ``ktctl`` command builds one, and importing attrs is about a
-    fifth of a one-shot command's start-up (docs/performance.md, "ktctl start-up").
+    Immutable, compared and hashed by value; not attrs, as every command makes
+    one (:mod:`keyring_types.core.immutable` says why).
     """
 
     __slots__ = ("gid", "groups", "uid")
+    _fields = ("uid", "gid", "groups")
 
     uid: int
     gid: int
@@ -37,26 +39,6 @@ class Cred:
         setter(self, "uid", uid)
         setter(self, "gid", gid)
         setter(self, "groups", frozenset(int(g) for g in groups))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Cred is immutable: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Cred is immutable: cannot delete {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Cred:
-            return NotImplemented
-        return (self.uid, self.gid, self.groups) == (other.uid, other.gid, other.groups)
-
-    def __hash__(self) -> int:
-        return hash((Cred, self.uid, self.gid, self.groups))
-
-    def __repr__(self) -> str:
-        return f"Cred(uid={self.uid}, gid={self.gid}, groups={self.groups!r})"
-
-    def __reduce__(self) -> tuple[type[Cred], tuple[int, int, frozenset[int]]]:
-        return (Cred, (self.uid, self.gid, self.groups))
 
     @property
     def sysadmin(self) -> bool:

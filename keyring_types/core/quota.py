@@ -11,6 +11,7 @@ from keyring_types.constants import (
     KEY_QUOTA_ROOT_MAXBYTES,
     KEY_QUOTA_ROOT_MAXKEYS,
 )
+from keyring_types.core.immutable import FrozenValue
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -19,16 +20,16 @@ if TYPE_CHECKING:
 __all__ = ["QuotaLimits", "KeyUser"]
 
 
-class QuotaLimits:
+class QuotaLimits(FrozenValue):
     """maxkeys/maxbytes for ordinary users and for root, as the kernel's sysctls.
 
     Immutable, compared and hashed by value.  This class and :class:`KeyUser`
-    are plain slotted classes rather than attrs: every keyspace makes them, and
-    importing attrs is about a fifth of a one-shot ``ktctl`` command's start-up
-    (docs/performance.md, "ktctl start-up").
+    are not attrs, as every keyspace makes them (:mod:`keyring_types.core.immutable`
+    says why).
     """
 
     __slots__ = ("maxbytes", "maxkeys", "root_maxbytes", "root_maxkeys")
+    _fields = ("maxkeys", "maxbytes", "root_maxkeys", "root_maxbytes")
 
     maxkeys: int
     maxbytes: int
@@ -47,32 +48,6 @@ class QuotaLimits:
         setter(self, "maxbytes", maxbytes)
         setter(self, "root_maxkeys", root_maxkeys)
         setter(self, "root_maxbytes", root_maxbytes)
-
-    def _astuple(self) -> tuple[int, int, int, int]:
-        return (self.maxkeys, self.maxbytes, self.root_maxkeys, self.root_maxbytes)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"QuotaLimits is immutable: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"QuotaLimits is immutable: cannot delete {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not QuotaLimits:
-            return NotImplemented
-        return self._astuple() == other._astuple()
-
-    def __hash__(self) -> int:
-        return hash((QuotaLimits, *self._astuple()))
-
-    def __repr__(self) -> str:
-        return (
-            f"QuotaLimits(maxkeys={self.maxkeys}, maxbytes={self.maxbytes}, "
-            f"root_maxkeys={self.root_maxkeys}, root_maxbytes={self.root_maxbytes})"
-        )
-
-    def __reduce__(self) -> tuple[type[QuotaLimits], tuple[int, int, int, int]]:
-        return (QuotaLimits, self._astuple())
 
     def for_uid(self, uid: int) -> tuple[int, int]:
         if uid == 0:

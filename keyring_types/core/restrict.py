@@ -15,6 +15,7 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from keyring_types.core.immutable import Immutable
 from keyring_types.core.keytype import KeyType, lookup_key_type
 from keyring_types.errors import error
 
@@ -37,7 +38,7 @@ __all__ = [
 RestrictCheck = Callable[["World", "KeyRecord", KeyType, Any, "KeyRecord | None"], None]
 
 
-class KeyRestriction:
+class KeyRestriction(Immutable):
     """``struct key_restriction``: the check, the key it consults (held), and the type it came from.
 
     ``type_name`` and ``spec`` are what ``keyctl restrict_keyring`` was given
@@ -45,9 +46,8 @@ class KeyRestriction:
     check from them (:func:`rebuild_restriction`), since a check function
     cannot be stored.
 
-    Immutable.  A plain slotted class rather than attrs: this module is loaded by
-    every command, and importing attrs is about a fifth of a one-shot ``ktctl``
-    command's start-up (docs/performance.md, "ktctl start-up").
+    Immutable, compared by identity; not attrs, as every command loads this
+    module (:mod:`keyring_types.core.immutable` says why).
     """
 
     __slots__ = ("check", "key", "keytype", "spec", "type_name")
@@ -72,9 +72,6 @@ class KeyRestriction:
         setter(self, "keytype", keytype)
         setter(self, "type_name", type_name)
         setter(self, "spec", spec)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"KeyRestriction is immutable: cannot set {name}")
 
     def named(self, type_name: str, spec: str) -> KeyRestriction:
         """This restriction, recording the type name and string it was made from."""

@@ -28,6 +28,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Self
 
+from keyring_types.core.immutable import FrozenValue
 from keyring_types.errors import error
 
 if TYPE_CHECKING:
@@ -101,17 +102,17 @@ def _header_word(wtype: int, subtype: int) -> int:
     return (wtype & 0xFFFFFF) | (subtype << 24)
 
 
-class Notification:
+class Notification(FrozenValue):
     """One decoded record: ``type``/``subtype`` (WATCH_TYPE_*, NOTIFY_KEY_* or WATCH_META_*),
     ``watch_id``, ``key_id`` (0 for a loss record) and ``aux`` (0 unless linked/unlinked
     serial or ``-errno``), plus ``raw``, the record's bytes.
 
     Immutable, compared and hashed by value.  This class and :class:`Watch` are
-    plain slotted classes rather than attrs: this module is loaded by every
-    command, and importing attrs is about a fifth of a one-shot ``ktctl``
-    command's start-up (docs/performance.md, "ktctl start-up")."""
+    not attrs, as every command loads this module (:mod:`keyring_types.core.immutable`
+    says why)."""
 
     __slots__ = ("aux", "key_id", "raw", "subtype", "type", "watch_id")
+    _fields = ("type", "subtype", "watch_id", "key_id", "aux", "raw")
 
     type: int
     subtype: int
@@ -128,29 +129,6 @@ class Notification:
         setter(self, "key_id", key_id)
         setter(self, "aux", aux)
         setter(self, "raw", raw)
-
-    def _astuple(self) -> tuple[int, int, int, int, int, bytes]:
-        return (self.type, self.subtype, self.watch_id, self.key_id, self.aux, self.raw)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Notification is immutable: cannot set {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Notification:
-            return NotImplemented
-        return self._astuple() == other._astuple()
-
-    def __hash__(self) -> int:
-        return hash((Notification, *self._astuple()))
-
-    def __repr__(self) -> str:
-        return (
-            f"Notification(type={self.type}, subtype={self.subtype}, watch_id={self.watch_id}, "
-            f"key_id={self.key_id}, aux={self.aux}, raw={self.raw!r})"
-        )
-
-    def __reduce__(self) -> tuple[object, tuple[int, int, int, int, int, bytes]]:
-        return (Notification, self._astuple())
 
     @property
     def name(self) -> str:

@@ -53,7 +53,7 @@ from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 from keyring_types.state import create_secret_file, load_secret_file, private_dir
 
-__all__ = ["RpmbStore", "SLOTS", "BLOCK", "write_checkpoint", "CrashHook", "OutcomeUnknown"]
+__all__ = ["RpmbStore", "SLOTS", "BLOCK", "write_checkpoint", "CrashHook", "OutcomeUnknown", "fsync_dir", "replace_file"]
 
 BLOCK = 256
 SLOTS = 128
@@ -72,7 +72,8 @@ def _no_crash(stage: str) -> None:
     return None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync the directory ``path``, so that a rename in it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -80,8 +81,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes, crash: CrashHook = _no_crash) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync the directory."""
+def replace_file(path: Path, data: bytes, crash: CrashHook = _no_crash) -> None:
+    """Replace ``path`` with ``data`` through ``.<name>.tmp``: write, fsync, rename.
+
+    On any failure before the rename the old file is untouched and the temporary
+    one removed.  The directory is not synced: the caller decides what a failure
+    of that (:func:`fsync_dir`) means, the rename having happened.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
@@ -99,7 +105,12 @@ def _atomic_write(path: Path, data: bytes, crash: CrashHook = _no_crash) -> None
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+
+
+def _atomic_write(path: Path, data: bytes, crash: CrashHook = _no_crash) -> None:
+    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync the directory."""
+    replace_file(path, data, crash)
+    fsync_dir(path.parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -196,7 +207,7 @@ class RpmbStore:
         if st.st_size < size:
             os.ftruncate(fd, size)
             os.fsync(fd)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         elif st.st_size != size:
             os.close(fd)
             raise error(errno.EINVAL, f"{path} is {st.st_size} bytes, expected {size}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import struct
 import threading
 from pathlib import Path
 
 from keyring_types.errors import error
+from keyring_types.rpmb.emulator_store import fsync_dir, replace_file
 from keyring_types.rpmb.vendor import (
     OP_READ,
     OP_WRITE,
@@ -61,29 +61,9 @@ class EmulatedAuthFlash:
         sync can fail) the new state is the device's state, and :class:`_Replaced`
         says so."""
         raw = _STATE.pack(b"KTVF", self.key or bytes(32), 1 if self.key else 0, self.counter, bytes(self.locks)) + self.flash
-        tmp = self._path.with_name(".vendor-flash.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        replace_file(self._path, raw)
         try:
-            try:
-                mv = memoryview(raw)
-                while mv:
-                    mv = mv[os.write(fd, mv) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)  # the rename itself is durable before the device answers
-            finally:
-                os.close(dfd)
+            fsync_dir(self._path.parent)  # the rename itself is durable before the device answers
         except OSError as exc:
             raise _Replaced(exc.errno or errno.EIO, f"{self._path}: replaced, but the directory sync failed: {exc.strerror}") from None
 
