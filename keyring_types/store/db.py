@@ -21,19 +21,30 @@ from pathlib import Path
 from keyring_types.errors import error
 from keyring_types.state import check_private_file, private_dir
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "db_error", "open_connection"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "VER_SHIFT", "create_schema", "db_error", "open_connection", "upgrade_schema"]
 
 #: "KTST", in the header of every store file.
 APPLICATION_ID = 0x4B545354
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A row's ``ver`` is its generation shifted left by this, plus its serial (31 bits).
+VER_SHIFT = 31
 #: How long an operation waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-SCHEMA = """
-CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE keys (
-    serial INTEGER PRIMARY KEY,
+# The keys table is ordered by ``ver`` (generation, then serial): the rows a commit
+# writes all go at the end of the table, next to the rows of the last commits, so a
+# commit usually writes one page where ordering by serial with an index on the
+# generation wrote three (the key's leaf, its keyring's leaf, the index's leaf).
+# Nothing indexes the serial: the library knows the ``ver`` of every row it
+# rewrites.  At most one row per serial is live (not F_GONE); a key stored again
+# after it was dropped gets a new row next to its older tombstone.  The CHECK keeps
+# ``ver`` equal to what ``gen`` and ``serial`` say (and so refuses the writes of a
+# library of schema 1 that still has the file open when it is upgraded).
+_KEYS_TABLE = """
+CREATE TABLE {name} (
+    ver INTEGER PRIMARY KEY,
+    serial INTEGER NOT NULL,
     gen INTEGER NOT NULL,
     type TEXT NOT NULL,
     description TEXT NOT NULL,
@@ -47,10 +58,11 @@ CREATE TABLE keys (
     quotalen INTEGER NOT NULL,
     payload BLOB,
     links BLOB,
-    usage TEXT
-);
-CREATE INDEX keys_gen ON keys (gen);
-"""
+    usage TEXT,
+    CHECK (ver = (gen << {shift}) | serial)
+)"""
+
+SCHEMA = "CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;" + _KEYS_TABLE.format(name="keys", shift=VER_SHIFT) + ";"
 
 # SQLite's primary result codes and the errno each is reported with.
 _ERRNO = {
@@ -184,3 +196,29 @@ def create_schema(conn: sqlite3.Connection) -> bool:
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return True
+
+
+def upgrade_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Inside a write transaction: bring a store of an older schema to this one (nothing if it is current).
+
+    Schema 1 ordered the keys by serial, with an index on the generation; its
+    rows move to the table of schema 2 as they are, each at its ``ver``.  Done in
+    the caller's transaction: another process sees the old schema or the new one,
+    and a crash leaves the old one.  ``EBADMSG`` for a version this library never
+    wrote.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
+        return
+    if version != 1:
+        raise error(errno.EBADMSG, f"store {path}: schema version {version} is not one this library knows")
+    conn.execute(_KEYS_TABLE.format(name="keys_v2", shift=VER_SHIFT))
+    conn.execute(
+        "INSERT INTO keys_v2 (ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+        "datalen, quotalen, payload, links, usage) "
+        "SELECT (gen << 31) | serial, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+        "datalen, quotalen, payload, links, usage FROM keys"
+    )
+    conn.execute("DROP TABLE keys")  # and its index keys_gen
+    conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -96,35 +96,39 @@ _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
 _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
+# Rows come in file order, which is generation order: a key's tombstone before the
+# row that stored it again.
 _SELECT_ALL = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
-    "FROM keys"
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage, ver "
+    "FROM keys ORDER BY ver"
 )
 _SELECT_NEWER = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
-    "FROM keys WHERE gen > ?"
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage, ver "
+    "FROM keys WHERE ver >= ? ORDER BY ver"
 )
-_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
-_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+_MAX_VER = "SELECT max(ver) FROM keys"
+_VER_SHIFT = db.VER_SHIFT
+# Every write names the row by the ``ver`` this process knows it at (see db.py).
+_TOMBSTONE = "UPDATE keys SET ver = ?, gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE ver = ?"
+_PRUNE = "DELETE FROM keys WHERE ver < ? AND flags & ?"
 # Builder tags of keys no longer under construction (their rows went meanwhile).
 _PRUNE_TAGS = (
     "DELETE FROM meta WHERE k LIKE 'uc.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
     "(SELECT serial FROM keys WHERE flags & ?)"
 )
-_UPSERT_ALL = (
-    "INSERT OR REPLACE INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = (
+    "INSERT INTO keys "
+    "(ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPDATE_ALL = (
+    "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
+    "revoked_at=?, datalen=?, quotalen=?, payload=?, links=?, usage=? WHERE ver=?"
 )
 # A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
-_UPSERT_META = (
-    "INSERT INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?) "
-    "ON CONFLICT(serial) DO UPDATE SET gen=excluded.gen, type=excluded.type, description=excluded.description, "
-    "uid=excluded.uid, gid=excluded.gid, perm=excluded.perm, flags=excluded.flags, expiry=excluded.expiry, "
-    "revoked_at=excluded.revoked_at, datalen=excluded.datalen, quotalen=excluded.quotalen, links=excluded.links, "
-    "usage=excluded.usage"
+_UPDATE_META = (
+    "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
+    "revoked_at=?, datalen=?, quotalen=?, links=?, usage=? WHERE ver=?"
 )
 
 
@@ -236,13 +240,21 @@ class StoreWorld(World):
         self.foreign: dict[int, str | None] = {}
         #: Serials whose builder tag is in the file (written here or seen), to delete with it.
         self.tagged: set[int] = set()
+        #: serial -> ``ver`` of its live row, for every live row in the file as this
+        #: process last saw it (rows are rewritten by ``ver``: nothing indexes serials).
+        self.row_ver: dict[int, int] = {}
         self.gen = -1
+        #: ``PRAGMA data_version`` when this process last caught up: unchanged, no other
+        #: connection has committed since, and the catch-up query is skipped.
+        self._data_version = -1
         self.syncing = False
         self.closed = False
         self._record_class = _record_class(self)
         self._sealer: RowSealer | None = None
         self._pid = os.getpid()
         self.conn, fresh = db.open_connection(path)
+        # One cursor for the statements of every operation: conn.execute() would make one each time.
+        self._cur = self.conn.cursor()
         try:
             self._open_store(fresh)
         except BaseException:
@@ -274,6 +286,7 @@ class StoreWorld(World):
                 meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
                 if not {"pruned", "key_source", "key_blob"} <= meta:
                     raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
+                db.upgrade_schema(conn, self.path)
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -328,13 +341,24 @@ class StoreWorld(World):
             raise error(errno.EBADF, f"store {self.path} is closed")
         if self._pid != os.getpid():
             self._reopen_after_fork()
-        self._execute("BEGIN IMMEDIATE", "starting a transaction")
+        cur = self._cur
         try:
-            # The store's generation is that of its newest row (tombstones included).
-            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
-            if db_gen != self.gen:
-                self._sync(int(db_gen))
-                self._settle_orphans()
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise db.db_error(exc, self.path, "starting a transaction") from None
+        try:
+            # SQLite changes data_version when another connection commits, never for this
+            # one's own commits: while it holds still, memory is what the file says, and
+            # there is nothing to catch up with (the common case of one busy process).
+            version = cur.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version or self.gen < 0:
+                # The store's generation is that of its newest row (tombstones included).
+                top = cur.execute(_MAX_VER).fetchone()[0]
+                db_gen = 0 if top is None else top >> _VER_SHIFT
+                if db_gen != self.gen:
+                    self._sync(db_gen)
+                    self._settle_orphans()
+                self._data_version = version
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -347,7 +371,7 @@ class StoreWorld(World):
         try:
             if self.dirty or self.gone:
                 self._flush()
-            self.conn.execute("COMMIT")
+            self._cur.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
             # Memory is now ahead of the file: reload everything, payloads included,
@@ -366,6 +390,7 @@ class StoreWorld(World):
         # checkpoint or drop locks under the parent) in the child: keep it referenced.
         _KEEP_FOREVER.append(self.conn)
         self.conn, _ = db.open_connection(self.path)
+        self._cur = self.conn.cursor()
         self._pid = os.getpid()
         # Secrets are not inherited across fork (secret memory reads as zeros in the
         # child): unseal the store key again and reload every stored payload.
@@ -506,59 +531,68 @@ class StoreWorld(World):
 
     # -- writing ------------------------------------------------------------------
     def _flush(self) -> None:
-        conn = self.conn
+        execute = self._cur.execute
         gen = self.gen + 1
+        base = gen << _VER_SHIFT
+        pers = self.pers
+        row_ver = self.row_ver
         # Settle first: a dead or invalidated record loses its row, and so may what it linked.
-        for rec in list(self.dirty):
-            if rec in self.pers and (rec.dead or rec.invalidated):
+        for rec in [r for r in self.dirty if r.dead or r.invalidated]:
+            if rec in pers:
                 self._forget(rec, rec.invalidated)
         wrote = False
         for serial, invalidated in self.gone.items():
             # The row becomes a tombstone (a row never written has nothing to mark).
-            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
-            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
+            old = row_ver.pop(serial, None)
+            if old is not None:
+                flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+                wrote |= execute(_TOMBSTONE, (base | serial, gen, flags, old)).rowcount > 0
             if serial in self.tagged:
                 self.tagged.discard(serial)
-                conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
-        pers = self.pers
+                execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
         for rec in self.dirty:
             if rec in pers:
                 self._write_row(rec, gen)
                 wrote = True
         if wrote:
             if gen % _TOMBSTONE_SPAN == 0:
-                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
-                conn.execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
-                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+                execute(_PRUNE, ((gen - _TOMBSTONE_SPAN + 1) << _VER_SHIFT, F_GONE))
+                execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
+                execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
         self.dirty.clear()
         self.pdirty.clear()
         self.gone.clear()
 
     def _write_row(self, rec: KeyRecord, gen: int) -> None:
+        upcall = rec.upcall
+        links = rec.links
         flags = (
             (F_INSTANTIATED if rec.instantiated else 0)
             | (F_REVOKED if rec.revoked else 0)
             | (F_UID_KEYRING if rec.uid_keyring else 0)
             | (F_ROOT if rec in self.roots else 0)
             | (F_IN_QUOTA if rec.in_quota else 0)
-            | (F_KEYRING if rec.links is not None else 0)
-            # A negative key's errno (core.request_key), in the bits above the flags.
-            | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
-            | (F_CONSTRUCTING if rec.upcall == UNDER_CONSTRUCTION else 0)
+            | (F_KEYRING if links is not None else 0)
         )
         serial = rec.serial
-        if rec.upcall == UNDER_CONSTRUCTION:
+        if upcall:
+            # A negative key's errno (core.request_key), in the bits above the flags.
+            if upcall > 0:
+                flags |= upcall << _NEGATIVE_SHIFT
+            elif upcall == UNDER_CONSTRUCTION:
+                flags |= F_CONSTRUCTING
+        if upcall == UNDER_CONSTRUCTION:
             if serial not in self.tagged and serial not in self.foreign:
                 # Built here: other processes wait for it while this process runs.
-                self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
+                self._cur.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
                 self.tagged.add(serial)
         elif serial in self.tagged:
             self.tagged.discard(serial)
-            self.conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
-        links = None
-        if rec.links is not None:
-            serials = [k.serial for k in rec.links.values()]
+            self._cur.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+        blob = None
+        if links is not None:
+            serials = [k.serial for k in links.values()]
             hidden = self.hidden.get(rec)
             if hidden:
                 # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
@@ -566,26 +600,29 @@ class StoreWorld(World):
                 keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
                 del hidden[keep:]
                 serials += hidden
-            links = struct.pack(f"<{len(serials)}i", *serials)
-        head = (
-            rec.serial,
-            gen,
-            rec.ktype.name,
-            rec.description,
-            rec.uid,
-            rec.gid,
-            rec.perm,
-            flags,
-            rec.expiry,
-            rec.revoked_at,
-            rec.datalen,
-            rec.quotalen,
-        )
-        if rec in self.pdirty:
-            sealed = self._seal_payload(rec)
-            self.conn.execute(_UPSERT_ALL, (*head, sealed, links, rec.usage))
+            blob = struct.pack(f"<{len(serials)}i", *serials)
+        ver = (gen << _VER_SHIFT) | serial
+        old = self.row_ver.get(serial)
+        if old is not None and rec not in self.pdirty:
+            done = self._cur.execute(
+                _UPDATE_META,
+                (ver, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry,
+                 rec.revoked_at, rec.datalen, rec.quotalen, blob, rec.usage, old),
+            ).rowcount
         else:
-            self.conn.execute(_UPSERT_META, (*head, links, rec.usage))
+            row = (ver, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry,
+                   rec.revoked_at, rec.datalen, rec.quotalen, self._seal_payload(rec), blob, rec.usage)
+            if old is None:
+                self._cur.execute(_INSERT, (row[0], serial, *row[1:]))
+                done = 1
+            else:
+                done = self._cur.execute(_UPDATE_ALL, (*row, old)).rowcount
+        if not done:
+            # The row is not where this process last saw it (edited by hand?): write it anew.
+            self._cur.execute(_INSERT, (ver, serial, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm,
+                                        flags, rec.expiry, rec.revoked_at, rec.datalen, rec.quotalen,
+                                        self._seal_payload(rec), blob, rec.usage))
+        self.row_ver[serial] = ver
 
     def _seal_payload(self, rec: KeyRecord) -> bytes | None:
         if rec.payload is None:
@@ -612,7 +649,17 @@ class StoreWorld(World):
         conn = self.conn
         pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
         full = self.gen < 0 or self.gen < pruned
-        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        if full:
+            every = conn.execute(_SELECT_ALL).fetchall()
+            self.row_ver.clear()
+        else:
+            every = conn.execute(_SELECT_NEWER, ((self.gen + 1) << _VER_SHIFT,)).fetchall()
+        row_ver = self.row_ver
+        for r in every:  # in file order: a serial's tombstone comes before the row that stored it again
+            if r[7] & F_GONE:
+                row_ver.pop(r[0], None)
+            else:
+                row_ver[r[0]] = r[15]
         rows = [r for r in every if not r[7] & F_GONE]
         tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
         if full:
@@ -667,7 +714,7 @@ class StoreWorld(World):
             self.maybe_destroy(rec)
 
     def _apply_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
-        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage = row
+        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage, _ver = row
         try:
             ktype = lookup_key_type(type_name)
         except OSError:
