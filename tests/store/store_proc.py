@@ -134,6 +134,8 @@ def check_store_file(path: str) -> list[str]:
     finally:
         conn.close()
     serials = {r[0] for r in rows}
+    if len(serials) != len(rows):
+        problems.append(f"{len(rows) - len(serials)} serials have more than one live row")
     linked: set[int] = set()
     for _serial, _flags, links in rows:
         if links:
