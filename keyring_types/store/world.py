@@ -42,6 +42,7 @@ from keyring_types.core.record import UNDER_CONSTRUCTION, KeyRecord
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
+from keyring_types.store.codec import encode_payload
 from keyring_types.store.owner import alive, own_tag
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
@@ -88,6 +89,8 @@ _TRACKED = frozenset(
         "usage",
     }
 )
+#: Tracked attributes a keyring's link changes set: alone, they leave the rest of the row as it was.
+_SIZES = frozenset({"datalen", "quotalen"})
 #: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
 _PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
@@ -125,6 +128,7 @@ _UPDATE_ALL = (
     "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
     "revoked_at=?, datalen=?, quotalen=?, payload=?, links=?, usage=? WHERE ver=?"
 )
+_UPDATE_LINKS = "UPDATE keys SET ver=?, gen=?, datalen=?, quotalen=?, links=? WHERE ver=?"
 # A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
 _UPDATE_META = (
     "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
@@ -229,6 +233,8 @@ class StoreWorld(World):
         #: Changed since the last commit: any record; whose payload changed; rows to delete.
         self.dirty: set[KeyRecord] = set()
         self.pdirty: set[KeyRecord] = set()
+        #: Changed in more than their size and links (whose rows are rewritten whole).
+        self.mdirty: set[KeyRecord] = set()
         self.gone: dict[int, bool] = {}
         #: The sealed payload last read or written for each record (to skip unchanged ones).
         self.sealed_seen: dict[KeyRecord, bytes] = {}
@@ -380,6 +386,7 @@ class StoreWorld(World):
             self.sealed_seen.clear()
             self.dirty.clear()
             self.pdirty.clear()
+            self.mdirty.clear()
             self.gone.clear()
             if isinstance(exc, sqlite3.Error):
                 raise db.db_error(exc, self.path, "writing") from None
@@ -476,6 +483,7 @@ class StoreWorld(World):
                 World.destroy(self, rec)
                 self.dirty.discard(rec)
                 self.pdirty.discard(rec)
+                self.mdirty.discard(rec)
                 self.sealed_seen.pop(rec, None)
 
     def destroy(self, rec: KeyRecord) -> None:
@@ -535,24 +543,31 @@ class StoreWorld(World):
         gen = self.gen + 1
         base = gen << _VER_SHIFT
         pers = self.pers
+        dirty = self.dirty
         row_ver = self.row_ver
         # Settle first: a dead or invalidated record loses its row, and so may what it linked.
-        for rec in [r for r in self.dirty if r.dead or r.invalidated]:
+        settle = [r for r in dirty if r.dead or r.invalidated]
+        for rec in settle:
             if rec in pers:
                 self._forget(rec, rec.invalidated)
         wrote = False
-        for serial, invalidated in self.gone.items():
-            # The row becomes a tombstone (a row never written has nothing to mark).
-            old = row_ver.pop(serial, None)
-            if old is not None:
-                flags = F_GONE | (F_INVALIDATED if invalidated else 0)
-                wrote |= execute(_TOMBSTONE, (base | serial, gen, flags, old)).rowcount > 0
-            if serial in self.tagged:
-                self.tagged.discard(serial)
-                execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
-        for rec in self.dirty:
+        gone = self.gone
+        if gone:
+            tagged = self.tagged
+            for serial, invalidated in gone.items():
+                # The row becomes a tombstone (a row never written has nothing to mark).
+                old = row_ver.pop(serial, None)
+                if old is not None:
+                    flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+                    wrote |= execute(_TOMBSTONE, (base | serial, gen, flags, old)).rowcount > 0
+                if serial in tagged:
+                    tagged.discard(serial)
+                    execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+            gone.clear()
+        write_row = self._write_row
+        for rec in dirty:
             if rec in pers:
-                self._write_row(rec, gen)
+                write_row(rec, gen, base)
                 wrote = True
         if wrote:
             if gen % _TOMBSTONE_SPAN == 0:
@@ -560,11 +575,14 @@ class StoreWorld(World):
                 execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
                 execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
-        self.dirty.clear()
+        dirty.clear()
         self.pdirty.clear()
-        self.gone.clear()
+        self.mdirty.clear()
 
-    def _write_row(self, rec: KeyRecord, gen: int) -> None:
+    def _write_row(self, rec: KeyRecord, gen: int, base: int) -> None:
+        """Write ``rec``'s row at generation ``gen`` (``base``: ``gen << _VER_SHIFT``)."""
+        execute = self._cur.execute
+        serial = rec.serial
         upcall = rec.upcall
         links = rec.links
         flags = (
@@ -575,21 +593,19 @@ class StoreWorld(World):
             | (F_IN_QUOTA if rec.in_quota else 0)
             | (F_KEYRING if links is not None else 0)
         )
-        serial = rec.serial
         if upcall:
-            # A negative key's errno (core.request_key), in the bits above the flags.
             if upcall > 0:
+                # A negative key's errno (core.request_key), in the bits above the flags.
                 flags |= upcall << _NEGATIVE_SHIFT
             elif upcall == UNDER_CONSTRUCTION:
                 flags |= F_CONSTRUCTING
-        if upcall == UNDER_CONSTRUCTION:
-            if serial not in self.tagged and serial not in self.foreign:
-                # Built here: other processes wait for it while this process runs.
-                self._cur.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
-                self.tagged.add(serial)
-        elif serial in self.tagged:
+                if serial not in self.tagged and serial not in self.foreign:
+                    # Built here: other processes wait for it while this process runs.
+                    execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
+                    self.tagged.add(serial)
+        if upcall != UNDER_CONSTRUCTION and serial in self.tagged:
             self.tagged.discard(serial)
-            self._cur.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+            execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
         blob = None
         if links is not None:
             serials = [k.serial for k in links.values()]
@@ -601,44 +617,55 @@ class StoreWorld(World):
                 del hidden[keep:]
                 serials += hidden
             blob = struct.pack(f"<{len(serials)}i", *serials)
-        ver = (gen << _VER_SHIFT) | serial
+        ver = base | serial
         old = self.row_ver.get(serial)
-        if old is not None and rec not in self.pdirty:
-            done = self._cur.execute(
+        ktype = rec.ktype
+        sealed: bytes | None = None
+        if old is not None and rec not in self.pdirty and rec not in self.mdirty:
+            # Only its size or links changed (a keyring gaining or losing a key): the
+            # rest of the row stays as it is (measured: binding nine fewer values).
+            done = execute(_UPDATE_LINKS, (ver, gen, rec.datalen, rec.quotalen, blob, old)).rowcount
+            if not done:
+                sealed = self._seal_payload(rec)
+        elif old is not None and rec not in self.pdirty:
+            done = execute(
                 _UPDATE_META,
-                (ver, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry,
-                 rec.revoked_at, rec.datalen, rec.quotalen, blob, rec.usage, old),
+                (ver, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, blob, rec.usage, old),
             ).rowcount
+            if not done:
+                sealed = self._seal_payload(rec)
         else:
-            row = (ver, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry,
-                   rec.revoked_at, rec.datalen, rec.quotalen, self._seal_payload(rec), blob, rec.usage)
-            if old is None:
-                self._cur.execute(_INSERT, (row[0], serial, *row[1:]))
-                done = 1
-            else:
-                done = self._cur.execute(_UPDATE_ALL, (*row, old)).rowcount
+            sealed = self._seal_payload(rec)
+            done = 0 if old is None else execute(
+                _UPDATE_ALL,
+                (ver, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, sealed, blob, rec.usage, old),
+            ).rowcount
         if not done:
-            # The row is not where this process last saw it (edited by hand?): write it anew.
-            self._cur.execute(_INSERT, (ver, serial, gen, rec.ktype.name, rec.description, rec.uid, rec.gid, rec.perm,
-                                        flags, rec.expiry, rec.revoked_at, rec.datalen, rec.quotalen,
-                                        self._seal_payload(rec), blob, rec.usage))
+            # A new row; or the row is not where this process last saw it (edited by hand?): written anew.
+            execute(
+                _INSERT,
+                (ver, serial, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, sealed, blob, rec.usage),
+            )
         self.row_ver[serial] = ver
 
     def _seal_payload(self, rec: KeyRecord) -> bytes | None:
-        if rec.payload is None:
+        payload = rec.payload
+        if payload is None:
             self.sealed_seen.pop(rec, None)
             return None
-        encode = getattr(rec.ktype, "store_encode", None)
+        ktype = rec.ktype
+        encode = getattr(ktype, "store_encode", None)
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
-            from keyring_types.store.codec import encode_payload
-
             plain = bytearray()
-            encode_payload(rec.payload, plain)
+            encode_payload(payload, plain)
         try:
             sealer = self._sealer or self._load_key()
-            sealed = sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+            sealed = sealer.seal(rec.serial, ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -688,6 +715,7 @@ class StoreWorld(World):
             self.syncing = False
             self.dirty.clear()
             self.pdirty.clear()
+            self.mdirty.clear()
             self.gone.clear()
         self.gen = db_gen
 
@@ -991,8 +1019,10 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
     """
     dirty = world.dirty
     pdirty = world.pdirty
+    mdirty = world.mdirty
     setter = object.__setattr__
     tracked = _TRACKED
+    sizes = _SIZES
     slot_get = _payload_slot.__get__
     slot_set = _payload_slot.__set__
 
@@ -1014,6 +1044,8 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 if name == "payload":
                     pdirty.add(self)
                     world.sealed_seen.pop(self, None)
+                elif name not in sizes:
+                    mdirty.add(self)
 
     return StoredKeyRecord
 
