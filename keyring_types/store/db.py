@@ -21,21 +21,33 @@ from pathlib import Path
 from keyring_types.errors import error
 from keyring_types.state import check_private_file, private_dir
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "db_error", "open_connection"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "VER_SHIFT", "create_schema", "db_error", "open_connection", "upgrade_schema"]
 
 #: "KTST", in the header of every store file.
 APPLICATION_ID = 0x4B545354
-#: 2 added the ``restrictions`` table (keyring restrictions); a version 1 store
-#: is brought to 2 when this library opens it (:func:`migrate`).
+#: 2: the keys table ordered by ``ver`` (generation, then serial) with no index, and the
+#: ``restrictions`` table (keyring restrictions); a version 1 store is brought to 2
+#: when this library opens it (:func:`upgrade_schema`).
 SCHEMA_VERSION = 2
+#: A row's ``ver`` is its generation shifted left by this, plus its serial (31 bits).
+VER_SHIFT = 31
 #: How long an operation waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-SCHEMA = """
-CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE keys (
-    serial INTEGER PRIMARY KEY,
+# The keys table is ordered by ``ver`` (generation, then serial): the rows a commit
+# writes all go at the end of the table, next to the rows of the last commits, so a
+# commit usually writes one page where ordering by serial with an index on the
+# generation wrote three (the key's leaf, its keyring's leaf, the index's leaf).
+# Nothing indexes the serial: the library knows the ``ver`` of every row it
+# rewrites.  At most one row per serial is live (not F_GONE); a key stored again
+# after it was dropped gets a new row next to its older tombstone.  The CHECK keeps
+# ``ver`` equal to what ``gen`` and ``serial`` say (and so refuses the writes of a
+# library of schema 1 that still has the file open when it is upgraded).
+_KEYS_TABLE = """
+CREATE TABLE {name} (
+    ver INTEGER PRIMARY KEY,
+    serial INTEGER NOT NULL,
     gen INTEGER NOT NULL,
     type TEXT NOT NULL,
     description TEXT NOT NULL,
@@ -49,16 +61,20 @@ CREATE TABLE keys (
     quotalen INTEGER NOT NULL,
     payload BLOB,
     links BLOB,
-    usage TEXT
-);
-CREATE INDEX keys_gen ON keys (gen);
-CREATE TABLE restrictions (serial INTEGER PRIMARY KEY, type TEXT, restriction TEXT);
-"""
+    usage TEXT,
+    CHECK (ver = (gen << {shift}) | serial)
+)"""
 
-#: What each schema version adds to the one before it.
-_UPGRADES = {
-    2: ("CREATE TABLE restrictions (serial INTEGER PRIMARY KEY, type TEXT, restriction TEXT)",),
-}
+#: A keyring's restriction as ``keyctl restrict_keyring`` was given it (both NULL: reject-all).
+_RESTRICTIONS_TABLE = "CREATE TABLE restrictions (serial INTEGER PRIMARY KEY, type TEXT, restriction TEXT)"
+
+SCHEMA = (
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    + _KEYS_TABLE.format(name="keys", shift=VER_SHIFT)
+    + ";"
+    + _RESTRICTIONS_TABLE
+    + ";"
+)
 
 # SQLite's primary result codes and the errno each is reported with.
 _ERRNO = {
@@ -194,21 +210,34 @@ def create_schema(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
-    """Inside a write transaction: bring an existing store's schema up to :data:`SCHEMA_VERSION`.
+def upgrade_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Inside a write transaction: bring a store of an older schema to this one (nothing if it is current).
 
-    Returns the version the file had; ``EPROTONOSUPPORT`` if a newer library
-    changed it since :func:`open_connection` looked.  Each step only adds (a table), so a store
-    written by an older version keeps every key; once migrated, an older
-    library refuses the file (``EPROTONOSUPPORT``) rather than ignore what it
-    cannot honour (a restricted keyring would accept any key there).
+    Schema 1 ordered the keys by serial, with an index on the generation, and
+    kept no restrictions; its rows move to the table of schema 2 as they are,
+    each at its ``ver``, and an empty ``restrictions`` table is added.  Done in
+    the caller's transaction: another process sees the old schema or the new one,
+    and a crash leaves the old one.  Once upgraded, an older library refuses the
+    file (``EPROTONOSUPPORT``) rather than ignore what it cannot honour (a
+    restricted keyring would accept any key there).  ``EBADMSG`` for a version
+    this library never wrote; ``EPROTONOSUPPORT`` if a newer library changed the
+    file since :func:`open_connection` looked.
     """
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise error(errno.EPROTONOSUPPORT, f"store {path}: schema version {version} is newer than this library's {SCHEMA_VERSION}")
-    for step in range(version + 1, SCHEMA_VERSION + 1):
-        for stmt in _UPGRADES[step]:
-            conn.execute(stmt)
-    if version < SCHEMA_VERSION:
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    return version
+    if version == SCHEMA_VERSION:
+        return
+    if version != 1:
+        raise error(errno.EBADMSG, f"store {path}: schema version {version} is not one this library knows")
+    conn.execute(_KEYS_TABLE.format(name="keys_v2", shift=VER_SHIFT))
+    conn.execute(
+        "INSERT INTO keys_v2 (ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+        "datalen, quotalen, payload, links, usage) "
+        "SELECT (gen << 31) | serial, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+        "datalen, quotalen, payload, links, usage FROM keys"
+    )
+    conn.execute("DROP TABLE keys")  # and its index keys_gen
+    conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
+    conn.execute(_RESTRICTIONS_TABLE)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -31,7 +31,9 @@ import errno
 import os
 import sqlite3
 import struct
+import sys
 import threading
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from keyring_types.core.restrict import (
 from keyring_types.core.world import Clock, World
 from keyring_types.errors import error
 from keyring_types.store import db
+from keyring_types.store.codec import encode_payload
 from keyring_types.store.owner import alive, own_tag
 from keyring_types.store.seal import RowSealer, new_store_key, seal_store_key, unseal_store_key
 
@@ -99,6 +102,11 @@ _TRACKED = frozenset(
         "restriction",
     }
 )
+#: Tracked attributes a keyring's link changes set: alone, they leave the rest of the row as it was.
+_SIZES = frozenset({"datalen", "quotalen"})
+_BIG_ENDIAN = sys.byteorder == "big"
+#: The array type code of a 4-byte integer (a keyring's links are 4-byte serials).
+_LINK_CODE = "i" if array("i").itemsize == 4 else "l"
 #: The register the core keeps ``_persistent.<uid>`` keyrings in (held by the world, linked nowhere).
 _PERSISTENT_REGISTER = ".persistent_register"
 #: Keyrings that are the process's own, never stored.
@@ -107,16 +115,21 @@ _PROCESS_RINGS = frozenset({"_ses", "_tid", "_pid"})
 _TOMBSTONE_SPAN = 4096
 _KEEP_FOREVER: list[sqlite3.Connection] = []
 
+# Rows come in file order, which is generation order: a key's tombstone before the
+# row that stored it again.
 _SELECT_ALL = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
-    "FROM keys"
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage, ver "
+    "FROM keys ORDER BY ver"
 )
 _SELECT_NEWER = (
-    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage "
-    "FROM keys WHERE gen > ?"
+    "SELECT serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage, ver "
+    "FROM keys WHERE ver >= ? ORDER BY ver"
 )
-_TOMBSTONE = "UPDATE keys SET gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE serial = ?"
-_PRUNE = "DELETE FROM keys WHERE flags & ? AND gen <= ?"
+_MAX_VER = "SELECT max(ver) FROM keys"
+_VER_SHIFT = db.VER_SHIFT
+# Every write names the row by the ``ver`` this process knows it at (see db.py).
+_TOMBSTONE = "UPDATE keys SET ver = ?, gen = ?, flags = ?, payload = NULL, links = NULL, usage = NULL WHERE ver = ?"
+_PRUNE = "DELETE FROM keys WHERE ver < ? AND flags & ?"
 # Tags of handler sessions whose row is gone (each is deleted with its row; a backstop).
 _PRUNE_REQ_TAGS = (
     "DELETE FROM meta WHERE k LIKE 'rq.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
@@ -129,20 +142,20 @@ _PRUNE_TAGS = (
     "DELETE FROM meta WHERE k LIKE 'uc.%' AND CAST(substr(k, 4) AS INTEGER) NOT IN "
     "(SELECT serial FROM keys WHERE flags & ?)"
 )
-_UPSERT_ALL = (
-    "INSERT OR REPLACE INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-# A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
-_UPSERT_META = (
+_INSERT = (
     "INSERT INTO keys "
-    "(serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?) "
-    "ON CONFLICT(serial) DO UPDATE SET gen=excluded.gen, type=excluded.type, description=excluded.description, "
-    "uid=excluded.uid, gid=excluded.gid, perm=excluded.perm, flags=excluded.flags, expiry=excluded.expiry, "
-    "revoked_at=excluded.revoked_at, datalen=excluded.datalen, quotalen=excluded.quotalen, links=excluded.links, "
-    "usage=excluded.usage"
+    "(ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPDATE_ALL = (
+    "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
+    "revoked_at=?, datalen=?, quotalen=?, payload=?, links=?, usage=? WHERE ver=?"
+)
+_UPDATE_LINKS = "UPDATE keys SET ver=?, gen=?, datalen=?, quotalen=?, links=? WHERE ver=?"
+# A change that leaves the payload as it was keeps its sealed bytes (no re-seal).
+_UPDATE_META = (
+    "UPDATE keys SET ver=?, gen=?, type=?, description=?, uid=?, gid=?, perm=?, flags=?, expiry=?, "
+    "revoked_at=?, datalen=?, quotalen=?, links=?, usage=? WHERE ver=?"
 )
 
 
@@ -243,6 +256,8 @@ class StoreWorld(World):
         #: Changed since the last commit: any record; whose payload changed; rows to delete.
         self.dirty: set[KeyRecord] = set()
         self.pdirty: set[KeyRecord] = set()
+        #: Changed in more than their size and links (whose rows are rewritten whole).
+        self.mdirty: set[KeyRecord] = set()
         self.gone: dict[int, bool] = {}
         #: The sealed payload last read or written for each record (to skip unchanged ones).
         self.sealed_seen: dict[KeyRecord, bytes] = {}
@@ -266,13 +281,21 @@ class StoreWorld(World):
         self.req_tagged: set[int] = set()
         #: Handler sessions made by another process: serial -> its maker's tag.
         self.req_foreign: dict[int, str | None] = {}
+        #: serial -> ``ver`` of its live row, for every live row in the file as this
+        #: process last saw it (rows are rewritten by ``ver``: nothing indexes serials).
+        self.row_ver: dict[int, int] = {}
         self.gen = -1
+        #: ``PRAGMA data_version`` when this process last caught up: unchanged, no other
+        #: connection has committed since, and the catch-up query is skipped.
+        self._data_version = -1
         self.syncing = False
         self.closed = False
         self._record_class = _record_class(self)
         self._sealer: RowSealer | None = None
         self._pid = os.getpid()
         self.conn, fresh = db.open_connection(path)
+        # One cursor for the statements of every operation: conn.execute() would make one each time.
+        self._cur = self.conn.cursor()
         try:
             self._open_store(fresh)
         except BaseException:
@@ -299,12 +322,12 @@ class StoreWorld(World):
                 finally:
                     key.wipe()
             else:
-                db.migrate(conn, self.path)
                 # The store key is unsealed when a payload is first sealed or opened, so
                 # work on names, links and permissions needs no trust source at all.
                 meta = {k for (k,) in conn.execute("SELECT k FROM meta").fetchall()}
                 if not {"pruned", "key_source", "key_blob"} <= meta:
                     raise error(errno.EBADMSG, f"store {self.path}: its metadata is incomplete")
+                db.upgrade_schema(conn, self.path)
             self._execute("COMMIT", "creating the store")
         except sqlite3.Error as exc:
             self._rollback()
@@ -359,13 +382,24 @@ class StoreWorld(World):
             raise error(errno.EBADF, f"store {self.path} is closed")
         if self._pid != os.getpid():
             self._reopen_after_fork()
-        self._execute("BEGIN IMMEDIATE", "starting a transaction")
+        cur = self._cur
         try:
-            # The store's generation is that of its newest row (tombstones included).
-            db_gen = self.conn.execute("SELECT max(gen) FROM keys").fetchone()[0] or 0
-            if db_gen != self.gen:
-                self._sync(int(db_gen))
-                self._settle_orphans()
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise db.db_error(exc, self.path, "starting a transaction") from None
+        try:
+            # SQLite changes data_version when another connection commits, never for this
+            # one's own commits: while it holds still, memory is what the file says, and
+            # there is nothing to catch up with (the common case of one busy process).
+            version = cur.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version or self.gen < 0:
+                # The store's generation is that of its newest row (tombstones included).
+                top = cur.execute(_MAX_VER).fetchone()[0]
+                db_gen = 0 if top is None else top >> _VER_SHIFT
+                if db_gen != self.gen:
+                    self._sync(db_gen)
+                    self._settle_orphans()
+                self._data_version = version
         except sqlite3.Error as exc:
             self._rollback()
             raise db.db_error(exc, self.path, "reading") from None
@@ -378,7 +412,7 @@ class StoreWorld(World):
         try:
             if self.dirty or self.gone:
                 self._flush()
-            self.conn.execute("COMMIT")
+            self._cur.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
             # Memory is now ahead of the file: reload everything, payloads included,
@@ -387,6 +421,7 @@ class StoreWorld(World):
             self.sealed_seen.clear()
             self.dirty.clear()
             self.pdirty.clear()
+            self.mdirty.clear()
             self.gone.clear()
             if isinstance(exc, sqlite3.Error):
                 raise db.db_error(exc, self.path, "writing") from None
@@ -397,6 +432,7 @@ class StoreWorld(World):
         # checkpoint or drop locks under the parent) in the child: keep it referenced.
         _KEEP_FOREVER.append(self.conn)
         self.conn, _ = db.open_connection(self.path)
+        self._cur = self.conn.cursor()
         self._pid = os.getpid()
         # Secrets are not inherited across fork (secret memory reads as zeros in the
         # child): unseal the store key again and reload every stored payload.
@@ -500,6 +536,7 @@ class StoreWorld(World):
                 World.destroy(self, rec)
                 self.dirty.discard(rec)
                 self.pdirty.discard(rec)
+                self.mdirty.discard(rec)
                 self.sealed_seen.pop(rec, None)
 
     def destroy(self, rec: KeyRecord) -> None:
@@ -580,80 +617,98 @@ class StoreWorld(World):
 
     # -- writing ------------------------------------------------------------------
     def _flush(self) -> None:
-        conn = self.conn
+        execute = self._cur.execute
         gen = self.gen + 1
+        base = gen << _VER_SHIFT
+        pers = self.pers
+        dirty = self.dirty
+        row_ver = self.row_ver
         # Settle first: a dead or invalidated record loses its row, and so may what it linked.
-        for rec in list(self.dirty):
-            if rec in self.pers and (rec.dead or rec.invalidated):
+        for rec in tuple(dirty):
+            if (rec.dead or rec.invalidated) and rec in pers:
                 self._forget(rec, rec.invalidated)
         wrote = False
-        for serial, invalidated in self.gone.items():
-            # The row becomes a tombstone (a row never written has nothing to mark).
-            flags = F_GONE | (F_INVALIDATED if invalidated else 0)
-            wrote |= conn.execute(_TOMBSTONE, (gen, flags, serial)).rowcount > 0
-            if serial in self.tagged:
-                self.tagged.discard(serial)
-                conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
-            if serial in self.restricted:
-                self.restricted.discard(serial)
-                conn.execute("DELETE FROM restrictions WHERE serial = ?", (serial,))
-            if serial in self.req_tagged:
-                self.req_tagged.discard(serial)
-                conn.execute("DELETE FROM meta WHERE k = ?", (f"rq.{serial}",))
-        pers = self.pers
-        for rec in self.dirty:
+        gone = self.gone
+        if gone:
+            tagged = self.tagged
+            restricted = self.restricted
+            req_tagged = self.req_tagged
+            for serial, invalidated in gone.items():
+                # The row becomes a tombstone (a row never written has nothing to mark).
+                old = row_ver.pop(serial, None)
+                if old is not None:
+                    flags = F_GONE | (F_INVALIDATED if invalidated else 0)
+                    wrote |= execute(_TOMBSTONE, (base | serial, gen, flags, old)).rowcount > 0
+                if serial in tagged:
+                    tagged.discard(serial)
+                    execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+                if serial in restricted:
+                    restricted.discard(serial)
+                    execute("DELETE FROM restrictions WHERE serial = ?", (serial,))
+                if serial in req_tagged:
+                    req_tagged.discard(serial)
+                    execute("DELETE FROM meta WHERE k = ?", (f"rq.{serial}",))
+            gone.clear()
+        write_row = self._write_row
+        for rec in dirty:
             if rec in pers:
-                self._write_row(rec, gen)
+                write_row(rec, gen, base)
                 wrote = True
         if wrote:
             if gen % _TOMBSTONE_SPAN == 0:
-                conn.execute(_PRUNE, (F_GONE, gen - _TOMBSTONE_SPAN))
-                conn.execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
-                conn.execute(_PRUNE_RESTRICTIONS, (F_GONE,))
-                conn.execute(_PRUNE_REQ_TAGS, (F_GONE,))
-                conn.execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
+                execute(_PRUNE, ((gen - _TOMBSTONE_SPAN + 1) << _VER_SHIFT, F_GONE))
+                execute(_PRUNE_TAGS, (F_CONSTRUCTING,))
+                execute(_PRUNE_RESTRICTIONS, (F_GONE,))
+                execute(_PRUNE_REQ_TAGS, (F_GONE,))
+                execute("UPDATE meta SET v = ? WHERE k = 'pruned'", (gen - _TOMBSTONE_SPAN,))
             self.gen = gen
-        self.dirty.clear()
+        dirty.clear()
         self.pdirty.clear()
-        self.gone.clear()
+        self.mdirty.clear()
 
-    def _write_row(self, rec: KeyRecord, gen: int) -> None:
+    def _write_row(self, rec: KeyRecord, gen: int, base: int) -> None:
+        """Write ``rec``'s row at generation ``gen`` (``base``: ``gen << _VER_SHIFT``)."""
+        execute = self._cur.execute
+        serial = rec.serial
+        upcall = rec.upcall
+        links = rec.links
         flags = (
             (F_INSTANTIATED if rec.instantiated else 0)
             | (F_REVOKED if rec.revoked else 0)
             | (F_UID_KEYRING if rec.uid_keyring else 0)
             | (F_ROOT if rec in self.roots else 0)
             | (F_IN_QUOTA if rec.in_quota else 0)
-            | (F_KEYRING if rec.links is not None else 0)
-            # A negative key's errno (core.request_key), in the bits above the flags.
-            | (rec.upcall << _NEGATIVE_SHIFT if rec.upcall > 0 else 0)
-            | (F_CONSTRUCTING if rec.upcall == UNDER_CONSTRUCTION else 0)
+            | (F_KEYRING if links is not None else 0)
             | (F_RESTRICTED if rec.restriction is not None else 0)
         )
-        serial = rec.serial
         if rec in self.upcall_sessions and serial not in self.req_tagged:
-            self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"rq.{serial}", own_tag()))
+            execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"rq.{serial}", own_tag()))
             self.req_tagged.add(serial)
         if rec.restriction is not None and serial not in self.restricted:
             # In the same transaction as the keyring's row: a restriction is never
             # changed once set, so it is written once, and deleted with the row.
             res = rec.restriction
-            self.conn.execute(
+            execute(
                 "INSERT OR REPLACE INTO restrictions (serial, type, restriction) VALUES (?, ?, ?)",
                 (serial, res.type_name, res.spec),
             )
             self.restricted.add(serial)
-        if rec.upcall == UNDER_CONSTRUCTION:
-            if serial not in self.tagged and serial not in self.foreign:
-                # Built here: other processes wait for it while this process runs.
-                self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
-                self.tagged.add(serial)
-        elif serial in self.tagged:
+        if upcall:
+            if upcall > 0:
+                # A negative key's errno (core.request_key), in the bits above the flags.
+                flags |= upcall << _NEGATIVE_SHIFT
+            elif upcall == UNDER_CONSTRUCTION:
+                flags |= F_CONSTRUCTING
+                if serial not in self.tagged and serial not in self.foreign:
+                    # Built here: other processes wait for it while this process runs.
+                    execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"uc.{serial}", own_tag()))
+                    self.tagged.add(serial)
+        if upcall != UNDER_CONSTRUCTION and serial in self.tagged:
             self.tagged.discard(serial)
-            self.conn.execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
-        links = None
-        if rec.links is not None:
-            serials = [k.serial for k in rec.links.values()]
+            execute("DELETE FROM meta WHERE k = ?", (f"uc.{serial}",))
+        blob = None
+        if links is not None:
+            serials = [k.serial for k in links.values()]
             hidden = self.hidden.get(rec)
             if hidden:
                 # Each link is charged KEYQUOTA_LINK_BYTES, hidden ones included, so the
@@ -661,42 +716,62 @@ class StoreWorld(World):
                 keep = max(0, rec.datalen // KEYQUOTA_LINK_BYTES - len(serials))
                 del hidden[keep:]
                 serials += hidden
-            links = struct.pack(f"<{len(serials)}i", *serials)
-        head = (
-            rec.serial,
-            gen,
-            rec.ktype.name,
-            rec.description,
-            rec.uid,
-            rec.gid,
-            rec.perm,
-            flags,
-            rec.expiry,
-            rec.revoked_at,
-            rec.datalen,
-            rec.quotalen,
-        )
-        if rec in self.pdirty:
-            sealed = self._seal_payload(rec)
-            self.conn.execute(_UPSERT_ALL, (*head, sealed, links, rec.usage))
+            # Little-endian 4-byte serials, as struct.pack("<Ni") writes them: array is faster for short lists.
+            links_array = array(_LINK_CODE, serials)
+            if _BIG_ENDIAN:
+                links_array.byteswap()
+            blob = links_array.tobytes()
+        ver = base | serial
+        old = self.row_ver.get(serial)
+        ktype = rec.ktype
+        sealed: bytes | None = None
+        if old is not None and rec not in self.pdirty and rec not in self.mdirty:
+            # Only its size or links changed (a keyring gaining or losing a key): the
+            # rest of the row stays as it is (measured: binding nine fewer values).
+            done = execute(_UPDATE_LINKS, (ver, gen, rec.datalen, rec.quotalen, blob, old)).rowcount
+            if not done:
+                sealed = self._seal_payload(rec)
+        elif old is not None and rec not in self.pdirty:
+            done = execute(
+                _UPDATE_META,
+                (ver, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, blob, rec.usage, old),
+            ).rowcount
+            if not done:
+                sealed = self._seal_payload(rec)
         else:
-            self.conn.execute(_UPSERT_META, (*head, links, rec.usage))
+            sealed = self._seal_payload(rec)
+            done = 0 if old is None else execute(
+                _UPDATE_ALL,
+                (ver, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, sealed, blob, rec.usage, old),
+            ).rowcount
+        if not done:
+            # A new row; or the row is not where this process last saw it (edited by hand?): written anew.
+            execute(
+                _INSERT,
+                (ver, serial, gen, ktype.name, rec.description, rec.uid, rec.gid, rec.perm, flags, rec.expiry, rec.revoked_at,
+                 rec.datalen, rec.quotalen, sealed, blob, rec.usage),
+            )
+        self.row_ver[serial] = ver
 
     def _seal_payload(self, rec: KeyRecord) -> bytes | None:
-        if rec.payload is None:
+        payload = _payload_slot.__get__(rec)
+        if payload is _SEALED:
+            payload = self.open_payload(rec)
+        if payload is None:
             self.sealed_seen.pop(rec, None)
             return None
-        encode = getattr(rec.ktype, "store_encode", None)
+        ktype = rec.ktype
+        encode = getattr(ktype, "store_encode", None)
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
-            from keyring_types.store.codec import encode_payload
-
             plain = bytearray()
-            encode_payload(rec.payload, plain)
+            encode_payload(payload, plain)
         try:
             sealer = self._sealer or self._load_key()
-            sealed = sealer.seal(rec.serial, rec.ktype.name, rec.description, rec.usage, plain)
+            sealed = sealer.seal(rec.serial, ktype.name, rec.description, rec.usage, plain)
         finally:
             plain[:] = bytes(len(plain))
         self.sealed_seen[rec] = sealed
@@ -707,7 +782,17 @@ class StoreWorld(World):
         conn = self.conn
         pruned = int(conn.execute("SELECT v FROM meta WHERE k = 'pruned'").fetchone()[0])
         full = self.gen < 0 or self.gen < pruned
-        every = conn.execute(_SELECT_ALL).fetchall() if full else conn.execute(_SELECT_NEWER, (self.gen,)).fetchall()
+        if full:
+            every = conn.execute(_SELECT_ALL).fetchall()
+            self.row_ver.clear()
+        else:
+            every = conn.execute(_SELECT_NEWER, ((self.gen + 1) << _VER_SHIFT,)).fetchall()
+        row_ver = self.row_ver
+        for r in every:  # in file order: a serial's tombstone comes before the row that stored it again
+            if r[7] & F_GONE:
+                row_ver.pop(r[0], None)
+            else:
+                row_ver[r[0]] = r[15]
         rows = [r for r in every if not r[7] & F_GONE]
         tombstones = [(r[0], r[7] & F_INVALIDATED) for r in every if r[7] & F_GONE]
         if full:
@@ -741,6 +826,7 @@ class StoreWorld(World):
             self.syncing = False
             self.dirty.clear()
             self.pdirty.clear()
+            self.mdirty.clear()
             self.gone.clear()
         self.gen = db_gen
 
@@ -769,7 +855,7 @@ class StoreWorld(World):
             self.maybe_destroy(rec)
 
     def _apply_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
-        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage = row
+        serial, _gen, type_name, desc, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, sealed, _links, usage, _ver = row
         try:
             ktype = lookup_key_type(type_name)
         except OSError:
@@ -1106,8 +1192,10 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
     """
     dirty = world.dirty
     pdirty = world.pdirty
+    mdirty = world.mdirty
     setter = object.__setattr__
     tracked = _TRACKED
+    sizes = _SIZES
     slot_get = _payload_slot.__get__
     slot_set = _payload_slot.__set__
 
@@ -1129,8 +1217,10 @@ def _record_class(world: StoreWorld) -> type[KeyRecord]:
                 if name == "payload":
                     pdirty.add(self)
                     world.sealed_seen.pop(self, None)
-                elif name == "restriction":
-                    world.restriction_set(self)
+                elif name not in sizes:
+                    mdirty.add(self)
+                    if name == "restriction":
+                        world.restriction_set(self)
 
     return StoredKeyRecord
 

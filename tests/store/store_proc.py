@@ -16,6 +16,7 @@ import random
 import sqlite3
 import struct
 import sys
+from pathlib import Path
 from typing import Any
 
 import keyring_types as kt
@@ -137,6 +138,8 @@ def check_store_file(path: str) -> list[str]:
     finally:
         conn.close()
     serials = {r[0] for r in rows}
+    if len(serials) != len(rows):
+        problems.append(f"{len(rows) - len(serials)} serials have more than one live row")
     linked: set[int] = set()
     for _serial, _flags, links in rows:
         if links:
@@ -158,3 +161,31 @@ if __name__ == "__main__":
         add_many(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         raise SystemExit(f"unknown command {sys.argv[1]}")
+
+
+# The keys table of schema 1, as that library made it: rows by serial, an index on the generation.
+_SCHEMA_1 = """
+CREATE TABLE keys (
+    serial INTEGER PRIMARY KEY, gen INTEGER NOT NULL, type TEXT NOT NULL, description TEXT NOT NULL,
+    uid INTEGER NOT NULL, gid INTEGER, perm INTEGER NOT NULL, flags INTEGER NOT NULL, expiry INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL, datalen INTEGER NOT NULL, quotalen INTEGER NOT NULL,
+    payload BLOB, links BLOB, usage TEXT
+)"""
+_COLUMNS = "serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage"
+
+
+def downgrade_to_schema_1(path: Path) -> None:
+    """Rewrite a closed store as the library of schema 1 left its files."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute(_SCHEMA_1.replace("CREATE TABLE keys", "CREATE TABLE keys_v1"))
+        conn.execute(f"INSERT INTO keys_v1 ({_COLUMNS}) SELECT {_COLUMNS} FROM keys")
+        conn.execute("DROP TABLE keys")
+        conn.execute("ALTER TABLE keys_v1 RENAME TO keys")
+        conn.execute("CREATE INDEX keys_gen ON keys (gen)")
+        conn.execute("DROP TABLE restrictions")  # schema 1 kept no restrictions
+        conn.execute("PRAGMA user_version=1")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -156,6 +156,8 @@ def test_a_store_held_too_long_by_another_process_gives_ebusy(store: Path, monke
     finally:
         holder.kill()
         holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
     assert ks.add_key("user", "later", b"l", "@u").serial  # usable again once the holder is gone
 
 

@@ -171,6 +171,15 @@ def test_no_secret_is_written_in_plaintext(store: Path) -> None:
     assert b"u" in data  # (descriptions are not secret, and are there)
 
 
+def _rewrite_row(conn: sqlite3.Connection, serial: int, change: str, *args: object) -> None:
+    """Edit the live row of ``serial`` by hand, as a newer generation (its ``ver`` with it: see store/db.py)."""
+    gen = conn.execute("SELECT max(gen) FROM keys").fetchone()[0] + 1
+    conn.execute(
+        f"UPDATE keys SET {change}, gen = ?, ver = (? << 31) | serial WHERE serial = ? AND NOT flags & 128",
+        (*args, gen, gen, serial),
+    )
+
+
 def test_a_payload_moved_to_another_row_does_not_open(store: Path) -> None:
     ks = _open(store)
     a = ks.add_key("user", "a", b"alpha", "@u")
@@ -178,7 +187,7 @@ def test_a_payload_moved_to_another_row_does_not_open(store: Path) -> None:
     ks.store.close()  # type: ignore[union-attr]
     conn = sqlite3.connect(store)
     pa = conn.execute("SELECT payload FROM keys WHERE serial = ?", (a.serial,)).fetchone()[0]
-    conn.execute("UPDATE keys SET payload = ?, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (pa, b.serial))
+    _rewrite_row(conn, b.serial, "payload = ?", pa)
     conn.commit()
     conn.close()
     again = _open(store)  # the store opens; the altered key fails when its payload is used
@@ -247,7 +256,7 @@ def test_a_use_binding_persists_and_cannot_be_stripped_from_the_file(store: Path
     again.store.close()  # type: ignore[union-attr]
     # Someone with write access to the file drops the binding: the payload no longer opens.
     conn = sqlite3.connect(store)
-    conn.execute("UPDATE keys SET usage = NULL, gen = (SELECT max(gen) FROM keys) + 1 WHERE serial = ?", (k.serial,))
+    _rewrite_row(conn, k.serial, "usage = NULL")
     conn.commit()
     conn.close()
     stripped = _open(store).key(k.serial)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from asym_certs import ca_cert, leaf_cert
+from store_proc import downgrade_to_schema_1
 from test_store_processes import Peer
 
 import keyring_types as kt
@@ -177,14 +178,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_keys(store: Path) -> None:
     key = a.add_key("user", "old", b"kept", "@u")
     ring = a.add_key("keyring", "r", None, "@u")
     a.store.close()
-    # What a store written by schema version 1 looks like: no restrictions table.
-    conn = sqlite3.connect(store)
-    try:
-        conn.execute("DROP TABLE restrictions")
-        conn.execute("PRAGMA user_version = 1")
-        conn.commit()
-    finally:
-        conn.close()
+    downgrade_to_schema_1(store)  # as the library of schema 1 left it: no restrictions table
     b = _open(store)
     assert b.key(key.serial).read() == b"kept"
     b.keyring(ring.serial).restrict()

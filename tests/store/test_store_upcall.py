@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,15 +63,33 @@ else:
 """
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_peers() -> Iterator[None]:
+    """Each test's peer processes are gone, and their pipes closed, when it ends."""
+    yield
+    while _started:
+        peer = _started.pop()
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+        if peer.stdout is not None:
+            peer.stdout.close()
+
+
 def _start(store: Path, mode: str, name: str) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.Popen(
+    peer = subprocess.Popen(
         [sys.executable, "-c", _PEER, str(store), mode, name],
         stdout=subprocess.PIPE,
         env=env,
         text=True,
     )
+    _started.append(peer)
+    return peer
 
 
 def _wait_constructing(peer: subprocess.Popen[str]) -> None:
