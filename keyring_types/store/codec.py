@@ -21,8 +21,6 @@ import importlib
 import struct
 from typing import Any
 
-import attrs
-
 from keyring_types.errors import error
 from keyring_types.secret import SecretBuffer
 
@@ -65,9 +63,12 @@ def encode_payload(obj: object, out: bytearray) -> None:
         for k, v in obj.items():
             encode_payload(k, out)
             encode_payload(v, out)
-    elif attrs.has(type(obj)):
+    elif getattr(type(obj), "__attrs_attrs__", None) is not None:
+        # An attrs class, read through ``__attrs_attrs__`` (what attrs.fields returns):
+        # the store loads this module on every command, and importing attrs is about
+        # a fifth of a one-shot ktctl command's start-up (core/immutable.py).
         cls: Any = type(obj)
-        fields = attrs.fields(cls)
+        fields = cls.__attrs_attrs__
         out += b"A"
         encode_payload(cls.__module__, out)
         encode_payload(cls.__qualname__, out)
@@ -145,6 +146,8 @@ def _decode(mv: memoryview, pos: int, allowed: str) -> tuple[Any, int]:
 
 
 def _build(module: str, qualname: str, values: dict[str, Any], allowed: str) -> Any:
+    import attrs  # here, not at the top: see encode_payload
+
     if not (module == allowed or module == "keyring_types" or module.startswith("keyring_types.")):
         raise error(errno.EBADMSG, f"a stored payload names a class outside keyring_types ({module})")
     obj: Any = importlib.import_module(module)
