@@ -30,58 +30,79 @@ _LEN = struct.Struct(">I")
 _CFFI_MODULE = "_cffi_backend"
 
 
-def encode_payload(obj: object, out: bytearray) -> None:
-    """Append the encoding of ``obj`` to ``out``; ``EOPNOTSUPP`` for a value the store cannot write."""
+def encode_payload(obj: object) -> bytearray:
+    """The encoding of ``obj``, in one bytearray the caller wipes; ``EOPNOTSUPP`` for a value the store cannot write.
+
+    The pieces are collected first (a SecretBuffer's plaintext as a view of its own
+    memory) and copied once into a bytearray of the exact size: growing the
+    bytearray piece by piece would move it, leaving copies of a secret in freed
+    memory that nobody wipes.
+    """
+    parts: list[bytes | memoryview] = []
+    views: list[memoryview] = []
+    try:
+        _encode(obj, parts, views)
+        out = bytearray(sum(len(part) for part in parts))
+        pos = 0
+        for part in parts:
+            end = pos + len(part)
+            out[pos:end] = part
+            pos = end
+        return out
+    finally:
+        for mv in views:
+            mv.release()
+
+
+def _encode(obj: object, out: list[bytes | memoryview], views: list[memoryview]) -> None:
     if obj is None:
-        out += b"N"
+        out.append(b"N")
     elif obj is True:
-        out += b"T"
+        out.append(b"T")
     elif obj is False:
-        out += b"F"
+        out.append(b"F")
     elif type(obj) is SecretBuffer:
         mv = obj.view()
-        try:
-            out += b"S" + _LEN.pack(len(mv))
-            out += mv
-        finally:
-            mv.release()
+        views.append(mv)
+        out.append(b"S" + _LEN.pack(len(mv)))
+        out.append(mv)
     elif isinstance(obj, bytes):
-        out += b"b" + _LEN.pack(len(obj)) + obj
+        out.append(b"b" + _LEN.pack(len(obj)))
+        out.append(obj)
     elif isinstance(obj, str):
         raw = obj.encode("utf-8", "surrogatepass")
-        out += b"s" + _LEN.pack(len(raw)) + raw
+        out.append(b"s" + _LEN.pack(len(raw)) + raw)
     elif isinstance(obj, int):
         raw = int(obj).to_bytes(max(1, (int(obj).bit_length() + 8) // 8), "big", signed=True)
-        out += b"i" + _LEN.pack(len(raw)) + raw
+        out.append(b"i" + _LEN.pack(len(raw)) + raw)
     elif isinstance(obj, (tuple, list, frozenset)):
         tag = b"t" if isinstance(obj, tuple) else b"l" if isinstance(obj, list) else b"f"
-        out += tag + _LEN.pack(len(obj))
+        out.append(tag + _LEN.pack(len(obj)))
         for item in obj:
-            encode_payload(item, out)
+            _encode(item, out, views)
     elif isinstance(obj, dict):
-        out += b"d" + _LEN.pack(len(obj))
+        out.append(b"d" + _LEN.pack(len(obj)))
         for k, v in obj.items():
-            encode_payload(k, out)
-            encode_payload(v, out)
+            _encode(k, out, views)
+            _encode(v, out, views)
     elif getattr(type(obj), "__attrs_attrs__", None) is not None:
         # An attrs class, read through ``__attrs_attrs__`` (what attrs.fields returns):
         # the store loads this module on every command, and importing attrs is about
         # a fifth of a one-shot ktctl command's start-up (core/immutable.py).
         cls: Any = type(obj)
         fields = cls.__attrs_attrs__
-        out += b"A"
-        encode_payload(cls.__module__, out)
-        encode_payload(cls.__qualname__, out)
-        out += _LEN.pack(len(fields))
+        out.append(b"A")
+        _encode(cls.__module__, out, views)
+        _encode(cls.__qualname__, out, views)
+        out.append(_LEN.pack(len(fields)))
         for f in fields:
-            encode_payload(f.name, out)
-            encode_payload(getattr(obj, f.name), out)
+            _encode(f.name, out, views)
+            _encode(getattr(obj, f.name), out, views)
     elif type(obj).__module__ == _CFFI_MODULE:
         from keyring_types.bindings._secmem import ffi
 
-        out += b"b"
         raw = bytes(ffi.buffer(obj))
-        out += _LEN.pack(len(raw)) + raw
+        out.append(b"b" + _LEN.pack(len(raw)) + raw)
     else:
         raise error(errno.EOPNOTSUPP, f"the store cannot write a payload holding a {type(obj).__name__}")
 

@@ -767,8 +767,7 @@ class StoreWorld(World):
         if encode is not None:
             plain = bytearray(encode(rec))
         else:
-            plain = bytearray()
-            encode_payload(payload, plain)
+            plain = encode_payload(payload)
         try:
             sealer = self._sealer or self._load_key()
             sealed = sealer.seal(rec.serial, ktype.name, rec.description, rec.usage, plain)
