@@ -38,6 +38,18 @@ def encode_payload(obj: object) -> bytearray:
     bytearray piece by piece would move it, leaving copies of a secret in freed
     memory that nobody wipes.
     """
+    if type(obj) is SecretBuffer:
+        # The common payload (user, logon, ...), written straight into its buffer.
+        mv = obj.view()
+        try:
+            n = len(mv)
+            plain = bytearray(5 + n)
+            plain[0] = 0x53  # b"S"
+            _LEN.pack_into(plain, 1, n)
+            plain[5:] = mv
+            return plain
+        finally:
+            mv.release()
     parts: list[bytes | memoryview] = []
     views: list[memoryview] = []
     try:

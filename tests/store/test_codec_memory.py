@@ -59,3 +59,7 @@ def test_the_encoding_round_trips_and_is_exactly_sized() -> None:
     with again["key"].view() as mv:
         assert bytes(mv) == b"s" * 40
     assert encode_payload(None) == bytearray(b"N")
+    lone = encode_payload(SecretBuffer.from_bytes(b"abc"))  # the common payload, written directly
+    assert lone == bytearray(b"S\x00\x00\x00\x03abc")
+    with decode_payload(lone, "keyring_types.types.user").view() as mv:
+        assert bytes(mv) == b"abc"
