@@ -25,10 +25,12 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "VER_SHIFT", "create_schema", "db
 
 #: "KTST", in the header of every store file.
 APPLICATION_ID = 0x4B545354
-#: 2: the keys table ordered by ``ver`` (generation, then serial) with no index, and the
-#: ``restrictions`` table (keyring restrictions); a version 1 store is brought to 2
-#: when this library opens it (:func:`upgrade_schema`).
-SCHEMA_VERSION = 2
+#: 3: the keys table ordered by ``ver`` (generation, then serial) with no index, and the
+#: ``restrictions`` table (keyring restrictions); a store of version 1 or 2 is brought
+#: to 3 when this library opens it (:func:`upgrade_schema`).  Two branches each called
+#: their own change "2" (one the ``ver`` order, the other the restrictions table), and
+#: files of both exist: 3 is the two together, and 2 is upgraded by what it holds.
+SCHEMA_VERSION = 3
 #: A row's ``ver`` is its generation shifted left by this, plus its serial (31 bits).
 VER_SHIFT = 31
 #: How long an operation waits for another process's transaction, in milliseconds.
@@ -214,8 +216,9 @@ def upgrade_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Inside a write transaction: bring a store of an older schema to this one (nothing if it is current).
 
     Schema 1 ordered the keys by serial, with an index on the generation, and
-    kept no restrictions; its rows move to the table of schema 2 as they are,
-    each at its ``ver``, and an empty ``restrictions`` table is added.  Done in
+    kept no restrictions; its rows move to the table of this schema as they are,
+    each at its ``ver``, and an empty ``restrictions`` table is added.  A file of
+    schema 2 has one of the two (see SCHEMA_VERSION) and gets the other.  Done in
     the caller's transaction: another process sees the old schema or the new one,
     and a crash leaves the old one.  Once upgraded, an older library refuses the
     file (``EPROTONOSUPPORT``) rather than ignore what it cannot honour (a
@@ -228,16 +231,19 @@ def upgrade_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise error(errno.EPROTONOSUPPORT, f"store {path}: schema version {version} is newer than this library's {SCHEMA_VERSION}")
     if version == SCHEMA_VERSION:
         return
-    if version != 1:
+    if version not in (1, 2):
         raise error(errno.EBADMSG, f"store {path}: schema version {version} is not one this library knows")
-    conn.execute(_KEYS_TABLE.format(name="keys_v2", shift=VER_SHIFT))
-    conn.execute(
-        "INSERT INTO keys_v2 (ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
-        "datalen, quotalen, payload, links, usage) "
-        "SELECT (gen << 31) | serial, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
-        "datalen, quotalen, payload, links, usage FROM keys"
-    )
-    conn.execute("DROP TABLE keys")  # and its index keys_gen
-    conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
-    conn.execute(_RESTRICTIONS_TABLE)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(keys)")}
+    if "ver" not in columns:
+        conn.execute(_KEYS_TABLE.format(name="keys_v2", shift=VER_SHIFT))
+        conn.execute(
+            "INSERT INTO keys_v2 (ver, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+            "datalen, quotalen, payload, links, usage) "
+            "SELECT (gen << 31) | serial, serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, "
+            "datalen, quotalen, payload, links, usage FROM keys"
+        )
+        conn.execute("DROP TABLE keys")  # and its index keys_gen
+        conn.execute("ALTER TABLE keys_v2 RENAME TO keys")
+    if conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'restrictions'").fetchone()[0] == 0:
+        conn.execute(_RESTRICTIONS_TABLE)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -189,3 +189,24 @@ def downgrade_to_schema_1(path: Path) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def downgrade_to_restrictions_schema_2(path: Path) -> None:
+    """Rewrite a closed store as the library between the two schema-2 merges left its files.
+
+    That library (the request-key/restrictions branch merged alone) numbered its
+    schema 2 as well: the keys table of schema 1 plus the ``restrictions`` table.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute(_SCHEMA_1.replace("CREATE TABLE keys", "CREATE TABLE keys_v1"))
+        # One row per serial there: a live row wins over an older tombstone.
+        conn.execute(f"INSERT OR REPLACE INTO keys_v1 ({_COLUMNS}) SELECT {_COLUMNS} FROM keys ORDER BY ver")
+        conn.execute("DROP TABLE keys")
+        conn.execute("ALTER TABLE keys_v1 RENAME TO keys")
+        conn.execute("CREATE INDEX keys_gen ON keys (gen)")
+        conn.execute("PRAGMA user_version=2")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

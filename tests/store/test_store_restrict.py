@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from asym_certs import ca_cert, leaf_cert
-from store_proc import downgrade_to_schema_1
+from store_proc import downgrade_to_restrictions_schema_2, downgrade_to_schema_1
 from test_store_processes import Peer
 
 import keyring_types as kt
@@ -186,10 +186,37 @@ def test_a_version_1_store_is_migrated_and_keeps_its_keys(store: Path) -> None:
     b.store.close()
     conn = sqlite3.connect(store)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 3
         assert conn.execute("SELECT serial FROM restrictions").fetchall() == [(ring.serial,)]
     finally:
         conn.close()
     c = _open(store)
+    assert _errno(c.keyring(ring.serial).restrict) == errno.EEXIST
+    c.store.close()
+
+
+def test_a_store_of_the_restrictions_only_schema_2_is_upgraded(store: Path) -> None:
+    # Both branches merged into this schema called theirs 2; files of the one that
+    # kept the schema-1 keys table and added restrictions must still open and upgrade.
+    a = _open(store)
+    key = a.add_key("user", "old", b"kept", "@u")
+    ring = a.add_key("keyring", "r", None, "@u")
+    ring.restrict()
+    a.store.close()
+    downgrade_to_restrictions_schema_2(store)
+    b = _open(store)
+    assert b.key(key.serial).read() == b"kept"
+    assert _errno(b.add_key, "user", "x", b"1", ring.serial) == errno.EPERM
+    added = b.add_key("user", "after", b"after the upgrade", "@u")
+    b.store.close()
+    conn = sqlite3.connect(store)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'keys_gen'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM keys WHERE ver != (gen << 31) | serial").fetchone()[0] == 0
+    finally:
+        conn.close()
+    c = _open(store)
+    assert c.key(added.serial).read() == b"after the upgrade"
     assert _errno(c.keyring(ring.serial).restrict) == errno.EEXIST
     c.store.close()
