@@ -542,6 +542,8 @@ class StoreWorld(World):
     def destroy(self, rec: KeyRecord) -> None:
         if _payload_slot.__get__(rec) is _SEALED:
             _payload_slot.__set__(rec, None)  # never opened: nothing in memory to wipe
+        # Taken before the core releases the restriction, which _forget() then no longer sees.
+        held = _restriction_key(rec)
         super().destroy(rec)
         self.sealed_seen.pop(rec, None)
         self.foreign.pop(rec.serial, None)
@@ -557,6 +559,8 @@ class StoreWorld(World):
                 self.roots.discard(rec)
             else:
                 self._forget(rec, rec.invalidated)
+                if held is not None:
+                    self._maybe_unpersist(held)
 
     def _forget(self, rec: KeyRecord, invalidated: bool) -> None:
         """Delete ``rec``'s row at the commit, and let go of what only it kept stored."""

@@ -220,3 +220,32 @@ def test_a_store_of_the_restrictions_only_schema_2_is_upgraded(store: Path) -> N
     assert c.key(added.serial).read() == b"after the upgrade"
     assert _errno(c.keyring(ring.serial).restrict) == errno.EEXIST
     c.store.close()
+
+
+def _live_serials(store: Path) -> set[int]:
+    conn = sqlite3.connect(store)
+    try:
+        return {s for (s,) in conn.execute("SELECT serial FROM keys WHERE NOT flags & 128")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", ["invalidate", "unlink"])
+def test_the_key_a_restriction_held_leaves_the_store_with_its_keyring(store: Path, how: str) -> None:
+    # The keyring is destroyed (its restriction released) before its row is dropped:
+    # the key only its restriction kept stored must go too, not stay charged forever.
+    a = _open(store)
+    ca = a.add_key("asymmetric", None, ca_cert(), "@s")
+    ring = a.add_key("keyring", "r", None, "@u")
+    ring.restrict("asymmetric", f"key_or_keyring:{ca.serial}")
+    a.session.unlink(ca)
+    assert ca.serial in _live_serials(store)
+    if how == "invalidate":
+        ring.invalidate()
+    else:
+        a.user_keyring.unlink(ring)
+    b = _open(store)
+    assert _errno(lambda: b.key(ca.serial).describe()) == errno.ENOKEY
+    a.store.close()
+    b.store.close()
+    assert not {ca.serial, ring.serial} & _live_serials(store)
