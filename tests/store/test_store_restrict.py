@@ -249,3 +249,24 @@ def test_the_key_a_restriction_held_leaves_the_store_with_its_keyring(store: Pat
     a.store.close()
     b.store.close()
     assert not {ca.serial, ring.serial} & _live_serials(store)
+
+
+def test_a_store_of_the_ver_ordered_schema_2_gets_its_restrictions_table(store: Path) -> None:
+    # The other schema 2: the keys table ordered by ver, no restrictions table.
+    a = _open(store)
+    key = a.add_key("user", "old", b"kept", "@u")
+    ring = a.add_key("keyring", "r", None, "@u")
+    a.store.close()
+    conn = sqlite3.connect(store, isolation_level=None)
+    try:
+        conn.execute("DROP TABLE restrictions")
+        conn.execute("PRAGMA user_version=2")
+    finally:
+        conn.close()
+    b = _open(store)
+    assert b.key(key.serial).read() == b"kept"
+    b.keyring(ring.serial).restrict()
+    b.store.close()
+    c = _open(store)
+    assert _errno(c.add_key, "user", "x", b"1", ring.serial) == errno.EPERM
+    c.store.close()
