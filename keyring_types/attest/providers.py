@@ -449,15 +449,12 @@ class EmulatedSevSnp:
             full = _hmac384(root, b"".join(mixed))
         finally:
             root.wipe()
-        key = SecretBuffer(32)
-        out, src = key.writable(), full.view()
+        src = full.view()
         try:
-            out[:] = src[:32]
+            return SecretBuffer.from_bytes(src[:32])
         finally:
-            out.release()
             src.release()
             full.wipe()
-        return key
 
     def _tcb_mask(self) -> int:
         # The bytes of TCB_VERSION that hold a level in this product's layout.

@@ -175,13 +175,8 @@ class SevGuestDevice:
             (status,) = struct.unpack_from("<I", resp)
             if status:
                 raise error(errno.EINVAL, f"{self.path}: the firmware refused the derived-key request (status 0x{status:x})")
-            key = SecretBuffer(32)
-            out = key.writable()
-            try:
-                out[:] = memoryview(resp).cast("B")[0x20:0x40]
-            finally:
-                out.release()
-            return key
+            with memoryview(resp).cast("B") as raw:
+                return SecretBuffer.from_bytes(raw[0x20:0x40])
         finally:
             ctypes.memset(resp, 0, _KEY_RESP_SIZE)
 
