@@ -16,6 +16,18 @@ from keyring_types.rpmb.wire import DeviceInfo, MmcCmd
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def need_harness() -> None:
+    """Skip (fail under CI=true) unless the LD_PRELOAD harness library is built."""
+    from conftest import require
+
+    from keyring_types.rpmb.harness import library_path
+
+    try:
+        library_path()
+    except OSError:
+        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for subprocesses: this tree first on the import path."""
     env = dict(os.environ)

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 from conftest import require
-from rpmb_util import child_env, emulator
+from rpmb_util import child_env, emulator, need_harness
 
-from keyring_types.rpmb.harness import harness_env, library_path
+from keyring_types.rpmb.harness import harness_env
 from keyring_types.rpmb.wire import U32, recv_message, send_message
 
 CHILD = textwrap.dedent(
@@ -33,10 +33,7 @@ CHILD = textwrap.dedent(
 
 
 def test_a_bad_reply_ends_the_connection(tmp_path: Path) -> None:
-    try:
-        library_path()
-    except OSError:
-        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    need_harness()
     path = tmp_path / "fake.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
@@ -95,10 +92,7 @@ CHILD_MANY_FDS = textwrap.dedent(
 
 
 def test_a_descriptor_the_harness_cannot_track_is_refused(tmp_path: Path) -> None:
-    try:
-        library_path()
-    except OSError:
-        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    need_harness()
     path = tmp_path / "fake.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
@@ -156,10 +150,7 @@ CHILD_DUP = textwrap.dedent(
 
 
 def test_duplicates_of_the_device_descriptor_reach_the_emulator(tdir: Path) -> None:
-    try:
-        library_path()
-    except OSError:
-        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    need_harness()
     with emulator(tdir) as emu:
         dev = tdir / "mmcblk9rpmb"
         r = subprocess.run([sys.executable, "-c", CHILD_DUP, str(dev), str(tdir / "plain")],

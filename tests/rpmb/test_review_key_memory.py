@@ -11,10 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import require
-from rpmb_util import ROOT, child_env, emulator
+from rpmb_util import ROOT, child_env, emulator, need_harness
 
-from keyring_types.rpmb.harness import harness_env, library_path
+from keyring_types.rpmb.harness import harness_env
 
 CHILD = textwrap.dedent(
     """
@@ -64,10 +63,7 @@ def _run(mode: str, path: Path, env: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize("mode", ["emulator", "harness"])
 def test_programming_over_emmc_leaves_no_key_behind(tdir: Path, mode: str) -> None:
     if mode == "harness":
-        try:
-            library_path()
-        except OSError:
-            require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+        need_harness()
     with emulator(tdir) as emu:
         if mode == "emulator":
             out = _run(mode, emu.sock, child_env())

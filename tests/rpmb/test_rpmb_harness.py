@@ -14,20 +14,17 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from rpmb_util import ROOT, Emulator, child_env, emulator
+from rpmb_util import ROOT, Emulator, child_env, emulator, need_harness
 
 from keyring_types.rpmb import RpmbDevice
-from keyring_types.rpmb.harness import harness_env, library_path
+from keyring_types.rpmb.harness import harness_env
 
 KEY = bytes(range(7, 39))
 
 
 @pytest.fixture
 def emu(tdir: Path) -> Iterator[Emulator]:
-    try:
-        library_path()
-    except OSError:
-        require(False, "the built RPMB harness (python setup.py build_ext --inplace)")
+    need_harness()
     with emulator(tdir) as e:
         yield e
 

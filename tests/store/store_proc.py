@@ -174,21 +174,31 @@ CREATE TABLE keys (
 _COLUMNS = "serial, gen, type, description, uid, gid, perm, flags, expiry, revoked_at, datalen, quotalen, payload, links, usage"
 
 
-def downgrade_to_schema_1(path: Path) -> None:
-    """Rewrite a closed store as the library of schema 1 left its files."""
+def _rewrite_with_schema_1_keys(path: Path, version: int, *, keep_restrictions: bool) -> None:
+    """Put a closed store's rows back into the keys table of schema 1 and label it ``version``.
+
+    One row per serial there: where a key was stored again, its live row wins over
+    the older tombstone (rows are copied in ``ver`` order).
+    """
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN")
         conn.execute(_SCHEMA_1.replace("CREATE TABLE keys", "CREATE TABLE keys_v1"))
-        conn.execute(f"INSERT INTO keys_v1 ({_COLUMNS}) SELECT {_COLUMNS} FROM keys")
+        conn.execute(f"INSERT OR REPLACE INTO keys_v1 ({_COLUMNS}) SELECT {_COLUMNS} FROM keys ORDER BY ver")
         conn.execute("DROP TABLE keys")
         conn.execute("ALTER TABLE keys_v1 RENAME TO keys")
         conn.execute("CREATE INDEX keys_gen ON keys (gen)")
-        conn.execute("DROP TABLE restrictions")  # schema 1 kept no restrictions
-        conn.execute("PRAGMA user_version=1")
+        if not keep_restrictions:
+            conn.execute("DROP TABLE restrictions")
+        conn.execute(f"PRAGMA user_version={version}")
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def downgrade_to_schema_1(path: Path) -> None:
+    """Rewrite a closed store as the library of schema 1 left its files (it kept no restrictions)."""
+    _rewrite_with_schema_1_keys(path, 1, keep_restrictions=False)
 
 
 def downgrade_to_restrictions_schema_2(path: Path) -> None:
@@ -197,16 +207,4 @@ def downgrade_to_restrictions_schema_2(path: Path) -> None:
     That library (the request-key/restrictions branch merged alone) numbered its
     schema 2 as well: the keys table of schema 1 plus the ``restrictions`` table.
     """
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        conn.execute(_SCHEMA_1.replace("CREATE TABLE keys", "CREATE TABLE keys_v1"))
-        # One row per serial there: a live row wins over an older tombstone.
-        conn.execute(f"INSERT OR REPLACE INTO keys_v1 ({_COLUMNS}) SELECT {_COLUMNS} FROM keys ORDER BY ver")
-        conn.execute("DROP TABLE keys")
-        conn.execute("ALTER TABLE keys_v1 RENAME TO keys")
-        conn.execute("CREATE INDEX keys_gen ON keys (gen)")
-        conn.execute("PRAGMA user_version=2")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    _rewrite_with_schema_1_keys(path, 2, keep_restrictions=True)
